@@ -1,0 +1,33 @@
+# Two commands set everything up on a fresh machine:
+#   make test   create .venv, install densir with its test extras, run the test suite
+#   make demo   create .venv, install, run the whole pipeline on SciFact (see README)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch is named in the same pip command: a bare 'torch' requirement would pull CUDA wheels
+TORCH  ?= torch==2.13.0
+EXTRAS ?= cpu,test
+STAMP  := $(VENV)/.densir-installed
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast demo clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)" -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -ra $(PYTEST_ARGS) tests
+
+test-fast: install
+	$(PY) -m pytest -ra -m "not slow" $(PYTEST_ARGS) tests
+
+demo: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash demo.sh
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,181 @@
+"""File I/O shared by every stage: atomic writes, JSONL and TREC run files, input errors.
+
+Every artefact densir writes goes through :func:`atomic_write`, so a file that exists under its
+final name is complete: a crash leaves at most a ``*.tmp-*`` file behind, never a truncated
+artefact that a rerun would mistake for a finished one.
+
+Run files are TREC format, ``qid Q0 docid rank score tag``, one line per hit, ranks 1..k per
+query, sorted by descending score. Ids are strings everywhere.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, Iterable, Iterator, Mapping, Sequence
+
+Run = dict  # qid -> list[(docid, score)], best first
+
+
+class InputError(ValueError):
+    """Bad input data, with the file, line and field at fault in the message."""
+
+    def __init__(self, path, line: int | None, message: str, field: str | None = None):
+        where = str(path)
+        if line is not None:
+            where += f":{line}"
+        if field is not None:
+            where += f": field '{field}'"
+        super().__init__(f"{where}: {message}")
+        self.path, self.line, self.field = str(path), line, field
+
+
+# --------------------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_write(path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Open a temp file beside ``path``; on clean exit fsync and rename it to ``path``.
+
+    On an exception the temp file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
+    os.close(fd)
+    kwargs = {} if "b" in mode else {"encoding": encoding, "newline": "\n"}
+    try:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path) -> Iterator[Path]:
+    """Build a directory under a temp name; rename it to ``path`` only when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json(path, obj) -> None:
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+def read_json(path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise InputError(path, e.lineno, f"invalid JSON: {e.msg}") from None
+
+
+# --------------------------------------------------------------------------- JSONL
+def iter_jsonl(path) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, object)`` for each non-blank line; bad JSON names file and line."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(path, lineno, f"invalid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise InputError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj
+
+
+def write_jsonl(path, records: Iterable[Mapping]) -> int:
+    n = 0
+    with atomic_write(path) as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False))
+            f.write("\n")
+            n += 1
+    return n
+
+
+def require(obj: Mapping, field: str, path, lineno: int, kind=str):
+    """Return ``obj[field]``, raising :class:`InputError` if it is missing or of the wrong type."""
+    if field not in obj:
+        raise InputError(path, lineno, "missing", field)
+    value = obj[field]
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # numeric ids in JSON are accepted and kept as strings
+    if not isinstance(value, kind):
+        raise InputError(path, lineno, f"expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}", field)
+    return value
+
+
+# --------------------------------------------------------------------------- TREC runs
+def write_run(path, run: Mapping[str, Sequence[tuple[str, float]]], tag: str = "densir",
+              depth: int | None = None, sort: bool = True) -> None:
+    """Write a TREC run. Hits are sorted by descending score (ties by docid) unless ``sort=False``."""
+    with atomic_write(path) as f:
+        for qid, hits in run.items():
+            write_run_hits(f, qid, hits, tag, depth, sort)
+
+
+def write_run_hits(f: IO, qid: str, hits: Sequence[tuple[str, float]], tag: str = "densir",
+                   depth: int | None = None, sort: bool = True) -> None:
+    """Write one query's hits to an open run file (used by streaming writers)."""
+    if sort:
+        hits = sorted(hits, key=lambda h: (-h[1], h[0]))
+    if depth is not None:
+        hits = hits[:depth]
+    for rank, (docid, score) in enumerate(hits, 1):
+        f.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+
+
+def iter_run(path) -> Iterator[tuple[str, list[tuple[str, float]]]]:
+    """Stream a TREC run query by query, as ``(qid, [(docid, score), ...])`` in file order.
+
+    A query's lines must be contiguous (every run densir writes is); a query that reappears
+    later is an error, so a streaming consumer never sees it twice.
+    """
+    seen: set[str] = set()
+    qid, hits = None, []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 6:
+                raise InputError(path, lineno, f"expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}")
+            try:
+                score = float(parts[4])
+            except ValueError:
+                raise InputError(path, lineno, f"not a number: {parts[4]!r}", "score") from None
+            if parts[0] != qid:
+                if qid is not None:
+                    yield qid, hits
+                if parts[0] in seen:
+                    raise InputError(path, lineno, f"query {parts[0]!r} appears in two separate blocks", "qid")
+                qid, hits = parts[0], []
+                seen.add(qid)
+            hits.append((parts[2], score))
+    if qid is not None:
+        yield qid, hits
+
+
+def read_run(path) -> dict[str, list[tuple[str, float]]]:
+    return dict(iter_run(path))

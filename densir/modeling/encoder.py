@@ -1,0 +1,216 @@
+"""DenseEncoder: any Hugging Face ``AutoModel`` + pooling (cls | mean | last) + optional L2 norm.
+
+Tied (one model for queries and passages, the default) or untied (two models). A saved encoder
+is a Hugging Face model directory::
+
+    model.safetensors config.json tokenizer files      the transformer (tied)
+    query_model/ passage_model/                        instead, when untied
+    densir_config.json                                 pooling, normalize, untied, prefixes
+    modules.json 1_Pooling/config.json [2_Normalize/]  sentence-transformers layout (tied only):
+    sentence_bert_config.json config_sentence_transformers.json   SentenceTransformer(path) loads it
+
+:meth:`DenseEncoder.load` reads a densir dir, a sentence-transformers dir (pooling and normalize
+taken from its modules), or any plain HF model/hub name (pooling from the arguments).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, AutoTokenizer
+
+logger = logging.getLogger(__name__)
+
+POOLINGS = ("cls", "mean", "last")
+CONFIG_NAME = "densir_config.json"
+_ST_POOLING = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "last": "pooling_mode_lasttoken"}
+
+
+@dataclass
+class EncoderConfig:
+    pooling: str = "cls"
+    normalize: bool = False
+    untied: bool = False
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    max_seq_length: int | None = None  # written to sentence_bert_config.json for ST users
+
+    def __post_init__(self):
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+
+
+class DenseEncoder(nn.Module):
+    def __init__(self, q_model: nn.Module, p_model: nn.Module | None = None,
+                 config: EncoderConfig | None = None, tokenizer=None):
+        super().__init__()
+        self.config = config or EncoderConfig()
+        self.q_model = q_model
+        # untied: a second module; tied: the same object, registered once
+        self.p_model = p_model if p_model is not None else q_model
+        self.config.untied = p_model is not None
+        self.tokenizer = tokenizer
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(cls, model_name_or_path: str, pooling: str | None = None, normalize: bool | None = None,
+              untie_encoder: bool = False, query_prefix: str | None = None, passage_prefix: str | None = None,
+              **hf_kwargs) -> "DenseEncoder":
+        """Start training from a checkpoint: a densir dir, a sentence-transformers dir or any HF model.
+
+        Explicit arguments override what the checkpoint says; ``untie_encoder`` copies a tied
+        checkpoint into two models.
+        """
+        enc = cls.load(model_name_or_path, pooling=pooling, normalize=normalize,
+                       query_prefix=query_prefix, passage_prefix=passage_prefix, **hf_kwargs)
+        if untie_encoder and not enc.config.untied:
+            import copy
+
+            enc = cls(enc.q_model, copy.deepcopy(enc.q_model), enc.config, enc.tokenizer)
+        return enc
+
+    @classmethod
+    def load(cls, model_name_or_path: str, pooling: str | None = None, normalize: bool | None = None,
+             query_prefix: str | None = None, passage_prefix: str | None = None, **hf_kwargs) -> "DenseEncoder":
+        path = Path(model_name_or_path)
+        config = read_encoder_config(model_name_or_path)
+        for name, value in (("pooling", pooling), ("normalize", normalize),
+                            ("query_prefix", query_prefix), ("passage_prefix", passage_prefix)):
+            if value is not None:
+                setattr(config, name, value)
+        config.__post_init__()
+        if config.untied:
+            q_model = AutoModel.from_pretrained(str(path / "query_model"), **hf_kwargs)
+            p_model = AutoModel.from_pretrained(str(path / "passage_model"), **hf_kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(str(path / "query_model"))
+        else:
+            q_model = AutoModel.from_pretrained(model_name_or_path, **hf_kwargs)
+            p_model = None
+            tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+        return cls(q_model, p_model, config, tokenizer)
+
+    # ------------------------------------------------------------------ forward
+    def encode_query(self, batch: dict) -> torch.Tensor:
+        return self._encode(self.q_model, batch)
+
+    def encode_passage(self, batch: dict) -> torch.Tensor:
+        return self._encode(self.p_model, batch)
+
+    def forward(self, query: dict | None = None, passage: dict | None = None):
+        q = self.encode_query(query) if query is not None else None
+        p = self.encode_passage(passage) if passage is not None else None
+        return q, p
+
+    def _encode(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        out = model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
+        reps = pool(out.last_hidden_state, batch["attention_mask"], self.config.pooling)
+        if self.config.normalize:
+            reps = F.normalize(reps, p=2, dim=-1)
+        return reps
+
+    def gradient_checkpointing_enable(self, **kwargs):
+        self.q_model.gradient_checkpointing_enable(**kwargs)
+        if self.config.untied:
+            self.p_model.gradient_checkpointing_enable(**kwargs)
+
+    # ------------------------------------------------------------------ saving
+    def save(self, output_dir, tokenizer=None, safe_serialization: bool = True) -> None:
+        """Write a HF model dir (+ sentence-transformers modules when tied) and densir_config.json."""
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer = tokenizer or self.tokenizer
+        if self.config.untied:
+            for sub, model in (("query_model", self.q_model), ("passage_model", self.p_model)):
+                model.save_pretrained(output_dir / sub, safe_serialization=safe_serialization)
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(output_dir / sub)
+        else:
+            self.q_model.save_pretrained(output_dir, safe_serialization=safe_serialization)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(output_dir)
+            self._write_sentence_transformers_files(output_dir)
+        # written last: its presence marks a complete save
+        with open(output_dir / (CONFIG_NAME + ".tmp"), "w") as f:
+            json.dump(asdict(self.config), f, indent=2)
+        os.replace(output_dir / (CONFIG_NAME + ".tmp"), output_dir / CONFIG_NAME)
+
+    def _write_sentence_transformers_files(self, output_dir: Path) -> None:
+        dim = self.q_model.config.hidden_size
+        modules = [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        ]
+        if self.config.normalize:
+            modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                            "type": "sentence_transformers.models.Normalize"})
+            (output_dir / "2_Normalize").mkdir(exist_ok=True)
+        (output_dir / "1_Pooling").mkdir(exist_ok=True)
+        pooling = {"word_embedding_dimension": dim, "pooling_mode_cls_token": False,
+                   "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False,
+                   "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
+                   "pooling_mode_lasttoken": False, "include_prompt": True}
+        pooling[_ST_POOLING[self.config.pooling]] = True
+        max_len = self.config.max_seq_length or getattr(self.q_model.config, "max_position_embeddings", 512)
+        files = {
+            "modules.json": modules,
+            "1_Pooling/config.json": pooling,
+            "sentence_bert_config.json": {"max_seq_length": max_len, "do_lower_case": False},
+            "config_sentence_transformers.json": {
+                "prompts": {"query": self.config.query_prefix, "document": self.config.passage_prefix},
+                "default_prompt_name": None, "similarity_fn_name": "cosine" if self.config.normalize else "dot"},
+        }
+        for name, obj in files.items():
+            with open(output_dir / name, "w") as f:
+                json.dump(obj, f, indent=2)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "mean":
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    if pooling == "last":
+        if bool(attention_mask[:, -1].all()):  # left padding: the last position is the last token
+            return hidden[:, -1]
+        last = attention_mask.sum(1) - 1
+        return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+    raise ValueError(f"unknown pooling {pooling!r}")
+
+
+def read_encoder_config(model_name_or_path: str) -> EncoderConfig:
+    """densir_config.json if present; else pooling/normalize from a sentence-transformers layout; else defaults."""
+    path = Path(model_name_or_path)
+    if (path / CONFIG_NAME).exists():
+        with open(path / CONFIG_NAME) as f:
+            raw = json.load(f)
+        known = {f.name for f in fields(EncoderConfig)}
+        return EncoderConfig(**{k: v for k, v in raw.items() if k in known})
+    config = EncoderConfig()
+    if (path / "modules.json").exists():
+        with open(path / "modules.json") as f:
+            modules = json.load(f)
+        for m in modules:
+            if m["type"].endswith("Pooling"):
+                with open(path / m["path"] / "config.json") as f:
+                    pc = json.load(f)
+                for name, key in _ST_POOLING.items():
+                    if pc.get(key):
+                        config.pooling = name
+            if m["type"].endswith("Normalize"):
+                config.normalize = True
+        if (path / "config_sentence_transformers.json").exists():
+            with open(path / "config_sentence_transformers.json") as f:
+                prompts = json.load(f).get("prompts") or {}
+            config.query_prefix = prompts.get("query", "") or ""
+            config.passage_prefix = prompts.get("document", prompts.get("passage", "")) or ""
+        if (path / "sentence_bert_config.json").exists():
+            with open(path / "sentence_bert_config.json") as f:
+                config.max_seq_length = json.load(f).get("max_seq_length")
+    return config

