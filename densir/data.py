@@ -15,7 +15,7 @@ Every reader fails on bad input with an :class:`densir.io.InputError` naming fil
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from densir.io import InputError, iter_jsonl, require
 
@@ -25,6 +25,44 @@ TITLE_TEXT_SEPARATOR = " "
 def passage_text(title, text) -> str:
     """The one way densir joins a title and a text (as sentence-transformers/MTEB do on BEIR)."""
     return f"{title}{TITLE_TEXT_SEPARATOR}{text}".strip() if title else text
+
+
+def tokenize_batch(tokenizer, items: Sequence, max_len: int, prefix: str = "", pad_to_multiple_of: int | None = None):
+    """The one tokenization path for queries and passages (training, encoding, re-ranking).
+
+    ``items`` are strings, or pre-tokenized lists of token ids without special tokens. The
+    prefix (e.g. ``"query: "``) is put before each string; special tokens are added, the result
+    truncated to ``max_len`` and padded to the longest item. Returns tensors (``input_ids``,
+    ``attention_mask``, [``token_type_ids``]).
+    """
+    if all(isinstance(x, str) for x in items):
+        return tokenizer([prefix + x for x in items], max_length=max_len, truncation=True, padding=True,
+                         pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+    head, tail = special_token_template(tokenizer)
+    prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+    room = max(max_len - len(head) - len(tail), 0)
+    features = []
+    for x in items:
+        ids = tokenizer(prefix + x, add_special_tokens=False)["input_ids"] if isinstance(x, str) else prefix_ids + list(x)
+        features.append({"input_ids": head + ids[:room] + tail})
+    return tokenizer.pad(features, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+
+
+def special_token_template(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens a tokenizer puts before and after one sequence (e.g. [CLS] ... [SEP])."""
+    cached = getattr(tokenizer, "_densir_template", None)
+    if cached is not None:
+        return cached
+    inner = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for i in range(len(full) - len(inner) + 1):
+        if full[i:i + len(inner)] == inner:
+            template = (full[:i], full[i + len(inner):])
+            break
+    else:
+        raise ValueError(f"cannot locate the special tokens of {type(tokenizer).__name__}")
+    tokenizer._densir_template = template
+    return template
 
 
 # --------------------------------------------------------------------------- corpus
