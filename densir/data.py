@@ -79,7 +79,7 @@ def iter_corpus(path) -> Iterator[tuple[str, str, str]]:
         title = obj.get("title") or ""
         if not isinstance(title, str):
             raise InputError(path, lineno, f"expected str, got {type(title).__name__}", "title")
-        text = require(obj, "text", path, lineno)
+        text = require(obj, "text", path, lineno, kind=(str, list))  # list: pre-tokenized ids
         yield docid, title, text
     if not seen:
         raise InputError(path, None, "corpus is empty")

@@ -122,7 +122,8 @@ def require(obj: Mapping, field: str, path, lineno: int, kind=str):
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)  # numeric ids in JSON are accepted and kept as strings
     if not isinstance(value, kind):
-        raise InputError(path, lineno, f"expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}", field)
+        expected = " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
+        raise InputError(path, lineno, f"expected {expected}, got {type(value).__name__}", field)
     return value
 
 

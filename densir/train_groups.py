@@ -1,0 +1,87 @@
+"""Build train groups (Tevatron layout) from qrels + a retrieval run: BM25 or dense hard negatives.
+
+One builder serves both rounds: round 1 samples negatives from a BM25 run, round 2 from the
+round-1 model's run with the top ``skip`` ranks left out (a guard against unlabelled positives).
+
+For each query with at least one positive (rel > 0) in the qrels:
+    positives = the judged relevant docs
+    negatives = run hits at ranks (skip, depth] that are not judged relevant,
+                ``n_sample`` of them drawn without replacement by a RNG seeded with (seed, qid),
+                so a query's sample does not depend on file order or on other queries.
+Queries without a positive, without any negative, or absent from the run are counted and
+reported in the stats, never silently dropped.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from typing import Iterable, Iterator, Mapping
+
+logger = logging.getLogger(__name__)
+
+
+def build_train_groups(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]],
+                       run: Iterable[tuple[str, list[tuple[str, float]]]],
+                       corpus: Mapping[str, tuple[str, str]], depth: int = 200, n_sample: int = 30,
+                       seed: int = 42, skip: int = 0, stats: dict | None = None) -> Iterator[dict]:
+    """Yield train-group records; fill ``stats`` with counts of what was kept and skipped.
+
+    ``run`` yields ``(qid, hits)`` best first (``densir.io.iter_run``). ``corpus`` maps
+    docid -> (title, text). Only queries with qrels are considered.
+    """
+    stats = stats if stats is not None else {}
+    stats.update(groups=0, queries_in_run=0, no_positive=0, no_negative=0, fewer_than_n_sample=0,
+                 not_in_run=0, negatives=0, positives=0)
+    seen = set()
+    for qid, hits in run:
+        stats["queries_in_run"] += 1
+        seen.add(qid)
+        positives = [d for d, rel in qrels.get(qid, {}).items() if rel > 0]
+        if not positives:
+            stats["no_positive"] += 1
+            continue
+        pos_set = set(positives)
+        candidates = [d for d, _ in hits[skip:depth] if d not in pos_set]
+        if not candidates:
+            stats["no_negative"] += 1
+            continue
+        if len(candidates) > n_sample:
+            negatives = _rng(seed, qid).sample(candidates, n_sample)
+        else:
+            negatives = candidates
+            stats["fewer_than_n_sample"] += len(candidates) < n_sample
+        stats["groups"] += 1
+        stats["positives"] += len(positives)
+        stats["negatives"] += len(negatives)
+        if qid not in queries:
+            raise KeyError(f"query {qid!r} is in the run and qrels but has no text")
+        yield {
+            "query_id": qid,
+            "query": queries[qid],
+            "positive_passages": [_passage(corpus, d) for d in positives],
+            "negative_passages": [_passage(corpus, d) for d in negatives],
+        }
+    stats["not_in_run"] = sum(1 for q, docs in qrels.items() if q not in seen and any(r > 0 for r in docs.values()))
+
+
+def _passage(corpus, docid: str) -> dict:
+    try:
+        title, text = corpus[docid]
+    except KeyError:
+        raise KeyError(f"docid {docid!r} is not in the corpus") from None
+    return {"docid": docid, "title": title, "text": text}
+
+
+def _rng(seed: int, qid: str) -> random.Random:
+    digest = hashlib.sha256(f"{seed}\0{qid}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def describe_stats(stats: Mapping[str, int]) -> str:
+    g = stats["groups"]
+    mean = stats["negatives"] / g if g else 0.0
+    return (f"{g} groups written ({mean:.1f} negatives on average); skipped: "
+            f"{stats['no_positive']} queries without a positive, {stats['no_negative']} without a negative, "
+            f"{stats['not_in_run']} judged queries absent from the run; "
+            f"{stats['fewer_than_n_sample']} groups have fewer negatives than asked")

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# get_data.sh — stage 1 of densir: fetch a dataset, convert it, BM25-index it, retrieve BM25
+# negatives, score the BM25 baseline and build the round-1 train groups.
+#
+# Usage: bash get_data.sh [--dataset D] [--source URL|FILE|DIR] [--out_dir DIR] [options]
+# Every option is also an env var of the same name in capitals (flags win):
+#   DATASET     msmarco-passage | beir/<name>                        (default beir/scifact)
+#   SOURCE      URL, local file (.zip/.tar.gz) or directory in place of the public URL
+#   OUT_DIR     output directory                                    (default data/<dataset>)
+#   THREADS     BM25 threads                                        (default: nproc)
+#   DEPTH       sample round-1 negatives from the BM25 top DEPTH    (default 200)
+#   N_SAMPLE    negatives per query                                 (default 30)
+#   SEED        negative sampling seed                              (default 42)
+#   EVAL_DEPTH  BM25 depth for the evaluation split                 (default 1000)
+#   TOKENIZE    a tokenizer (HF name or dir): also write pre-tokenized groups and corpus
+#   Q_MAX_LEN / P_MAX_LEN   truncation for --tokenize                (default 32 / 128)
+#   PYTHON      python interpreter                                  (default python)
+#
+# Writes under OUT_DIR (each file appears only when complete; a rerun skips finished steps and
+# redoes a step whose output is missing):
+#   corpus.jsonl queries.<split>.jsonl qrels.<split>.tsv dataset.json   (DESIGN formats, string ids)
+#   bm25_index/  bm25.<eval>.run  bm25.<eval>.metrics.json  bm25.train.run
+#   train.bm25.jsonl (+ .stats.json)   [train.bm25.tok.jsonl corpus.tok.jsonl]
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+DATASET=${DATASET:-beir/scifact}
+SOURCE=${SOURCE:-}
+OUT_DIR=${OUT_DIR:-}
+THREADS=${THREADS:-$(nproc)}
+DEPTH=${DEPTH:-200}
+N_SAMPLE=${N_SAMPLE:-30}
+SEED=${SEED:-42}
+EVAL_DEPTH=${EVAL_DEPTH:-1000}
+TOKENIZE=${TOKENIZE:-}
+Q_MAX_LEN=${Q_MAX_LEN:-32}
+P_MAX_LEN=${P_MAX_LEN:-128}
+PYTHON=${PYTHON:-python}
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dataset) DATASET=$2; shift 2 ;;
+    --source) SOURCE=$2; shift 2 ;;
+    --out_dir) OUT_DIR=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    --depth) DEPTH=$2; shift 2 ;;
+    --n_sample) N_SAMPLE=$2; shift 2 ;;
+    --seed) SEED=$2; shift 2 ;;
+    --eval_depth) EVAL_DEPTH=$2; shift 2 ;;
+    --tokenize) TOKENIZE=$2; shift 2 ;;
+    --q_max_len) Q_MAX_LEN=$2; shift 2 ;;
+    --p_max_len) P_MAX_LEN=$2; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "get_data.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+case "$DATASET" in
+  msmarco-passage)
+    FORMAT=msmarco; TRAIN=train; EVAL=dev
+    URL=https://msmarco.z22.web.core.windows.net/msmarcoranking/collectionandqueries.tar.gz ;;
+  beir/*)
+    FORMAT=beir; TRAIN=train; EVAL=test
+    URL="https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/${DATASET#beir/}.zip" ;;
+  *) echo "get_data.sh: unknown dataset '$DATASET' (msmarco-passage or beir/<name>)" >&2; exit 2 ;;
+esac
+SOURCE=${SOURCE:-$URL}
+OUT_DIR=${OUT_DIR:-data/${DATASET//\//-}}
+mkdir -p "$OUT_DIR"
+
+log() { echo "[get_data $(date +%H:%M:%S)] $*" >&2; }
+# step NAME OUTPUT CMD...: skip when OUTPUT exists (outputs are written atomically), else run
+step() {
+  local name=$1 out=$2; shift 2
+  if [ -e "$out" ]; then log "skip $name: $out is complete"; return 0; fi
+  log "step $name -> $out"
+  "$@" || { echo "get_data.sh: step '$name' failed (output $out not written)" >&2; exit 1; }
+}
+
+# ---- 1. fetch: a URL is downloaded (to a .part name, renamed when done); a local path is used as is
+if [[ "$SOURCE" =~ ^https?:// ]]; then
+  mkdir -p "$OUT_DIR/download"
+  LOCAL="$OUT_DIR/download/$(basename "$SOURCE")"
+  step download "$LOCAL" bash -c 'curl -fL --retry 3 -o "$1.part" "$2" && mv "$1.part" "$1"' _ "$LOCAL" "$SOURCE"
+else
+  [ -e "$SOURCE" ] || { echo "get_data.sh: source '$SOURCE' does not exist" >&2; exit 2; }
+  LOCAL=$SOURCE
+fi
+
+# ---- 2. convert to densir formats (dataset.json is written last)
+step convert "$OUT_DIR/dataset.json" \
+  $PYTHON "$HERE/tools/prepare_data.py" --format "$FORMAT" --source "$LOCAL" --out_dir "$OUT_DIR" --name "$DATASET"
+
+# ---- 3. BM25 index (title + text in one field) and the evaluation-split baseline
+step bm25-index "$OUT_DIR/bm25_index" \
+  $PYTHON "$HERE/tools/bm25.py" index --corpus "$OUT_DIR/corpus.jsonl" --index "$OUT_DIR/bm25_index" --threads "$THREADS"
+if [ -f "$OUT_DIR/qrels.$EVAL.tsv" ]; then
+  step bm25-search-$EVAL "$OUT_DIR/bm25.$EVAL.run" \
+    $PYTHON "$HERE/tools/bm25.py" search --index "$OUT_DIR/bm25_index" --queries "$OUT_DIR/queries.$EVAL.jsonl" \
+      --run "$OUT_DIR/bm25.$EVAL.run" --depth "$EVAL_DEPTH" --threads "$THREADS"
+  step bm25-evaluate "$OUT_DIR/bm25.$EVAL.metrics.json" \
+    $PYTHON "$HERE/tools/evaluate.py" "$OUT_DIR/qrels.$EVAL.tsv" "$OUT_DIR/bm25.$EVAL.run" --name "BM25 ($EVAL)" \
+      --save "$OUT_DIR/bm25.$EVAL.metrics.json"
+else
+  log "no $EVAL split in $DATASET: no baseline scores"
+fi
+
+# ---- 4. BM25 negatives for the train queries, and the round-1 train groups
+if [ -f "$OUT_DIR/qrels.$TRAIN.tsv" ]; then
+  step bm25-search-$TRAIN "$OUT_DIR/bm25.$TRAIN.run" \
+    $PYTHON "$HERE/tools/bm25.py" search --index "$OUT_DIR/bm25_index" --queries "$OUT_DIR/queries.$TRAIN.jsonl" \
+      --run "$OUT_DIR/bm25.$TRAIN.run" --depth "$DEPTH" --threads "$THREADS"
+  step build-train "$OUT_DIR/train.bm25.jsonl" \
+    $PYTHON "$HERE/tools/build_train.py" --queries "$OUT_DIR/queries.$TRAIN.jsonl" --qrels "$OUT_DIR/qrels.$TRAIN.tsv" \
+      --run "$OUT_DIR/bm25.$TRAIN.run" --corpus "$OUT_DIR/corpus.jsonl" --out "$OUT_DIR/train.bm25.jsonl" \
+      --depth "$DEPTH" --n_sample "$N_SAMPLE" --seed "$SEED"
+  if [ -n "$TOKENIZE" ]; then
+    step pretokenize "$OUT_DIR/train.bm25.tok.jsonl" \
+      $PYTHON "$HERE/tools/pretokenize.py" --tokenizer "$TOKENIZE" --q_max_len "$Q_MAX_LEN" --p_max_len "$P_MAX_LEN" \
+        --groups "$OUT_DIR/train.bm25.jsonl" "$OUT_DIR/train.bm25.tok.jsonl"
+  fi
+else
+  log "no $TRAIN split in $DATASET: no train groups"
+fi
+if [ -n "$TOKENIZE" ]; then
+  step pretokenize-corpus "$OUT_DIR/corpus.tok.jsonl" \
+    $PYTHON "$HERE/tools/pretokenize.py" --tokenizer "$TOKENIZE" --p_max_len "$P_MAX_LEN" \
+      --corpus "$OUT_DIR/corpus.jsonl" "$OUT_DIR/corpus.tok.jsonl"
+fi
+
+log "done: $OUT_DIR"
+[ -f "$OUT_DIR/bm25.$EVAL.metrics.json" ] && $PYTHON - "$OUT_DIR/bm25.$EVAL.metrics.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+print("BM25 " + "  ".join(f"{k} {m[k]:.4f}" for k in ("MRR@10", "nDCG@10", "Recall@100", "Recall@1000")))
+PY
+[ -f "$OUT_DIR/train.bm25.stats.json" ] && cat "$OUT_DIR/train.bm25.stats.json" >&2
+exit 0

@@ -1,0 +1,31 @@
+"""Score a TREC run against qrels (ir_measures / pytrec_eval): print a table, optionally save JSON.
+
+    python tools/evaluate.py QRELS RUN [--metrics MRR@10 nDCG@10 Recall@100 Recall@1000] [--save metrics.json]
+
+Judged queries missing from the run count as 0 (trec_eval -c).
+"""
+import argparse
+import json
+
+from densir.data import read_qrels
+from densir.evaluation import DEFAULT_METRICS, evaluate, format_table
+from densir.io import read_run, write_json
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("qrels")
+    ap.add_argument("run")
+    ap.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
+    ap.add_argument("--save", help="write the metrics as JSON here")
+    ap.add_argument("--name", default=None, help="system name in the table (default: the run's path)")
+    args = ap.parse_args()
+    scores = evaluate(read_qrels(args.qrels), read_run(args.run), args.metrics)
+    print(format_table({args.name or args.run: scores}, args.metrics))
+    print(f"({scores['queries']} judged queries, {scores['queries_in_run']} in the run)")
+    if args.save:
+        write_json(args.save, dict(scores, run=args.run, qrels=args.qrels))
+
+
+if __name__ == "__main__":
+    main()
