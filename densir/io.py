@@ -33,6 +33,21 @@ class InputError(ValueError):
         self.path, self.line, self.field = str(path), line, field
 
 
+def cli_errors(main):
+    """Decorate a CLI ``main``: bad input ends the process with one clear line and exit code 1."""
+    import functools
+    import sys
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except (InputError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+    return wrapper
+
+
 # --------------------------------------------------------------------------- atomic writes
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:

@@ -12,8 +12,9 @@ Ids stay the strings of the release (MS MARCO pids are kept as written, never re
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
+import os
 import tarfile
 import tempfile
 import zipfile
@@ -29,6 +30,19 @@ MSMARCO_FILES = {
     "train": ("queries.train.tsv", "qrels.train.tsv"),
     "dev": ("queries.dev.small.tsv", "qrels.dev.small.tsv"),
 }
+
+
+@contextlib.contextmanager
+def _name_archive_members(source, workdir):
+    """Errors inside an extracted archive name ``archive.zip:member/path``, not the temp dir."""
+    try:
+        yield
+    except InputError as e:
+        extracted = str(Path(workdir) / "extracted") + os.sep
+        if e.path.startswith(extracted):
+            e.args = (str(e).replace(extracted, f"{source}:", 1),)
+            e.path = f"{source}:{e.path[len(extracted):]}"
+        raise
 
 
 def locate(source, marker: str, workdir) -> Path:
@@ -61,7 +75,8 @@ def locate(source, marker: str, workdir) -> Path:
 def convert_beir(source, out_dir, name: str = "beir") -> dict:
     """BEIR layout (corpus.jsonl with ``_id``, queries.jsonl, qrels/<split>.tsv) -> densir files."""
     out_dir = Path(out_dir)
-    with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as tmp:
+    with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as tmp, \
+            _name_archive_members(source, tmp):
         src = locate(source, "corpus.jsonl", tmp)
         corpus_path, queries_path = src / "corpus.jsonl", src / "queries.jsonl"
 
@@ -120,7 +135,8 @@ def _iter_tsv2(path):
 def convert_msmarco(source, out_dir, name: str = "msmarco-passage") -> dict:
     """Official MS MARCO passage files (collection.tsv, queries.*.tsv, qrels.*.tsv) -> densir files."""
     out_dir = Path(out_dir)
-    with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as tmp:
+    with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as tmp, \
+            _name_archive_members(source, tmp):
         src = locate(source, MSMARCO_FILES["corpus"], tmp)
         corpus_path = src / MSMARCO_FILES["corpus"]
         doc_ids: set[str] = set()

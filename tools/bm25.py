@@ -10,8 +10,10 @@ import logging
 
 from densir import bm25
 from densir.data import read_queries
+from densir.io import cli_errors
 
 
+@cli_errors
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -12,10 +12,11 @@ import logging
 from pathlib import Path
 
 from densir.data import read_corpus, read_qrels, read_queries
-from densir.io import iter_run, write_json, write_jsonl
+from densir.io import cli_errors, iter_run, write_json, write_jsonl
 from densir.train_groups import build_train_groups, describe_stats
 
 
+@cli_errors
 def main(defaults=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--queries", required=True)

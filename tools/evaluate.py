@@ -5,13 +5,13 @@
 Judged queries missing from the run count as 0 (trec_eval -c).
 """
 import argparse
-import json
 
 from densir.data import read_qrels
 from densir.evaluation import DEFAULT_METRICS, evaluate, format_table
-from densir.io import read_run, write_json
+from densir.io import cli_errors, read_run, write_json
 
 
+@cli_errors
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("qrels")

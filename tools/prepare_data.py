@@ -10,8 +10,10 @@ import json
 import logging
 
 from densir.prepare import convert_beir, convert_msmarco
+from densir.io import cli_errors
 
 
+@cli_errors
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--format", choices=["beir", "msmarco"], required=True)

@@ -8,8 +8,10 @@ import argparse
 from transformers import AutoTokenizer
 
 from densir.pretokenize import pretokenize_corpus, pretokenize_groups
+from densir.io import cli_errors
 
 
+@cli_errors
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokenizer", required=True)
