@@ -69,14 +69,9 @@ SOURCE=${SOURCE:-$URL}
 OUT_DIR=${OUT_DIR:-data/${DATASET//\//-}}
 mkdir -p "$OUT_DIR"
 
-log() { echo "[get_data $(date +%H:%M:%S)] $*" >&2; }
-# step NAME OUTPUT CMD...: skip when OUTPUT exists (outputs are written atomically), else run
-step() {
-  local name=$1 out=$2; shift 2
-  if [ -e "$out" ]; then log "skip $name: $out is complete"; return 0; fi
-  log "step $name -> $out"
-  "$@" || { echo "get_data.sh: step '$name' failed (output $out not written)" >&2; exit 1; }
-}
+# log, and step NAME OUTPUT CMD...: skip when OUTPUT exists (outputs are written atomically), else run
+DENSIR_SCRIPT=get_data
+source "$HERE/scripts/lib.sh"
 
 # ---- 1. fetch: a URL is downloaded (to a .part name, renamed when done); a local path is used as is
 if [[ "$SOURCE" =~ ^https?:// ]]; then

@@ -141,6 +141,6 @@ def _start_jvm() -> None:
 
         jnius_config.add_options = add_options_without_incubator
         jnius_config.add_options("-Xmx" + os.environ.get("DENSIR_JVM_HEAP", "4g"))
-    import pyserini.pyclass  # noqa: F401  (puts Anserini's jar on the classpath, starts the JVM)
+    import pyserini.pyclass  # noqa: F401,E501 (puts Anserini's jar on the classpath, starts the JVM)
 
     _jvm_ready = True

@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 from densir.data import read_qrels, write_qrels
-from densir.io import InputError, atomic_write, iter_jsonl, require, write_json, write_jsonl
+from densir.io import InputError, iter_jsonl, require, write_json, write_jsonl
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,268 @@
+"""CrossEncoderReranker: a Hugging Face ``AutoModelForSequenceClassification`` with one logit.
+
+The query and the passage are read jointly, ``[CLS] query [SEP] passage [SEP]``, and the single
+logit is the relevance score. :meth:`CrossEncoderReranker.load` takes any HF sequence-
+classification checkpoint, a sentence-transformers ``CrossEncoder`` dir or hub name, or a plain
+encoder (BERT, MiniLM, a densir/sentence-transformers bi-encoder): the encoder weights are kept
+and a fresh one-logit head is added.
+
+Scores are **raw logits**, everywhere: :meth:`predict`, :meth:`rank`, the run files of
+``densir.driver.rerank``. sentence-transformers' ``CrossEncoder`` applies a Sigmoid to one-logit
+models unless the model says otherwise, so :meth:`save` writes the activation as
+``torch.nn.modules.linear.Identity`` (in ``config_sentence_transformers.json``, and in
+``config.json`` for sentence-transformers < 5) and ``CrossEncoder(path).predict(pairs)`` returns
+the same numbers as :meth:`predict`. Raw logits rank exactly as sigmoids do, and do not
+saturate into ties in float32 for confident pairs. A saved reranker is::
+
+    model.safetensors config.json tokenizer files     the HF model (num_labels=1)
+    modules.json sentence_bert_config.json            sentence-transformers CrossEncoder layout
+    config_sentence_transformers.json                 (Identity activation)
+    densir_reranker.json                              max_len; written last, marks a complete save
+
+Pairs are tokenized in one place, :func:`tokenize_pairs`: the tokenizer's pair encoding,
+truncating only the passage (``truncation='only_second'``) to ``max_len`` tokens in all. The
+saved tokenizer's ``model_max_length`` is ``max_len``, so sentence-transformers cuts at the same
+length; it truncates 'longest_first', which removes tokens from the passage only, exactly as
+'only_second' does, while the query is no longer than what is left of the passage (any query
+under ``(max_len - 3) / 2`` tokens). sentence-transformers is left on 'longest_first' because its
+'only_second' raises on a query longer than ``max_len``; densir falls back to 'longest_first'
+for such a pair (and only that pair).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "densir_reranker.json"
+ST_ACTIVATION = "torch.nn.modules.linear.Identity"  # scores are raw logits (see module docstring)
+DEFAULT_MAX_LEN = 512
+
+Pair = tuple  # (query, passage): strings, or lists of token ids without special tokens
+
+
+class CrossEncoderReranker(nn.Module):
+    def __init__(self, model: nn.Module, tokenizer, max_len: int = DEFAULT_MAX_LEN):
+        super().__init__()
+        if getattr(model.config, "num_labels", 1) != 1:
+            raise ValueError(f"a reranker has one output logit, this model has {model.config.num_labels}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_len = max_len
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def load(cls, model_name_or_path: str, max_len: int | None = None, **hf_kwargs) -> "CrossEncoderReranker":
+        """A densir reranker dir, a (sentence-transformers) cross-encoder, or any encoder + a new head.
+
+        ``max_len`` defaults to what a densir dir says, else the tokenizer's ``model_max_length``
+        capped at 512.
+        """
+        config = AutoConfig.from_pretrained(model_name_or_path)
+        architectures = getattr(config, "architectures", None) or []
+        is_classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
+        if is_classifier and config.num_labels != 1:
+            raise ValueError(f"{model_name_or_path} is a classifier with {config.num_labels} labels; "
+                             "a reranker needs one relevance logit")
+        model = AutoModelForSequenceClassification.from_pretrained(model_name_or_path, num_labels=1, **hf_kwargs)
+        if not is_classifier:
+            logger.info("%s has no classification head: a fresh one-logit head is initialised", model_name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+        if max_len is None:
+            saved = Path(model_name_or_path) / CONFIG_NAME
+            if saved.exists():
+                max_len = json.loads(saved.read_text())["max_len"]
+            else:
+                max_len = min(int(getattr(tokenizer, "model_max_length", DEFAULT_MAX_LEN) or DEFAULT_MAX_LEN),
+                              DEFAULT_MAX_LEN)
+        return cls(model, tokenizer, max_len)
+
+    # ------------------------------------------------------------------ scoring
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Relevance logits, shape ``[batch]``, for a batch from :func:`tokenize_pairs`."""
+        out = self.model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
+        return out.logits.squeeze(-1)
+
+    def tokenize(self, pairs: Sequence[Pair]) -> dict:
+        return tokenize_pairs(self.tokenizer, [q for q, _ in pairs], [p for _, p in pairs], self.max_len)
+
+    @torch.inference_mode()
+    def predict(self, pairs: Sequence[Pair], batch_size: int = 32, amp: str | None = None,
+                show_progress_bar: bool = False) -> np.ndarray:
+        """Raw-logit scores (float32 array, input order) of (query, passage) pairs.
+
+        Pairs are scored in batches of similar length (sorted longest first, so padding is small
+        and an out-of-memory shows up on the first batch); ``amp`` is ``"bf16"``, ``"fp16"`` or None.
+        """
+        if not len(pairs):
+            return np.zeros(0, dtype=np.float32)
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        order = np.argsort([-_pair_length(p) for p in pairs], kind="stable")
+        scores = np.empty(len(pairs), dtype=np.float32)
+        from tqdm.auto import tqdm
+
+        starts = range(0, len(pairs), batch_size)
+        for start in tqdm(starts, desc="rerank", disable=not show_progress_bar, leave=False):
+            idx = order[start:start + batch_size]
+            batch = self.tokenize([pairs[i] for i in idx])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with autocast(device, amp):
+                logits = self(batch)
+            scores[idx] = logits.float().cpu().numpy()
+        self.train(was_training)
+        return scores
+
+    def rank(self, query, documents: Sequence, top_k: int | None = None, batch_size: int = 32,
+             amp: str | None = None) -> list[dict]:
+        """Score ``documents`` against ``query``; ``[{"corpus_id": index, "score": logit}]`` best first.
+
+        The same shape as sentence-transformers' ``CrossEncoder.rank`` (ties keep input order).
+        """
+        scores = self.predict([(query, d) for d in documents], batch_size=batch_size, amp=amp)
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        return [{"corpus_id": int(i), "score": float(scores[i])} for i in order]
+
+    def gradient_checkpointing_enable(self, **kwargs):
+        self.model.gradient_checkpointing_enable(**kwargs)
+
+    # ------------------------------------------------------------------ saving
+    def save(self, output_dir, safe_serialization: bool = True) -> None:
+        """Write a HF dir that ``CrossEncoderReranker.load`` and ``sentence_transformers.CrossEncoder`` read."""
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(output_dir / CONFIG_NAME)  # an interrupted re-save must not look complete
+        # sentence-transformers < 5 reads the activation from config.json
+        self.model.config.sentence_transformers = {"activation_fn": ST_ACTIVATION}
+        self.model.save_pretrained(output_dir, safe_serialization=safe_serialization)
+        self.tokenizer.model_max_length = self.max_len
+        self.tokenizer.save_pretrained(output_dir)
+        files = {
+            "modules.json": [{"idx": 0, "name": "0", "path": "",
+                              "type": "sentence_transformers.base.modules.transformer.Transformer"}],
+            "sentence_bert_config.json": {
+                "transformer_task": "sequence-classification",
+                "modality_config": {"text": {"method": "forward", "method_output_name": "logits"}},
+                "module_output_name": "scores",
+                "max_seq_length": self.max_len,
+            },
+            "config_sentence_transformers.json": {
+                "activation_fn": ST_ACTIVATION, "model_type": "CrossEncoder",
+                "prompts": {}, "default_prompt_name": None},
+        }
+        for name, obj in files.items():
+            with open(output_dir / name, "w", encoding="utf-8") as f:
+                json.dump(obj, f, indent=2)
+        tmp = output_dir / (CONFIG_NAME + ".tmp")
+        tmp.write_text(json.dumps({"max_len": self.max_len, "score": "logit"}, indent=2))
+        os.replace(tmp, output_dir / CONFIG_NAME)
+
+
+# --------------------------------------------------------------------------- tokenization
+def tokenize_pairs(tokenizer, queries: Sequence, passages: Sequence, max_len: int,
+                   pad_to_multiple_of: int | None = None) -> dict:
+    """The one tokenization path for (query, passage) pairs, training and re-ranking alike.
+
+    Strings go through the tokenizer's pair encoding (special tokens and token-type ids as the
+    model expects), truncating only the passage so the whole pair fits ``max_len``. Pre-tokenized
+    pairs (lists of token ids without special tokens, as in pre-tokenized train groups) are put
+    into the same template. A query too long to leave room for any passage is cut too (warned once).
+    Returns padded tensors.
+    """
+    if len(queries) != len(passages):
+        raise ValueError(f"{len(queries)} queries but {len(passages)} passages")
+    if all(isinstance(x, str) for x in queries) and all(isinstance(x, str) for x in passages):
+        kwargs = dict(max_length=max_len, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+        try:
+            return tokenizer(list(queries), list(passages), truncation="only_second", **kwargs)
+        except Exception as e:  # some query leaves no room: 'only_second' cannot fit that pair
+            if "truncat" not in str(e).lower():
+                raise
+        # pair by pair, so a pair's tokens never depend on the batch it is in
+        features = []
+        for q, p in zip(queries, passages):
+            try:
+                enc = tokenizer(q, p, truncation="only_second", max_length=max_len)
+            except Exception:
+                _warn_long_query()
+                enc = tokenizer(q, p, truncation="longest_first", max_length=max_len)
+            features.append(dict(enc))
+        return tokenizer.pad(features, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+    head, mid, tail, types = pair_token_template(tokenizer)
+    features = []
+    for q, p in zip(queries, passages):
+        q = tokenizer(q, add_special_tokens=False)["input_ids"] if isinstance(q, str) else list(q)
+        p = tokenizer(p, add_special_tokens=False)["input_ids"] if isinstance(p, str) else list(p)
+        room = max(max_len - len(head) - len(mid) - len(tail), 0)
+        if len(q) >= room:
+            _warn_long_query()
+            q = q[:max(room - 1, 0)]
+        p = p[:room - len(q)]
+        ids = head + q + mid + p + tail
+        feat = {"input_ids": ids}
+        if types is not None:
+            first = len(head) + len(q) + len(mid)
+            feat["token_type_ids"] = [types[0]] * first + [types[1]] * (len(ids) - first)
+        features.append(feat)
+    return tokenizer.pad(features, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+
+
+def pair_token_template(tokenizer) -> tuple[list[int], list[int], list[int], tuple[int, int] | None]:
+    """Special tokens around a pair, ``head + query + mid + passage + tail``, and the two segment ids."""
+    cached = getattr(tokenizer, "_densir_pair_template", None)
+    if cached is not None:
+        return cached
+    a = tokenizer("a", add_special_tokens=False)["input_ids"]
+    b = tokenizer("b", add_special_tokens=False)["input_ids"]
+    enc = tokenizer("a", "b", add_special_tokens=True)
+    full = enc["input_ids"]
+    for i in range(len(full) - len(a) + 1):
+        if full[i:i + len(a)] != a:
+            continue
+        for j in range(i + len(a), len(full) - len(b) + 1):
+            if full[j:j + len(b)] == b:
+                types = None
+                if "token_type_ids" in enc:
+                    tt = enc["token_type_ids"]
+                    types = (tt[i], tt[j])
+                template = (full[:i], full[i + len(a):j], full[j + len(b):], types)
+                tokenizer._densir_pair_template = template
+                return template
+    raise ValueError(f"cannot locate the pair template of {type(tokenizer).__name__}")
+
+
+def autocast(device: torch.device, amp: str | None):
+    """bf16/fp16 autocast on the model's device, or a no-op."""
+    if amp is None:
+        return contextlib.nullcontext()
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if amp not in dtypes:
+        raise ValueError(f"amp must be 'bf16', 'fp16' or None, got {amp!r}")
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtypes[amp])
+
+
+def _pair_length(pair: Pair) -> int:
+    """Sort key for length bucketing: characters for strings, ids for pre-tokenized input."""
+    return sum(len(x) for x in pair)
+
+
+_warned_long_query = False
+
+
+def _warn_long_query():
+    global _warned_long_query
+    if not _warned_long_query:
+        logger.warning("a query leaves no room for its passage within max_len: the query is truncated too")
+        _warned_long_query = True

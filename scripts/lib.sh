@@ -1,0 +1,62 @@
+# scripts/lib.sh — bash helpers shared by densir's stage scripts (get_data.sh, run.sh,
+# mine_hard_neg.sh, train_hn.sh) and the SLURM jobs in slurm/. Sourced, never run.
+#
+#   DENSIR_SCRIPT              name used in messages (default: the calling script's name)
+#   log MSG...                 "[name HH:MM:SS] MSG" on stderr
+#   die MSG...                 "name.sh: MSG" on stderr, exit 1
+#   step NAME OUTPUT CMD...    skip when OUTPUT exists, else run CMD. Every densir stage writes its
+#                              output atomically (temp name, renamed last), so an OUTPUT that exists
+#                              is complete and a killed step leaves nothing that looks finished.
+#                              A failing CMD, or one that exits 0 without writing OUTPUT, ends the
+#                              script with "name.sh: step 'NAME' failed ...". With TIMINGS=FILE, each
+#                              step that ran appends "script<TAB>NAME<TAB>seconds" to FILE.
+#   parse_flags "$@"           --name VALUE / --name=VALUE sets the env var NAME (upper case, - -> _)
+#                              for each NAME listed in FLAG_VARS; -h/--help prints usage and exits.
+#   usage                      the calling script's header comment (and USAGE_EXTRA's, if set)
+
+DENSIR_SCRIPT=${DENSIR_SCRIPT:-$(basename "$0" .sh)}
+
+log() { echo "[$DENSIR_SCRIPT $(date +%H:%M:%S)] $*" >&2; }
+die() { echo "$DENSIR_SCRIPT.sh: $*" >&2; exit 1; }
+
+step() {
+  local name=$1 out=$2 rc t0=$SECONDS; shift 2
+  if [ -e "$out" ]; then log "skip $name: $out is complete"; return 0; fi
+  log "step $name -> $out"
+  # a subshell outside any '||' list, so that 'set -e' still holds inside a CMD that is a function
+  set +e; ( set -e; "$@" ); rc=$?; set -e
+  if [ "$rc" -ne 0 ]; then
+    echo "$DENSIR_SCRIPT.sh: step '$name' failed (exit $rc; output $out not written)" >&2; exit 1
+  fi
+  [ -e "$out" ] || { echo "$DENSIR_SCRIPT.sh: step '$name' exited 0 but did not write $out" >&2; exit 1; }
+  if [ -n "${TIMINGS:-}" ]; then
+    mkdir -p "$(dirname "$TIMINGS")"
+    printf '%s\t%s\t%d\n' "$DENSIR_SCRIPT" "$name" $((SECONDS - t0)) >> "$TIMINGS"
+  fi
+  return 0
+}
+
+usage() {
+  local f
+  for f in "$0" ${USAGE_EXTRA:-}; do
+    sed -n '2,/^set -euo\|^$/p' "$f" | sed '/^set -euo/d; /^$/d; s/^# \{0,1\}//'
+  done
+}
+
+parse_flags() {
+  local key val
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      -h|--help) usage; exit 0 ;;
+      --*=*) key=${1%%=*}; val=${1#*=}; shift ;;
+      --*) [ $# -ge 2 ] || { echo "$DENSIR_SCRIPT.sh: option $1 needs a value" >&2; exit 2; }
+           key=$1; val=$2; shift 2 ;;
+      *) echo "$DENSIR_SCRIPT.sh: unexpected argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    key=$(printf '%s' "${key#--}" | tr 'a-z-' 'A-Z_')
+    case " ${FLAG_VARS:-} " in
+      *" $key "*) printf -v "$key" '%s' "$val"; export "${key?}" ;;
+      *) echo "$DENSIR_SCRIPT.sh: unknown option --${key,,} (see --help)" >&2; exit 2 ;;
+    esac
+  done
+}

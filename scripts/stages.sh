@@ -1,0 +1,229 @@
+# scripts/stages.sh — the dense-retrieval steps shared by run.sh, mine_hard_neg.sh and
+# train_hn.sh (and, through them, by the SLURM jobs in slurm/). Sourced, never run.
+#
+# Settings shared by all three scripts (env vars, or --flags of the same name in lower case;
+# flags win). Defaults serve the real job (MS MARCO on GPUs); small runs pass their own.
+#   MODEL             initial checkpoint: HF hub name or local dir          (default bert-base-uncased)
+#   DATA_DIR          get_data.sh's output directory                        (default data/msmarco-passage)
+#   OUT_DIR           where the rounds are written                         (default runs/<basename DATA_DIR>)
+#   EVAL_SPLIT        split to evaluate   (default: dev if DATA_DIR/qrels.dev.tsv exists, else test)
+#   NUM_SHARDS        corpus shards: one encode job and one search job each (default 8)
+#   Q_MAX_LEN P_MAX_LEN  token limits for queries / passages                (default 32 / 128)
+#   POOLING           cls | mean | last               (default: what MODEL's config says, else cls)
+#   NORMALIZE         1 = L2-normalise embeddings, 0 = not (default: what MODEL's config says, else 0)
+#   TEMPERATURE       contrastive softmax temperature                       (default 1.0)
+#   PRECISION         bf16 | fp16 | fp32, for training and encoding        (default bf16)
+#   NPROC             training processes per node; > 1 runs torchrun with --negatives_x_device
+#                     (gloo on CPU, NCCL on GPUs)                           (default 1)
+#   BATCH             queries per device per training step                 (default 8)
+#   TRAIN_N_PASSAGES  passages per query: 1 positive + n-1 negatives        (default 8)
+#   LR                learning rate                                         (default 5e-6)
+#   EPOCHS            training epochs                                       (default 3)
+#   MAX_STEPS         > 0: train this many steps instead of EPOCHS         (default -1)
+#   WARMUP_RATIO      linear warm-up share of the steps                     (default 0.1)
+#   SAVE_STEPS        checkpoint every N steps; a rerun resumes from the last (default 500)
+#   SEED              training seed                                         (default 42)
+#   ENCODE_BATCH      encoding batch size                                   (default 128)
+#   EVAL_DEPTH        retrieval depth of the evaluation run                 (default 1000)
+#   TRAIN_ARGS ENCODE_ARGS SEARCH_ARGS   extra flags for densir.driver.train / densir.driver.encode /
+#                     densir.faiss_retriever, e.g. SEARCH_ARGS="--index_factory HNSW32"
+#   STAGE             only this stage (the SLURM jobs use it): see each script (default all)
+#   SHARD             with STAGE=encode-corpus or search: only this shard (a SLURM array task)
+#   TIMINGS           each step that ran appends "script step seconds" here (default OUT_DIR/timings.tsv)
+#   PYTHON            python interpreter                                   (default python)
+#
+# Layout of one round R under OUT_DIR (every file appears only when complete):
+#   R/model/                          trained encoder (HF + sentence-transformers dir; densir_config.json
+#                                     is written last), R/model/checkpoint-*/ while training
+#   R/enc/corpus.<i>.{npy,ids,json}   corpus shard i of NUM_SHARDS (the .json marks it complete)
+#   R/enc/queries.<split>.{npy,ids,json}
+#   R/runs/<split>.<i>.run            top-k of one corpus shard for the split's queries
+#   R/<split>.run                     merged TREC run       R/<split>.marco.tsv   MS MARCO format
+#   R/<split>.metrics.json            MRR@10 nDCG@10 Recall@100 Recall@1000
+
+PIPELINE_VARS="MODEL DATA_DIR OUT_DIR EVAL_SPLIT NUM_SHARDS Q_MAX_LEN P_MAX_LEN POOLING NORMALIZE
+  TEMPERATURE PRECISION NPROC BATCH TRAIN_N_PASSAGES LR EPOCHS MAX_STEPS WARMUP_RATIO SAVE_STEPS SEED
+  ENCODE_BATCH EVAL_DEPTH TRAIN_ARGS ENCODE_ARGS SEARCH_ARGS STAGE SHARD TIMINGS PYTHON"
+
+# pipeline_defaults: fill in every shared setting the caller left unset, check them, export them
+pipeline_defaults() {
+  MODEL=${MODEL:-bert-base-uncased}
+  DATA_DIR=${DATA_DIR:-data/msmarco-passage}
+  OUT_DIR=${OUT_DIR:-runs/$(basename "$DATA_DIR")}
+  if [ -z "${EVAL_SPLIT:-}" ]; then
+    if [ -f "$DATA_DIR/qrels.dev.tsv" ]; then EVAL_SPLIT=dev; else EVAL_SPLIT=test; fi
+  fi
+  NUM_SHARDS=${NUM_SHARDS:-8}
+  Q_MAX_LEN=${Q_MAX_LEN:-32}
+  P_MAX_LEN=${P_MAX_LEN:-128}
+  POOLING=${POOLING:-}
+  NORMALIZE=${NORMALIZE:-}
+  TEMPERATURE=${TEMPERATURE:-1.0}
+  PRECISION=${PRECISION:-bf16}
+  NPROC=${NPROC:-1}
+  BATCH=${BATCH:-8}
+  TRAIN_N_PASSAGES=${TRAIN_N_PASSAGES:-8}
+  LR=${LR:-5e-6}
+  EPOCHS=${EPOCHS:-3}
+  MAX_STEPS=${MAX_STEPS:--1}
+  WARMUP_RATIO=${WARMUP_RATIO:-0.1}
+  SAVE_STEPS=${SAVE_STEPS:-500}
+  SEED=${SEED:-42}
+  ENCODE_BATCH=${ENCODE_BATCH:-128}
+  EVAL_DEPTH=${EVAL_DEPTH:-1000}
+  TRAIN_ARGS=${TRAIN_ARGS:-}
+  ENCODE_ARGS=${ENCODE_ARGS:-}
+  SEARCH_ARGS=${SEARCH_ARGS:-}
+  STAGE=${STAGE:-all}
+  SHARD=${SHARD:-}
+  TIMINGS=${TIMINGS-$OUT_DIR/timings.tsv}
+  PYTHON=${PYTHON:-python}
+  case "$PRECISION" in bf16|fp16|fp32) ;; *) die "PRECISION must be bf16, fp16 or fp32, not '$PRECISION'" ;; esac
+  case "$NUM_SHARDS" in ''|*[!0-9]*|0) die "NUM_SHARDS must be a positive integer, not '$NUM_SHARDS'" ;; esac
+  case "$NPROC" in ''|*[!0-9]*|0) die "NPROC must be a positive integer, not '$NPROC'" ;; esac
+  if [ -n "$SHARD" ]; then
+    case "$SHARD" in *[!0-9]*) die "SHARD must be an integer, not '$SHARD'" ;; esac
+    [ "$SHARD" -lt "$NUM_SHARDS" ] || die "SHARD=$SHARD is out of range for NUM_SHARDS=$NUM_SHARDS"
+  fi
+  [ -f "$DATA_DIR/dataset.json" ] || die "DATA_DIR=$DATA_DIR has no dataset.json: run get_data.sh first"
+  mkdir -p "$OUT_DIR"
+  # shellcheck disable=SC2086
+  export $PIPELINE_VARS
+}
+
+# want STAGE_NAME: true when this invocation runs that stage
+want() { [ "$STAGE" = all ] || [ "$STAGE" = "$1" ]; }
+
+# check_stage NAME...: STAGE must be 'all' or one of NAMES
+check_stage() {
+  local s
+  for s in all "$@"; do [ "$STAGE" = "$s" ] && return 0; done
+  die "unknown STAGE '$STAGE' (one of: all $*)"
+}
+
+# shard_ids: the shards this invocation handles (SHARD, or all of them)
+shard_ids() { if [ -n "$SHARD" ]; then echo "$SHARD"; else seq 0 $((NUM_SHARDS - 1)); fi; }
+
+# ------------------------------------------------------------------ train
+# train_round ROUND INIT GROUPS...: contrastive training from INIT on the GROUPS files
+train_round() {
+  local round=$1 init=$2; shift 2
+  local out=$OUT_DIR/$round/model g
+  for g in "$@"; do [ -f "$g" ] || die "train groups $g are missing (round $round)"; done
+  step "train-$round" "$out/densir_config.json" launch_train "$init" "$out" "$@"
+}
+
+# launch_train INIT OUT GROUPS...: python, torchrun (NPROC > 1) or srun + torchrun (DENSIR_SRUN=1,
+# set by slurm/train.sbatch: one torchrun per node of the allocation, rendezvous on the first node)
+launch_train() {
+  local init=$1 out=$2; shift 2
+  local args=(--model_name_or_path "$init" --train_dir "$@" --output_dir "$out"
+              --q_max_len "$Q_MAX_LEN" --p_max_len "$P_MAX_LEN" --train_n_passages "$TRAIN_N_PASSAGES"
+              --per_device_train_batch_size "$BATCH" --learning_rate "$LR" --num_train_epochs "$EPOCHS"
+              --max_steps "$MAX_STEPS" --warmup_ratio "$WARMUP_RATIO" --temperature "$TEMPERATURE"
+              --save_steps "$SAVE_STEPS" --seed "$SEED" --logging_steps 10 --report_to none)
+  [ -n "$POOLING" ] && args+=(--pooling "$POOLING")
+  case "$NORMALIZE" in 1|true|True) args+=(--normalize true) ;; 0|false|False) args+=(--normalize false) ;; esac
+  case "$PRECISION" in bf16) args+=(--bf16) ;; fp16) args+=(--fp16) ;; esac
+  # resume: the trainer picks up the newest complete checkpoint-* in OUT
+  if compgen -G "$out/checkpoint-*" >/dev/null; then
+    log "resuming from the last checkpoint in $out"; args+=(--resume_from_checkpoint true)
+  fi
+  local nnodes=${SLURM_NNODES:-1}
+  [ "${DENSIR_SRUN:-0}" = 1 ] || nnodes=1
+  local world=$((NPROC * nnodes))
+  [ "$world" -gt 1 ] && args+=(--negatives_x_device)
+  # shellcheck disable=SC2206
+  args+=($TRAIN_ARGS)
+  local cmd=("$PYTHON")
+  if [ "$world" -gt 1 ]; then
+    if [ "$nnodes" -gt 1 ]; then
+      local head
+      head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+      cmd+=(-m torch.distributed.run --nnodes "$nnodes" --nproc_per_node "$NPROC" --rdzv_id "$SLURM_JOB_ID"
+            --rdzv_backend c10d --rdzv_endpoint "$head:${MASTER_PORT:-29500}")
+    else
+      cmd+=(-m torch.distributed.run --standalone --nproc_per_node "$NPROC")
+    fi
+  fi
+  cmd+=(-m densir.driver.train "${args[@]}")
+  if [ "${DENSIR_SRUN:-0}" = 1 ]; then
+    cmd=(srun --nodes "$nnodes" --ntasks-per-node 1 --kill-on-bad-exit=1 "${cmd[@]}")
+  fi
+  log "${cmd[*]}"
+  "${cmd[@]}"
+}
+
+# ------------------------------------------------------------------ encode
+precision_flags() { case "$PRECISION" in bf16) echo --bf16 ;; fp16) echo --fp16 ;; esac; }
+
+# encode_corpus ROUND MODEL: corpus shards (SHARD or all) of ROUND with MODEL
+encode_corpus() {
+  local round=$1 model=$2 i
+  for i in $(shard_ids); do
+    # shellcheck disable=SC2046,SC2086
+    step "encode-corpus-$round-$i" "$OUT_DIR/$round/enc/corpus.$i.json" \
+      "$PYTHON" -m densir.driver.encode --model_name_or_path "$model" --encode_in_path "$DATA_DIR/corpus.jsonl" \
+        --encoded_save_path "$OUT_DIR/$round/enc/corpus.$i" --shard_index "$i" --num_shards "$NUM_SHARDS" \
+        --per_device_eval_batch_size "$ENCODE_BATCH" --q_max_len "$Q_MAX_LEN" --p_max_len "$P_MAX_LEN" \
+        $(precision_flags) $ENCODE_ARGS
+  done
+}
+
+# encode_queries ROUND MODEL SPLIT
+encode_queries() {
+  local round=$1 model=$2 split=$3
+  [ -f "$DATA_DIR/queries.$split.jsonl" ] || die "no $DATA_DIR/queries.$split.jsonl"
+  # shellcheck disable=SC2046,SC2086
+  step "encode-queries-$round-$split" "$OUT_DIR/$round/enc/queries.$split.json" \
+    "$PYTHON" -m densir.driver.encode --model_name_or_path "$model" --encode_in_path "$DATA_DIR/queries.$split.jsonl" \
+      --encode_is_qry --encoded_save_path "$OUT_DIR/$round/enc/queries.$split" \
+      --per_device_eval_batch_size "$ENCODE_BATCH" --q_max_len "$Q_MAX_LEN" --p_max_len "$P_MAX_LEN" \
+      $(precision_flags) $ENCODE_ARGS
+}
+
+# ------------------------------------------------------------------ search, reduce, evaluate
+# search_shards ROUND SPLIT DEPTH: one run per corpus shard (SHARD or all)
+search_shards() {
+  local round=$1 split=$2 depth=$3 i enc=$OUT_DIR/$round/enc
+  for i in $(shard_ids); do
+    # shellcheck disable=SC2086
+    step "search-$round-$split-$i" "$OUT_DIR/$round/runs/$split.$i.run" \
+      "$PYTHON" -m densir.faiss_retriever --query_reps "$enc/queries.$split" --passage_reps "$enc/corpus.$i" \
+        --depth "$depth" --save_ranking_to "$OUT_DIR/$round/runs/$split.$i.run" $SEARCH_ARGS
+  done
+}
+
+# reduce_runs ROUND SPLIT DEPTH: merge the NUM_SHARDS shard runs into ROUND/SPLIT.run
+reduce_runs() {
+  local round=$1 split=$2 depth=$3
+  step "reduce-$round-$split" "$OUT_DIR/$round/$split.run" \
+    "$PYTHON" -m densir.faiss_retriever.reducer --runs "$OUT_DIR/$round/runs/$split.*.run" \
+      --num_shards "$NUM_SHARDS" --depth "$depth" --save_ranking_to "$OUT_DIR/$round/$split.run"
+}
+
+# evaluate_round ROUND SPLIT NAME: MS MARCO copy of the run, metrics JSON
+evaluate_round() {
+  local round=$1 split=$2 name=$3 dir=$OUT_DIR/$1
+  step "marco-$round-$split" "$dir/$split.marco.tsv" \
+    "$PYTHON" "$DENSIR_HOME/tools/score_to_marco.py" "$dir/$split.run" --out "$dir/$split.marco.tsv"
+  if [ -f "$DATA_DIR/qrels.$split.tsv" ]; then
+    step "evaluate-$round-$split" "$dir/$split.metrics.json" \
+      "$PYTHON" "$DENSIR_HOME/tools/evaluate.py" "$DATA_DIR/qrels.$split.tsv" "$dir/$split.run" \
+        --name "$name" --save "$dir/$split.metrics.json"
+  else
+    log "no qrels for $split: $dir/$split.run is not scored"
+  fi
+}
+
+# print_table: BM25 and every round of OUT_DIR with metrics for EVAL_SPLIT; saved as OUT_DIR/EVAL_SPLIT.table.txt
+print_table() {
+  local rows=() r
+  [ -f "$DATA_DIR/bm25.$EVAL_SPLIT.metrics.json" ] && rows+=("BM25=$DATA_DIR/bm25.$EVAL_SPLIT.metrics.json")
+  for r in zeroshot round1 round2 "$@"; do
+    [ -f "$OUT_DIR/$r/$EVAL_SPLIT.metrics.json" ] && rows+=("$r=$OUT_DIR/$r/$EVAL_SPLIT.metrics.json")
+  done
+  # shellcheck disable=SC2046
+  "$PYTHON" "$DENSIR_HOME/tools/metrics_table.py" $(printf '%s\n' "${rows[@]}" | awk -F= '!seen[$1]++') \
+    --save "$OUT_DIR/$EVAL_SPLIT.table.txt"
+}
