@@ -243,8 +243,8 @@ class ShardWriter:
             raise ValueError(f"{self.name}: more than the {self.count} rows announced")
         os.pwrite(self._npy.fileno(), vectors.tobytes(), self._offset + self.rows * self.dim * self.dtype.itemsize)
         for i in ids:
-            if "\n" in i or "\r" in i:
-                raise ValueError(f"id {i!r} contains a line break")
+            if not i or len(i.split()) != 1 or i != i.strip():
+                raise ValueError(f"{self.name}: id {i!r} is empty or contains whitespace (TREC runs split on it)")
             self._ids.write(i + "\n")
         self.rows += len(ids)
 

@@ -35,7 +35,8 @@
 # Layout of one round R under OUT_DIR (every file appears only when complete):
 #   R/model/                          trained encoder (HF + sentence-transformers dir; densir_config.json
 #                                     is written last), R/model/checkpoint-*/ while training
-#   R/enc/corpus.<i>.{npy,ids,json}   corpus shard i of NUM_SHARDS (the .json marks it complete)
+#   R/enc/corpus.<i>.{npy,ids,json}   corpus shard i of NUM_SHARDS (the .json marks it complete;
+#                                     R/enc/corpus.{npy,ids,json} when NUM_SHARDS=1)
 #   R/enc/queries.<split>.{npy,ids,json}
 #   R/runs/<split>.<i>.run            top-k of one corpus shard for the split's queries
 #   R/<split>.run                     merged TREC run       R/<split>.marco.tsv   MS MARCO format
@@ -157,14 +158,17 @@ launch_train() {
 # ------------------------------------------------------------------ encode
 precision_flags() { case "$PRECISION" in bf16) echo --bf16 ;; fp16) echo --fp16 ;; esac; }
 
+# corpus_shard ROUND i: the name densir.driver.encode gives shard i (corpus.<i>; corpus when NUM_SHARDS=1)
+corpus_shard() { if [ "$NUM_SHARDS" -gt 1 ]; then echo "$OUT_DIR/$1/enc/corpus.$2"; else echo "$OUT_DIR/$1/enc/corpus"; fi; }
+
 # encode_corpus ROUND MODEL: corpus shards (SHARD or all) of ROUND with MODEL
 encode_corpus() {
   local round=$1 model=$2 i
   for i in $(shard_ids); do
     # shellcheck disable=SC2046,SC2086
-    step "encode-corpus-$round-$i" "$OUT_DIR/$round/enc/corpus.$i.json" \
+    step "encode-corpus-$round-$i" "$(corpus_shard "$round" "$i").json" \
       "$PYTHON" -m densir.driver.encode --model_name_or_path "$model" --encode_in_path "$DATA_DIR/corpus.jsonl" \
-        --encoded_save_path "$OUT_DIR/$round/enc/corpus.$i" --shard_index "$i" --num_shards "$NUM_SHARDS" \
+        --encoded_save_path "$OUT_DIR/$round/enc/corpus" --shard_index "$i" --num_shards "$NUM_SHARDS" \
         --per_device_eval_batch_size "$ENCODE_BATCH" --q_max_len "$Q_MAX_LEN" --p_max_len "$P_MAX_LEN" \
         $(precision_flags) $ENCODE_ARGS
   done
@@ -189,7 +193,7 @@ search_shards() {
   for i in $(shard_ids); do
     # shellcheck disable=SC2086
     step "search-$round-$split-$i" "$OUT_DIR/$round/runs/$split.$i.run" \
-      "$PYTHON" -m densir.faiss_retriever --query_reps "$enc/queries.$split" --passage_reps "$enc/corpus.$i" \
+      "$PYTHON" -m densir.faiss_retriever --query_reps "$enc/queries.$split" --passage_reps "$(corpus_shard "$round" "$i")" \
         --depth "$depth" --save_ranking_to "$OUT_DIR/$round/runs/$split.$i.run" $SEARCH_ARGS
   done
 }
@@ -216,14 +220,14 @@ evaluate_round() {
   fi
 }
 
-# print_table: BM25 and every round of OUT_DIR with metrics for EVAL_SPLIT; saved as OUT_DIR/EVAL_SPLIT.table.txt
+# print_table [ROUND...]: BM25 and each round (default: zeroshot round1 round2) that has metrics for
+# EVAL_SPLIT, one row each; also saved as OUT_DIR/EVAL_SPLIT.table.txt
 print_table() {
   local rows=() r
   [ -f "$DATA_DIR/bm25.$EVAL_SPLIT.metrics.json" ] && rows+=("BM25=$DATA_DIR/bm25.$EVAL_SPLIT.metrics.json")
-  for r in zeroshot round1 round2 "$@"; do
+  [ $# -gt 0 ] || set -- zeroshot round1 round2
+  for r in "$@"; do
     [ -f "$OUT_DIR/$r/$EVAL_SPLIT.metrics.json" ] && rows+=("$r=$OUT_DIR/$r/$EVAL_SPLIT.metrics.json")
   done
-  # shellcheck disable=SC2046
-  "$PYTHON" "$DENSIR_HOME/tools/metrics_table.py" $(printf '%s\n' "${rows[@]}" | awk -F= '!seen[$1]++') \
-    --save "$OUT_DIR/$EVAL_SPLIT.table.txt"
+  "$PYTHON" "$DENSIR_HOME/tools/metrics_table.py" "${rows[@]}" --save "$OUT_DIR/$EVAL_SPLIT.table.txt"
 }

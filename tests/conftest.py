@@ -71,3 +71,11 @@ def scifact_data(tmp_path_factory, shared_data) -> Path:
     run_cmd(["bash", "get_data.sh", "--dataset", "beir/scifact", "--source", str(SCIFACT_ZIP),
              "--out_dir", str(out), "--threads", "2"])
     return out
+
+
+@pytest.fixture(scope="session")
+def expected() -> dict:
+    """The table of published figures the tests reproduce (tests/expected_figures.json)."""
+    import json
+
+    return json.loads((Path(__file__).parent / "expected_figures.json").read_text())

@@ -12,21 +12,22 @@ from densir.io import read_run
 pytestmark = pytest.mark.slow
 
 
-def test_scifact_counts(scifact_data):
+def test_scifact_counts(scifact_data, expected):
+    want = expected["scifact_counts"]
     manifest = json.loads((scifact_data / "dataset.json").read_text())
-    assert manifest["docs"] == 5183
-    assert len(read_corpus(scifact_data / "corpus.jsonl")) == 5183
-    assert len(read_queries(scifact_data / "queries.train.jsonl")) == 809
-    assert len(read_queries(scifact_data / "queries.test.jsonl")) == 300
-    for split, n in (("train", 919), ("test", 339)):
-        assert sum(len(d) for d in read_qrels(scifact_data / f"qrels.{split}.tsv").values()) == n
+    assert manifest["docs"] == want["docs"]
+    assert len(read_corpus(scifact_data / "corpus.jsonl")) == want["docs"]
+    for split in ("train", "test"):
+        assert len(read_queries(scifact_data / f"queries.{split}.jsonl")) == want[f"{split}_queries"]
+        assert sum(len(d) for d in read_qrels(scifact_data / f"qrels.{split}.tsv").values()) == want[f"{split}_qrels"]
 
 
-def test_scifact_bm25_matches_pyserini_regression(scifact_data):
+def test_scifact_bm25_matches_pyserini_regression(scifact_data, expected):
     """Pyserini's published BEIR (flat) BM25 figures for SciFact test: nDCG@10 0.6789, R@100 0.9253."""
+    want = expected["scifact_bm25_flat"]
     m = json.loads((scifact_data / "bm25.test.metrics.json").read_text())
-    assert m["nDCG@10"] == pytest.approx(0.6789, abs=0.003)
-    assert m["Recall@100"] == pytest.approx(0.9253, abs=0.003)
+    assert m["nDCG@10"] == pytest.approx(want["nDCG@10"], abs=want["tolerance"])
+    assert m["Recall@100"] == pytest.approx(want["Recall@100"], abs=want["tolerance"])
     run = read_run(scifact_data / "bm25.test.run")
     assert len(run) == 300 and all(len(h) <= 1000 for h in run.values())
 

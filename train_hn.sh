@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# train_hn.sh — round 2 of densir (Tevatron's recipe): train on the BM25 groups and the mined
+# hard-negative groups together, from the initial checkpoint (or from the round-1 model), then
+# encode, search, merge, score, and print round 1 vs round 2 vs BM25.
+#
+# Usage: bash train_hn.sh [--init model|round1] [--hn_groups F] [--stage S] [--<setting> V]...
+# Every setting is an env var of the same name (flags win); the shared ones are listed below.
+# Settings of this script:
+#   INIT           model = start from MODEL (default); round1 = continue from OUT_DIR/round1/model
+#   ROUND          name of this round under OUT_DIR                          (default round2)
+#   BM25_GROUPS    BM25-negative groups                   (default DATA_DIR/train.bm25.jsonl)
+#   HN_GROUPS      hard-negative groups from mine_hard_neg.sh  (default OUT_DIR/round1/train.hn.jsonl)
+#   HN_EPOCHS HN_MAX_STEPS HN_LR   round-2 values of EPOCHS, MAX_STEPS, LR (default: the same)
+#   STAGE          all | train | encode-corpus | encode-queries | search | reduce   (default all)
+#
+# Writes under OUT_DIR/ROUND the round layout below (model/, enc/, runs/, <EVAL_SPLIT>.run,
+# .marco.tsv, .metrics.json), and OUT_DIR/<EVAL_SPLIT>.table.txt; a rerun skips complete steps.
+set -euo pipefail
+DENSIR_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+DENSIR_SCRIPT=train_hn
+USAGE_EXTRA="$DENSIR_HOME/scripts/stages.sh"
+source "$DENSIR_HOME/scripts/lib.sh"
+source "$DENSIR_HOME/scripts/stages.sh"
+FLAG_VARS="$PIPELINE_VARS INIT ROUND BM25_GROUPS HN_GROUPS HN_EPOCHS HN_MAX_STEPS HN_LR"
+parse_flags "$@"
+pipeline_defaults
+INIT=${INIT:-model}
+ROUND=${ROUND:-round2}
+BM25_GROUPS=${BM25_GROUPS:-$DATA_DIR/train.bm25.jsonl}
+HN_GROUPS=${HN_GROUPS:-$OUT_DIR/round1/train.hn.jsonl}
+EPOCHS=${HN_EPOCHS:-$EPOCHS}
+MAX_STEPS=${HN_MAX_STEPS:-$MAX_STEPS}
+LR=${HN_LR:-$LR}
+check_stage train encode-corpus encode-queries search reduce
+export DENSIR_HOME EPOCHS MAX_STEPS LR
+
+case "$INIT" in
+  model) INIT_MODEL=$MODEL ;;
+  round1) INIT_MODEL=$OUT_DIR/round1/model
+          [ -f "$INIT_MODEL/densir_config.json" ] || die "INIT=round1 but $INIT_MODEL is not a trained model" ;;
+  *) die "INIT must be 'model' or 'round1', not '$INIT'" ;;
+esac
+
+want train && train_round "$ROUND" "$INIT_MODEL" "$BM25_GROUPS" "$HN_GROUPS"
+want encode-corpus && encode_corpus "$ROUND" "$OUT_DIR/$ROUND/model"
+want encode-queries && encode_queries "$ROUND" "$OUT_DIR/$ROUND/model" "$EVAL_SPLIT"
+want search && search_shards "$ROUND" "$EVAL_SPLIT" "$EVAL_DEPTH"
+if want reduce; then
+  reduce_runs "$ROUND" "$EVAL_SPLIT" "$EVAL_DEPTH"
+  evaluate_round "$ROUND" "$EVAL_SPLIT" "$ROUND"
+  log "done: $OUT_DIR/$ROUND/$EVAL_SPLIT.run"
+  print_table zeroshot round1 "$ROUND"
+fi
+exit 0
