@@ -111,7 +111,11 @@ class EmbeddingShard:
 
     def check_compatible(self, other: "EmbeddingShard") -> None:
         """Raise unless ``other`` was encoded by the same model/pooling/normalization/dim as ``self``."""
-        for key in COMPATIBLE_FIELDS:
+        # the weights' fingerprint identifies the model whatever path it was loaded from; shards
+        # written without one (other tools) must name the same model
+        fingerprinted = bool(self.meta.get("model_fingerprint") and other.meta.get("model_fingerprint"))
+        keys = COMPATIBLE_FIELDS if fingerprinted else ("model",) + COMPATIBLE_FIELDS[1:]
+        for key in keys:
             mine, theirs = self.meta.get(key), other.meta.get(key)
             if mine != theirs:
                 raise InputError(other.json_path, None,
@@ -123,10 +127,11 @@ class EmbeddingShard:
                            self.json_path, self.meta.get("model"), other.json_path, other.meta.get("model"))
 
     def _npy_header(self):
-        with open(self.name + ".npy", "rb") as f:
-            version = np.lib.format.read_magic(f)
-            shape, fortran, dtype = np.lib.format._read_array_header(f, version)
-        return tuple(shape), np.dtype(dtype)
+        try:
+            arr = self.vectors()  # a memmap: reads the header only
+        except ValueError as e:
+            raise InputError(self.name + ".npy", None, f"not a readable npy array: {e}") from None
+        return tuple(arr.shape), arr.dtype
 
 
 def resolve_shards(spec, expected_shards: int | None = None, kind: str | None = None) -> list[EmbeddingShard]:

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from densir.arguments import EncodeArguments, ModelArguments, parse_args
 from densir.data import iter_corpus, iter_queries, passage_text, tokenize_batch
 from densir.embeddings import EmbeddingShard, ShardWriter, is_complete, model_fingerprint, shard_name
-from densir.io import InputError
+from densir.io import InputError, cli_errors
 from densir.modeling.encoder import DenseEncoder
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,8 @@ _RERUN_KEYS = ("model_fingerprint", "pooling", "normalize", "kind", "prefix", "m
                "shard_index", "num_shards", "rank", "world_size", "dtype")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+@cli_errors
+def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model_args, encode_args = parse_args(ModelArguments, EncodeArguments)
     shard = encode_file(model_args, encode_args)
@@ -114,19 +115,18 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
         for chunk in _chunks(records, args.encode_chunk_size):
             ids = [i for i, _ in chunk]
             vectors = encode_texts(encoder, [t for _, t in chunk], kind, max_len, args.per_device_eval_batch_size,
-                                   precision, device)
+                                   precision, device, progress=bar)
             writer.write(ids, vectors)
-            bar.update(len(chunk))
     logger.info("wrote %s.{npy,ids,json}", name)
     return EmbeddingShard.open(name)
 
 
 def encode_texts(encoder: DenseEncoder, texts: Sequence[str], kind: str, max_len: int, batch_size: int,
-                 precision: str = "fp32", device: torch.device | str = "cpu", progress: bool = False) -> np.ndarray:
+                 precision: str = "fp32", device: torch.device | str = "cpu", progress: tqdm | None = None) -> np.ndarray:
     """Encode texts in batches sorted by length; return float32 [len(texts), dim] in input order.
 
     ``kind`` is ``"query"`` (query encoder and prefix) or ``"passage"``. The model must already be
-    on ``device`` and in eval mode.
+    on ``device`` and in eval mode. ``progress``: a tqdm bar advanced by each batch.
     """
     device = torch.device(device)
     is_query = kind == "query"
@@ -138,12 +138,14 @@ def encode_texts(encoder: DenseEncoder, texts: Sequence[str], kind: str, max_len
     tokenized = (tokenize_batch(encoder.tokenizer, [texts[j] for j in idx], max_len, prefix) for idx in batches)
     out = None
     with torch.inference_mode(), autocast(precision, device):
-        for idx, batch in zip(tqdm(batches, desc="batches", disable=not progress), _prefetch(tokenized)):
+        for idx, batch in zip(batches, _prefetch(tokenized)):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             reps = forward(batch).float().cpu().numpy()
             if out is None:
                 out = np.empty((len(texts), reps.shape[1]), dtype=np.float32)
             out[idx] = reps
+            if progress is not None:
+                progress.update(len(idx))
     if out is None:
         out = np.empty((0, encoder.p_model.config.hidden_size), dtype=np.float32)
     return out

@@ -1,0 +1,48 @@
+"""Search stage CLI: query shard(s) x passage shard(s) -> TREC run (see densir.faiss_retriever).
+
+    python -m densir.faiss_retriever --query_reps DIR/queries --passage_reps 'DIR/corpus.*' \\
+        [--num_passage_shards N] --depth 1000 --save_ranking_to RUN \\
+        [--index_factory Flat|HNSW32|IVF4096,PQ64] [--use_gpu | --no_gpu] [--batch_size 128] [--fp16_storage]
+
+One passage shard per job (SLURM array): ``--passage_reps DIR/corpus.3 --save_ranking_to DIR/shard.3.run``,
+then merge with ``python -m densir.faiss_retriever.reducer``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from densir.faiss_retriever import search_to_run
+from densir.io import cli_errors
+
+
+@cli_errors
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m densir.faiss_retriever", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--query_reps", required=True, help="query shard name or pattern (densir.driver.encode --encode_is_qry)")
+    parser.add_argument("--passage_reps", required=True, help="passage shard name, or a pattern over names ('DIR/corpus.*')")
+    parser.add_argument("--num_passage_shards", type=int, default=None,
+                        help="how many shards the pattern must match (default: every shard of the encoding run)")
+    parser.add_argument("--depth", type=int, default=1000, help="hits per query")
+    parser.add_argument("--save_ranking_to", required=True, help="TREC run to write")
+    parser.add_argument("--index_factory", default="Flat", help="FAISS factory string; Flat = exact inner product")
+    gpu = parser.add_mutually_exclusive_group()
+    gpu.add_argument("--use_gpu", dest="use_gpu", action="store_true", default=None,
+                     help="require a GPU (default: use one when faiss sees one)")
+    gpu.add_argument("--no_gpu", dest="use_gpu", action="store_false", help="search on CPU")
+    parser.add_argument("--batch_size", type=int, default=128, help="queries per FAISS search call")
+    parser.add_argument("--fp16_storage", action="store_true", help="store passage vectors in fp16 in the index")
+    parser.add_argument("--nprobe", type=int, default=None, help="IVF cells to visit (IVF factories)")
+    parser.add_argument("--tag", default="densir", help="run tag (last TREC column)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    n = search_to_run(args.query_reps, args.passage_reps, args.save_ranking_to, args.depth,
+                      num_passage_shards=args.num_passage_shards, tag=args.tag, index_factory=args.index_factory,
+                      use_gpu=args.use_gpu, batch_size=args.batch_size, fp16_storage=args.fp16_storage,
+                      nprobe=args.nprobe)
+    print(f"{args.save_ranking_to}: {n} queries, depth {args.depth}")
+
+
+if __name__ == "__main__":
+    main()
