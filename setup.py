@@ -16,6 +16,7 @@ setup(
         # torch is pinned by the Makefile in the same pip command (a bare 'torch' pulls CUDA wheels)
         "torch>=2.1",
         "transformers>=4.45,<6",
+        "accelerate>=1.1",  # required by transformers.Trainer
         "datasets>=2.19",
         "numpy>=1.24",
         "tqdm",

@@ -114,10 +114,31 @@ class DenseEncoder(nn.Module):
             reps = F.normalize(reps, p=2, dim=-1)
         return reps
 
+    def activation_checkpointing_enable(self, **kwargs):
+        """Called by the HF Trainer for ``--gradient_checkpointing`` / ``--activation_checkpointing``."""
+        for model in self._models():
+            model.activation_checkpointing_enable(**kwargs)
+
     def gradient_checkpointing_enable(self, **kwargs):
-        self.q_model.gradient_checkpointing_enable(**kwargs)
-        if self.config.untied:
-            self.p_model.gradient_checkpointing_enable(**kwargs)
+        for model in self._models():
+            model.gradient_checkpointing_enable(**kwargs)
+
+    def _models(self) -> list[nn.Module]:
+        return [self.q_model, self.p_model] if self.config.untied else [self.q_model]
+
+    def load_weights(self, model_dir, **hf_kwargs) -> None:
+        """Overwrite the weights in place from a dir written by :meth:`save` (checkpoint resume).
+
+        The modules (and so the optimizer's references to their parameters) stay the same objects.
+        """
+        model_dir = Path(model_dir)
+        saved = read_encoder_config(str(model_dir))
+        if saved.untied != self.config.untied:
+            raise ValueError(f"{model_dir}: saved encoder untied={saved.untied}, this one untied={self.config.untied}")
+        subdirs = {"query_model": self.q_model, "passage_model": self.p_model} if self.config.untied else {"": self.q_model}
+        for sub, model in subdirs.items():
+            state = AutoModel.from_pretrained(str(model_dir / sub), **hf_kwargs).state_dict()
+            model.load_state_dict(state, strict=True)
 
     # ------------------------------------------------------------------ saving
     def save(self, output_dir, tokenizer=None, safe_serialization: bool = True) -> None:
