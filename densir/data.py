@@ -453,3 +453,33 @@ def _is_empty(p: dict) -> bool:
 def _seed_of(*parts) -> int:
     """A stable 64-bit seed from any parts (Python's hash() of str is salted per process)."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big")
+
+
+def train_group_source(data_args):
+    """The train groups a DataArguments names: --dataset_name (HF) or --train_dir files/dirs."""
+    if data_args.dataset_name:
+        import datasets
+
+        ds = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config, split=data_args.dataset_split,
+                                   cache_dir=data_args.dataset_cache_dir)
+        logger.info("train groups: %s (%s, %s): %d rows", data_args.dataset_name, data_args.dataset_config,
+                    data_args.dataset_split, len(ds))
+        return TrainGroupSource(hf_dataset=ds, hf_name=data_args.dataset_name)
+    files = []
+    for entry in data_args.train_dir:
+        path = Path(entry)
+        if path.is_dir():
+            matched = sorted(p for p in path.glob(data_args.train_pattern) if p.is_file())
+            if not matched:
+                raise FileNotFoundError(f"{path}: no file matches {data_args.train_pattern!r}")
+            files.extend(matched)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such train-group file or directory")
+    if data_args.train_expected_files is not None and len(files) != data_args.train_expected_files:
+        raise ValueError(f"--train_dir gives {len(files)} files, --train_expected_files says "
+                         f"{data_args.train_expected_files}: {[str(f) for f in files]}")
+    for f in files:
+        logger.info("train groups: %s", f)
+    return TrainGroupSource(files=files)

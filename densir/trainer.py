@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -238,3 +239,10 @@ class _RngState:
             if self.cuda is not None:
                 torch.cuda.set_rng_state(self.cuda, self.device)
             yield
+
+
+def setup_logging(training_args) -> None:
+    level = logging.INFO if training_args.should_log else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, stream=sys.stderr)
+    logging.getLogger("densir").setLevel(level)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

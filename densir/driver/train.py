@@ -29,20 +29,20 @@ Example (SciFact BM25 groups, one epoch on CPU):
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import time
 from pathlib import Path
 
 from densir.arguments import DataArguments, DenseTrainingArguments, ModelArguments, parse_args
+from densir.data import train_group_source
 from densir.io import write_json
+from densir.trainer import setup_logging
 
 logger = logging.getLogger("densir.driver.train")
 
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_args(ModelArguments, DataArguments, DenseTrainingArguments, argv=argv)
-    _setup_logging(training_args)
+    setup_logging(training_args)
     return train(model_args, data_args, training_args)
 
 
@@ -64,7 +64,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: D
                 encoder.config.pooling, encoder.config.normalize, encoder.config.untied)
 
     seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
-    dataset = TrainDataset(_train_source(data_args), data_args.train_n_passages, seed=seed)
+    dataset = TrainDataset(train_group_source(data_args), data_args.train_n_passages, seed=seed)
     collator = TrainCollator(encoder.tokenizer, data_args.q_max_len, data_args.p_max_len,
                              encoder.config.query_prefix, encoder.config.passage_prefix, data_args.pad_to_multiple_of)
 
@@ -85,44 +85,6 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: D
         print(f"trained {result.global_step} steps in {summary['train_seconds']} s, "
               f"loss {train_loss:.4f} -> {training_args.output_dir}")
     return summary
-
-
-def _train_source(data_args: DataArguments):
-    from densir.data import TrainGroupSource
-
-    if data_args.dataset_name:
-        import datasets
-
-        ds = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config, split=data_args.dataset_split,
-                                   cache_dir=data_args.dataset_cache_dir)
-        logger.info("train groups: %s (%s, %s): %d rows", data_args.dataset_name, data_args.dataset_config,
-                    data_args.dataset_split, len(ds))
-        return TrainGroupSource(hf_dataset=ds, hf_name=data_args.dataset_name)
-    files = []
-    for entry in data_args.train_dir:
-        path = Path(entry)
-        if path.is_dir():
-            matched = sorted(p for p in path.glob(data_args.train_pattern) if p.is_file())
-            if not matched:
-                raise FileNotFoundError(f"{path}: no file matches {data_args.train_pattern!r}")
-            files.extend(matched)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"{path}: no such train-group file or directory")
-    if data_args.train_expected_files is not None and len(files) != data_args.train_expected_files:
-        raise ValueError(f"--train_dir gives {len(files)} files, --train_expected_files says "
-                         f"{data_args.train_expected_files}: {[str(f) for f in files]}")
-    for f in files:
-        logger.info("train groups: %s", f)
-    return TrainGroupSource(files=files)
-
-
-def _setup_logging(training_args) -> None:
-    level = logging.INFO if training_args.should_log else logging.WARNING
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, stream=sys.stderr)
-    logging.getLogger("densir").setLevel(level)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 if __name__ == "__main__":

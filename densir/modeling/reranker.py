@@ -87,6 +87,14 @@ class CrossEncoderReranker(nn.Module):
                               DEFAULT_MAX_LEN)
         return cls(model, tokenizer, max_len)
 
+    def load_weights(self, model_dir, **hf_kwargs) -> None:
+        """Overwrite the weights in place from a dir written by :meth:`save` (checkpoint resume).
+
+        The module objects stay the same, so an optimizer's references to their parameters hold.
+        """
+        state = AutoModelForSequenceClassification.from_pretrained(str(model_dir), **hf_kwargs).state_dict()
+        self.model.load_state_dict(state, strict=True)
+
     # ------------------------------------------------------------------ scoring
     def forward(self, batch: dict) -> torch.Tensor:
         """Relevance logits, shape ``[batch]``, for a batch from :func:`tokenize_pairs`."""

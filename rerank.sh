@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# rerank.sh — stage 7 of densir: train a cross-encoder re-ranker on the round-2 train groups (BM25 +
+# mined hard negatives), re-rank the top RERANK_DEPTH of round 2's EVAL_SPLIT run with it, score
+# the result, and print BM25 / round 1 / round 2 / re-ranked side by side.
+#
+# Usage: bash rerank.sh [--rerank_model M] [--rerank_depth K] [--stage S] [--<setting> V]...
+# Every setting is an env var of the same name (flags win); the shared ones are listed below.
+# Settings of this script:
+#   RERANK_MODEL       starting checkpoint: a cross-encoder, or an encoder that gets a fresh one-logit
+#                      head (a bi-encoder dir works)                            (default MODEL)
+#   RERANK_ROUND       name of this stage's directory under OUT_DIR            (default rerank)
+#   FROM_ROUND         round whose EVAL_SPLIT run is re-ranked                 (default round2)
+#   RERANK_RUN         the run to re-rank                 (default OUT_DIR/FROM_ROUND/EVAL_SPLIT.run)
+#   BM25_GROUPS        BM25-negative groups                (default DATA_DIR/train.bm25.jsonl)
+#   HN_GROUPS          mined hard-negative groups      (default OUT_DIR/round1/train.hn.jsonl)
+#   RERANK_GROUPS      train groups, space-separated      (default "BM25_GROUPS HN_GROUPS": round 2's)
+#   RERANK_LOSS        bce | listwise | lambda                                 (default listwise)
+#   RERANK_MAX_LEN     tokens of query + passage                               (default 256)
+#   RERANK_N_PASSAGES  pairs per query in training: 1 positive + n-1 negatives (default TRAIN_N_PASSAGES)
+#   RERANK_BATCH       queries per device per training step                   (default BATCH)
+#   RERANK_LR          learning rate                                           (default 2e-5)
+#   RERANK_EPOCHS      training epochs                                         (default 1)
+#   RERANK_MAX_STEPS   > 0: train this many steps instead                      (default -1)
+#   RERANK_DEPTH       re-rank each query's top RERANK_DEPTH                   (default 100)
+#   RERANK_EVAL_BATCH  pairs per forward pass when re-ranking                  (default 64)
+#   NUM_QUERY_SHARDS   split the re-ranking into this many query ranges (a SLURM array) (default 1)
+#   QUERY_SHARD        with STAGE=rerank: only this query shard (an array task)
+#   RERANK_TRAIN_ARGS  extra flags for densir.driver.train_reranker, e.g. "--bce_pos_weight 7"
+#   RERANK_ARGS        extra flags for densir.driver.rerank
+#   STAGE              all | train | rerank | merge  (merge = join the query shards, score, table)
+# Shared settings used here: MODEL DATA_DIR OUT_DIR EVAL_SPLIT PRECISION NPROC BATCH TRAIN_N_PASSAGES
+#   WARMUP SAVE_STEPS SEED TIMINGS PYTHON (PRECISION also sets the re-ranking autocast).
+#
+# Writes under OUT_DIR/RERANK_ROUND (every file appears only when complete; a rerun skips complete
+# steps and resumes training from its last checkpoint):
+#   model/                              the re-ranker (HF + sentence-transformers CrossEncoder dir;
+#                                       densir_reranker.json is written last), model/checkpoint-*/
+#   <EVAL_SPLIT>.run.qshard-<i>-of-<n>  one query range's re-ranked run (NUM_QUERY_SHARDS > 1)
+#   <EVAL_SPLIT>.run  <EVAL_SPLIT>.marco.tsv  <EVAL_SPLIT>.metrics.json
+# and OUT_DIR/<EVAL_SPLIT>.table.txt (BM25, round1, round2, re-ranked).
+set -euo pipefail
+DENSIR_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+DENSIR_SCRIPT=rerank
+USAGE_EXTRA="$DENSIR_HOME/scripts/stages.sh"
+source "$DENSIR_HOME/scripts/lib.sh"
+source "$DENSIR_HOME/scripts/stages.sh"
+# one line: parse_flags matches " NAME " inside FLAG_VARS, so no name may sit at a line break
+# shellcheck disable=SC2116,SC2086
+FLAG_VARS=$(echo $PIPELINE_VARS RERANK_MODEL RERANK_ROUND FROM_ROUND RERANK_RUN BM25_GROUPS HN_GROUPS \
+  RERANK_GROUPS RERANK_LOSS RERANK_MAX_LEN RERANK_N_PASSAGES RERANK_BATCH RERANK_LR RERANK_EPOCHS \
+  RERANK_MAX_STEPS RERANK_DEPTH RERANK_EVAL_BATCH NUM_QUERY_SHARDS QUERY_SHARD RERANK_TRAIN_ARGS RERANK_ARGS)
+parse_flags "$@"
+pipeline_defaults
+RERANK_MODEL=${RERANK_MODEL:-$MODEL}
+RERANK_ROUND=${RERANK_ROUND:-rerank}
+FROM_ROUND=${FROM_ROUND:-round2}
+RERANK_RUN=${RERANK_RUN:-$OUT_DIR/$FROM_ROUND/$EVAL_SPLIT.run}
+BM25_GROUPS=${BM25_GROUPS:-$DATA_DIR/train.bm25.jsonl}
+HN_GROUPS=${HN_GROUPS:-$OUT_DIR/round1/train.hn.jsonl}
+RERANK_GROUPS=${RERANK_GROUPS:-$BM25_GROUPS $HN_GROUPS}
+RERANK_LOSS=${RERANK_LOSS:-listwise}
+RERANK_MAX_LEN=${RERANK_MAX_LEN:-256}
+RERANK_N_PASSAGES=${RERANK_N_PASSAGES:-$TRAIN_N_PASSAGES}
+RERANK_BATCH=${RERANK_BATCH:-$BATCH}
+RERANK_LR=${RERANK_LR:-2e-5}
+RERANK_EPOCHS=${RERANK_EPOCHS:-1}
+RERANK_MAX_STEPS=${RERANK_MAX_STEPS:--1}
+RERANK_DEPTH=${RERANK_DEPTH:-100}
+RERANK_EVAL_BATCH=${RERANK_EVAL_BATCH:-64}
+NUM_QUERY_SHARDS=${NUM_QUERY_SHARDS:-1}
+QUERY_SHARD=${QUERY_SHARD:-}
+RERANK_TRAIN_ARGS=${RERANK_TRAIN_ARGS:-}
+RERANK_ARGS=${RERANK_ARGS:-}
+check_stage train rerank merge
+case "$RERANK_LOSS" in bce|listwise|lambda) ;; *) die "RERANK_LOSS must be bce, listwise or lambda, not '$RERANK_LOSS'" ;; esac
+case "$NUM_QUERY_SHARDS" in ''|*[!0-9]*|0) die "NUM_QUERY_SHARDS must be a positive integer, not '$NUM_QUERY_SHARDS'" ;; esac
+if [ -n "$QUERY_SHARD" ]; then
+  case "$QUERY_SHARD" in *[!0-9]*) die "QUERY_SHARD must be an integer, not '$QUERY_SHARD'" ;; esac
+  [ "$QUERY_SHARD" -lt "$NUM_QUERY_SHARDS" ] || die "QUERY_SHARD=$QUERY_SHARD is out of range for NUM_QUERY_SHARDS=$NUM_QUERY_SHARDS"
+fi
+export DENSIR_HOME
+
+DIR=$OUT_DIR/$RERANK_ROUND
+MODEL_DIR=$DIR/model
+OUT_RUN=$DIR/$EVAL_SPLIT.run
+# shellcheck disable=SC2206
+GROUPS_LIST=($RERANK_GROUPS)
+
+# launch_train_reranker: python, or torchrun when NPROC > 1 (one node; multi-node: see slurm/rerank.sbatch)
+launch_train_reranker() {
+  local args=(--model_name_or_path "$RERANK_MODEL" --train_dir "${GROUPS_LIST[@]}" --output_dir "$MODEL_DIR"
+              --loss "$RERANK_LOSS" --max_len "$RERANK_MAX_LEN" --train_n_passages "$RERANK_N_PASSAGES"
+              --per_device_train_batch_size "$RERANK_BATCH" --learning_rate "$RERANK_LR"
+              --num_train_epochs "$RERANK_EPOCHS" --max_steps "$RERANK_MAX_STEPS" --warmup_steps "$WARMUP"
+              --save_steps "$SAVE_STEPS" --seed "$SEED" --resume_from_checkpoint auto)
+  case "$PRECISION" in bf16) args+=(--bf16) ;; fp16) args+=(--fp16) ;; esac
+  # shellcheck disable=SC2206
+  args+=($RERANK_TRAIN_ARGS)
+  compgen -G "$MODEL_DIR/checkpoint-*" >/dev/null && log "resuming from the last checkpoint in $MODEL_DIR"
+  local nnodes=${SLURM_NNODES:-1}
+  [ "${DENSIR_SRUN:-0}" = 1 ] || nnodes=1
+  local cmd=("$PYTHON")
+  if [ $((NPROC * nnodes)) -gt 1 ]; then
+    if [ "$nnodes" -gt 1 ]; then
+      local head
+      head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+      cmd+=(-m torch.distributed.run --nnodes "$nnodes" --nproc_per_node "$NPROC" --rdzv_id "$SLURM_JOB_ID"
+            --rdzv_backend c10d --rdzv_endpoint "$head:${MASTER_PORT:-29500}")
+    else
+      cmd+=(-m torch.distributed.run --standalone --nproc_per_node "$NPROC")
+    fi
+  fi
+  cmd+=(-m densir.driver.train_reranker "${args[@]}")
+  [ "${DENSIR_SRUN:-0}" = 1 ] && cmd=(srun --nodes "$nnodes" --ntasks-per-node 1 --kill-on-bad-exit=1 "${cmd[@]}")
+  log "${cmd[*]}"
+  "${cmd[@]}"
+}
+
+# rerank_shard I: re-rank query range I of NUM_QUERY_SHARDS (the whole run when there is one)
+rerank_shard() {
+  [ -f "$MODEL_DIR/densir_reranker.json" ] || { echo "no trained re-ranker in $MODEL_DIR: run the train stage first" >&2; return 1; }
+  # shellcheck disable=SC2046,SC2086
+  "$PYTHON" -m densir.driver.rerank --model_name_or_path "$MODEL_DIR" --run "$RERANK_RUN" \
+    --corpus "$DATA_DIR/corpus.jsonl" --queries "$DATA_DIR/queries.$EVAL_SPLIT.jsonl" --depth "$RERANK_DEPTH" \
+    --max_len "$RERANK_MAX_LEN" --batch_size "$RERANK_EVAL_BATCH" --save_ranking_to "$OUT_RUN" \
+    --query_shard "$1" --num_query_shards "$NUM_QUERY_SHARDS" $(precision_flags) $RERANK_ARGS
+}
+
+shard_run() { if [ "$NUM_QUERY_SHARDS" -gt 1 ]; then echo "$OUT_RUN.qshard-$1-of-$NUM_QUERY_SHARDS"; else echo "$OUT_RUN"; fi; }
+
+if want train; then
+  for g in "${GROUPS_LIST[@]}"; do
+    [ -f "$g" ] || die "train groups $g are missing (run mine_hard_neg.sh first, or set RERANK_GROUPS)"
+  done
+  step "train-$RERANK_ROUND" "$MODEL_DIR/densir_reranker.json" launch_train_reranker
+fi
+if want rerank; then
+  [ -f "$RERANK_RUN" ] || die "no run to re-rank at $RERANK_RUN (run train_hn.sh first, or set RERANK_RUN)"
+  if [ -n "$QUERY_SHARD" ]; then shards=$QUERY_SHARD; else shards=$(seq 0 $((NUM_QUERY_SHARDS - 1))); fi
+  for i in $shards; do
+    step "rerank-$EVAL_SPLIT-$i" "$(shard_run "$i")" rerank_shard "$i"
+  done
+fi
+if want merge; then
+  if [ "$NUM_QUERY_SHARDS" -gt 1 ]; then
+    step "merge-$EVAL_SPLIT" "$OUT_RUN" \
+      "$PYTHON" -m densir.driver.rerank --save_ranking_to "$OUT_RUN" --num_query_shards "$NUM_QUERY_SHARDS" \
+        --merge_query_shards
+  fi
+  [ -f "$OUT_RUN" ] || die "no re-ranked run at $OUT_RUN (run the rerank stage first)"
+  evaluate_round "$RERANK_ROUND" "$EVAL_SPLIT" "$RERANK_ROUND"
+  log "done: $OUT_RUN"
+  print_table round1 "$FROM_ROUND" "$RERANK_ROUND"
+fi
+exit 0

@@ -1,0 +1,140 @@
+"""The re-ranker on real SciFact data: every loss decreases when training on get_data.sh's BM25
+groups (through the real trainer), and rerank.sh re-ranks the round-2 run of the stage scripts
+(tests/test_pipeline.py's slice), as a bash stage and as SLURM jobs."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, run_cmd
+from densir.modeling.reranker import CrossEncoderReranker
+from test_pipeline import bash_pipeline, slice_data, slice_zip  # noqa: F401  (session fixtures)
+from test_slurm import SBIN_PATH, assert_same_run, job_states, slurm_cluster, wait_for  # noqa: F401
+
+N_GROUPS, N_PASSAGES, MAX_LEN = 12, 4, 64
+
+
+@pytest.fixture(scope="module")
+def start_dir(tmp_path_factory, minilm_path) -> Path:
+    """One initial re-ranker, so 'before' and 'after' start from the same weights: MiniLM's
+    embeddings and first layer + a fresh head (a random tiny BERT needs far more steps to learn
+    anything about BM25 negatives, which share the query's words by construction)."""
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("rerank-start") / "model"
+    CrossEncoderReranker.load(minilm_path, max_len=MAX_LEN, num_hidden_layers=1).save(out)
+    return out
+
+
+def _mean_loss(model_dir, groups, loss_fn, epochs) -> float:
+    """Mean loss of a saved re-ranker (eval mode) over the items training drew in ``epochs``."""
+    from densir.data import TrainDataset, TrainGroupSource
+    from densir.rerank_trainer import RerankCollator
+
+    r = CrossEncoderReranker.load(str(model_dir)).eval()
+    ds = TrainDataset(TrainGroupSource(files=[groups]), N_PASSAGES, seed=42)
+    collate = RerankCollator(r.tokenizer, MAX_LEN)
+    losses = []
+    with torch.no_grad():
+        for k in range(0, epochs * len(ds), 8):
+            batch = collate([ds[i] for i in range(k, min(k + 8, epochs * len(ds)))])
+            losses.append(float(loss_fn(r(batch["pairs"]).view(batch["relevance"].shape), batch["relevance"])))
+    return sum(losses) / len(losses)
+
+
+@pytest.mark.parametrize("loss", ["bce", "listwise", "lambda"])
+def test_each_loss_decreases_on_scifact_groups(loss, scifact_data, start_dir, tmp_path):
+    from densir.driver.train_reranker import RerankerTrainingArguments, build_loss_from_args, main
+
+    groups = tmp_path / "groups.jsonl"
+    with open(scifact_data / "train.bm25.jsonl", encoding="utf-8") as f:
+        groups.write_text("".join(next(f) for _ in range(N_GROUPS)))
+    epochs = 6
+    summary = main(["--model_name_or_path", str(start_dir), "--train_dir", str(groups), "--output_dir",
+                    str(tmp_path / "out"), "--loss", loss, "--train_n_passages", str(N_PASSAGES), "--max_len",
+                    str(MAX_LEN), "--per_device_train_batch_size", "4", "--learning_rate", "2e-3",
+                    "--num_train_epochs", str(epochs), "--save_steps", "1000", "--seed", "42", "--logging_steps", "4"])
+    assert summary["global_step"] == epochs * N_GROUPS // 4
+    loss_fn = build_loss_from_args(RerankerTrainingArguments(output_dir=str(tmp_path), loss=loss))
+    before = _mean_loss(start_dir, groups, loss_fn, epochs)
+    after = _mean_loss(tmp_path / "out", groups, loss_fn, epochs)
+    # and below what constant scores cost: the model ranks positives up, not just learns a prior
+    constant = float(loss_fn(torch.zeros(1, N_PASSAGES), torch.tensor([[1.0] + [0.0] * (N_PASSAGES - 1)])))
+    assert after < 0.75 * before and after < 0.9 * constant, (loss, before, after, constant)
+
+
+# --------------------------------------------------------------------------- the stage script
+RERANK_SETTINGS = {"RERANK_MAX_STEPS": "6", "RERANK_BATCH": "2", "RERANK_N_PASSAGES": "4", "RERANK_MAX_LEN": "64",
+                   "RERANK_DEPTH": "10", "RERANK_LR": "1e-3", "RERANK_EVAL_BATCH": "32", "NUM_QUERY_SHARDS": "2",
+                   "SAVE_STEPS": "3"}
+
+
+@pytest.mark.slow
+def test_rerank_sh_on_the_round2_run(bash_pipeline, slice_data, tiny_bert_dir):
+    from densir.data import read_queries
+    from densir.io import read_run
+
+    out, env, _ = bash_pipeline
+    env = dict(env, RERANK_MODEL=tiny_bert_dir, **RERANK_SETTINGS)
+    proc = run_cmd(["bash", "rerank.sh"], env=env, timeout=900)
+    d = out / "rerank"
+    assert (d / "model" / "densir_reranker.json").exists()
+    groups_logged = proc.stderr
+    assert "train.bm25.jsonl" in groups_logged and "train.hn.jsonl" in groups_logged  # round 2's groups
+    before, after = read_run(out / "round2" / "test.run"), read_run(d / "test.run")
+    assert list(after) == list(before) and set(after) == set(read_queries(slice_data / "queries.test.jsonl"))
+    for qid, hits in after.items():
+        assert sorted(doc for doc, _ in hits) == sorted(doc for doc, _ in before[qid][:10])
+        assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+    metrics = json.loads((d / "test.metrics.json").read_text())
+    assert metrics["queries_in_run"] == metrics["queries"]
+    table = (out / "test.table.txt").read_text()
+    assert [line.split()[0] for line in table.splitlines()[2:]] == ["BM25", "round1", "round2", "rerank"]
+    assert "rerank" in proc.stdout and "round2" in proc.stdout
+    again = run_cmd(["bash", "rerank.sh"], env=env, timeout=300)  # everything complete: all skipped
+    assert "step " not in again.stderr.replace("skip ", "") and again.stderr.count("skip ") >= 5
+
+
+@pytest.mark.slow
+def test_rerank_sh_names_a_missing_input(tmp_path, slice_data, tiny_bert_dir):
+    env = {"DATA_DIR": str(slice_data), "OUT_DIR": str(tmp_path), "RERANK_MODEL": tiny_bert_dir, "STAGE": "train"}
+    proc = run_cmd(["bash", "rerank.sh"], env=env, check=False)
+    assert proc.returncode == 1 and "train.hn.jsonl are missing (run mine_hard_neg.sh first" in proc.stderr
+    proc = run_cmd(["bash", "rerank.sh", "--stage", "rerank"], env=env, check=False)
+    assert proc.returncode == 1 and "no run to re-rank at" in proc.stderr
+
+
+@pytest.mark.slow
+def test_rerank_sbatch_train_array_merge(slurm_cluster, bash_pipeline, tiny_bert_dir):
+    """train -> query-shard array -> merge as SLURM jobs chained by afterok; the bash stage's run."""
+    out, env, _ = bash_pipeline
+    env = dict(env, RERANK_MODEL=tiny_bert_dir, RERANK_ROUND="rerank-slurm", **RERANK_SETTINGS)
+    # the venv's python first (jobs run `python -m densir...`), then sbatch/scontrol
+    env["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}:{SBIN_PATH}"
+    logs = out / "rerank-slurm-logs"
+    logs.mkdir(exist_ok=True)
+
+    def sbatch(*args):
+        proc = run_cmd(["sbatch", "--parsable", "--kill-on-invalid-dep=yes", "--chdir", str(REPO),
+                        "--output", str(logs / "%x_%A_%a.out"), *args], env=env)
+        return proc.stdout.strip().split(";")[0]
+
+    t = sbatch("slurm/rerank.sbatch", "train")
+    a = sbatch("--dependency", f"afterok:{t}", "--array=0-1", "slurm/rerank.sbatch", "rerank")
+    m = sbatch("--dependency", f"afterok:{a}", "slurm/rerank.sbatch", "merge")
+    wait_for([t, a, m])
+    states = {j: job_states(j) for j in (t, a, m)}
+    assert states == {t: ["COMPLETED"], a: ["COMPLETED"] * 2, m: ["COMPLETED"]}, (
+        states, {p.name: p.read_text()[-3000:] for p in logs.glob("*.out")})
+    d = out / "rerank-slurm"
+    assert (d / "test.run.qshard-0-of-2").exists() and (d / "test.run.qshard-1-of-2").exists()
+    assert (d / "test.metrics.json").exists()
+    bash_run = out / "rerank" / "test.run"
+    if bash_run.exists():  # same groups, settings and seed as the bash stage: the same run
+        from densir.io import read_run
+
+        assert_same_run(read_run(d / "test.run"), read_run(bash_run))
