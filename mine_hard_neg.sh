@@ -21,6 +21,7 @@
 #   enc/queries.<TRAIN_SPLIT>.*  runs/<TRAIN_SPLIT>.<i>.run  <TRAIN_SPLIT>.run
 #   train.hn.jsonl + train.hn.stats.json (groups written; queries without positive/negative/hits)
 set -euo pipefail
+{ # read whole before running: editing this file mid-run cannot derail a running copy
 DENSIR_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DENSIR_SCRIPT=mine_hard_neg
 USAGE_EXTRA="$DENSIR_HOME/scripts/stages.sh"
@@ -45,9 +46,9 @@ for f in "queries.$TRAIN_SPLIT.jsonl" "qrels.$TRAIN_SPLIT.tsv"; do
   [ -f "$DATA_DIR/$f" ] || die "no $DATA_DIR/$f to mine for"
 done
 
-want encode-corpus && encode_corpus "$MINE_ROUND" "$MODEL_DIR"
-want encode-queries && encode_queries "$MINE_ROUND" "$MODEL_DIR" "$TRAIN_SPLIT"
-want search && search_shards "$MINE_ROUND" "$TRAIN_SPLIT" "$DEPTH"
+if want encode-corpus; then encode_corpus "$MINE_ROUND" "$MODEL_DIR"; fi
+if want encode-queries; then encode_queries "$MINE_ROUND" "$MODEL_DIR" "$TRAIN_SPLIT"; fi
+if want search; then search_shards "$MINE_ROUND" "$TRAIN_SPLIT" "$DEPTH"; fi
 if want build; then
   reduce_runs "$MINE_ROUND" "$TRAIN_SPLIT" "$DEPTH"
   step build-hn "$HN_GROUPS" \
@@ -60,3 +61,4 @@ if want build; then
   [ -f "$stats" ] && cat "$stats" >&2
 fi
 exit 0
+}

@@ -18,6 +18,7 @@
 #   round1/runs/<EVAL_SPLIT>.<i>.run  round1/<EVAL_SPLIT>.run  round1/<EVAL_SPLIT>.marco.tsv
 #   round1/<EVAL_SPLIT>.metrics.json  <EVAL_SPLIT>.table.txt  timings.tsv   [zeroshot/...]
 set -euo pipefail
+{ # read whole before running: editing this file mid-run cannot derail a running copy
 DENSIR_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DENSIR_SCRIPT=run
 USAGE_EXTRA="$DENSIR_HOME/scripts/stages.sh"
@@ -36,11 +37,11 @@ ROUNDS=(round1)
 model_of() { if [ "$1" = zeroshot ]; then echo "$MODEL"; else echo "$OUT_DIR/$1/model"; fi; }
 
 # shellcheck disable=SC2086
-want train && train_round round1 "$MODEL" $TRAIN_GROUPS
+if want train; then train_round round1 "$MODEL" $TRAIN_GROUPS; fi
 for r in "${ROUNDS[@]}"; do
-  want encode-corpus && encode_corpus "$r" "$(model_of "$r")"
-  want encode-queries && encode_queries "$r" "$(model_of "$r")" "$EVAL_SPLIT"
-  want search && search_shards "$r" "$EVAL_SPLIT" "$EVAL_DEPTH"
+  if want encode-corpus; then encode_corpus "$r" "$(model_of "$r")"; fi
+  if want encode-queries; then encode_queries "$r" "$(model_of "$r")" "$EVAL_SPLIT"; fi
+  if want search; then search_shards "$r" "$EVAL_SPLIT" "$EVAL_DEPTH"; fi
   if want reduce; then
     reduce_runs "$r" "$EVAL_SPLIT" "$EVAL_DEPTH"
     evaluate_round "$r" "$EVAL_SPLIT" "$r"
@@ -51,3 +52,4 @@ if want reduce; then
   print_table zeroshot round1
 fi
 exit 0
+}

@@ -16,6 +16,7 @@
 # Writes under OUT_DIR/ROUND the round layout below (model/, enc/, runs/, <EVAL_SPLIT>.run,
 # .marco.tsv, .metrics.json), and OUT_DIR/<EVAL_SPLIT>.table.txt; a rerun skips complete steps.
 set -euo pipefail
+{ # read whole before running: editing this file mid-run cannot derail a running copy
 DENSIR_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DENSIR_SCRIPT=train_hn
 USAGE_EXTRA="$DENSIR_HOME/scripts/stages.sh"
@@ -41,10 +42,10 @@ case "$INIT" in
   *) die "INIT must be 'model' or 'round1', not '$INIT'" ;;
 esac
 
-want train && train_round "$ROUND" "$INIT_MODEL" "$BM25_GROUPS" "$HN_GROUPS"
-want encode-corpus && encode_corpus "$ROUND" "$OUT_DIR/$ROUND/model"
-want encode-queries && encode_queries "$ROUND" "$OUT_DIR/$ROUND/model" "$EVAL_SPLIT"
-want search && search_shards "$ROUND" "$EVAL_SPLIT" "$EVAL_DEPTH"
+if want train; then train_round "$ROUND" "$INIT_MODEL" "$BM25_GROUPS" "$HN_GROUPS"; fi
+if want encode-corpus; then encode_corpus "$ROUND" "$OUT_DIR/$ROUND/model"; fi
+if want encode-queries; then encode_queries "$ROUND" "$OUT_DIR/$ROUND/model" "$EVAL_SPLIT"; fi
+if want search; then search_shards "$ROUND" "$EVAL_SPLIT" "$EVAL_DEPTH"; fi
 if want reduce; then
   reduce_runs "$ROUND" "$EVAL_SPLIT" "$EVAL_DEPTH"
   evaluate_round "$ROUND" "$EVAL_SPLIT" "$ROUND"
@@ -52,3 +53,4 @@ if want reduce; then
   print_table zeroshot round1 "$ROUND"
 fi
 exit 0
+}

@@ -38,8 +38,9 @@ step() {
 
 usage() {
   local f
-  for f in "$0" ${USAGE_EXTRA:-}; do
-    sed -n '2,/^set -euo\|^$/p' "$f" | sed '/^set -euo/d; /^$/d; s/^# \{0,1\}//'
+  sed -n '2,/^set -euo\|^$/p' "$0" | sed '/^set -euo/d; /^$/d; s/^# \{0,1\}//'
+  for f in ${USAGE_EXTRA:-}; do
+    echo; sed -n '1,/^$/p' "$f" | sed '/^$/d; s/^# \{0,1\}//'
   done
 }
 
@@ -54,7 +55,7 @@ parse_flags() {
       *) echo "$DENSIR_SCRIPT.sh: unexpected argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     key=$(printf '%s' "${key#--}" | tr 'a-z-' 'A-Z_')
-    case " ${FLAG_VARS:-} " in
+    case " $(echo ${FLAG_VARS:-}) " in  # echo folds the newlines of a multi-line list
       *" $key "*) printf -v "$key" '%s' "$val"; export "${key?}" ;;
       *) echo "$DENSIR_SCRIPT.sh: unknown option --${key,,} (see --help)" >&2; exit 2 ;;
     esac

@@ -12,7 +12,8 @@
 #   POOLING           cls | mean | last               (default: what MODEL's config says, else cls)
 #   NORMALIZE         1 = L2-normalise embeddings, 0 = not (default: what MODEL's config says, else 0)
 #   TEMPERATURE       contrastive softmax temperature                       (default 1.0)
-#   PRECISION         bf16 | fp16 | fp32, for training and encoding        (default bf16)
+#   PRECISION         bf16 | fp16 | fp32 for training and encoding; auto = bf16 when nvidia-smi
+#                     lists a GPU, else fp32 (CPU bf16 is emulated and slow)  (default auto)
 #   NPROC             training processes per node; > 1 runs torchrun with --negatives_x_device
 #                     (gloo on CPU, NCCL on GPUs)                           (default 1)
 #   BATCH             queries per device per training step                 (default 8)
@@ -20,7 +21,7 @@
 #   LR                learning rate                                         (default 5e-6)
 #   EPOCHS            training epochs                                       (default 3)
 #   MAX_STEPS         > 0: train this many steps instead of EPOCHS         (default -1)
-#   WARMUP_RATIO      linear warm-up share of the steps                     (default 0.1)
+#   WARMUP            linear warm-up: a share of the steps if < 1, else a step count (default 0.1)
 #   SAVE_STEPS        checkpoint every N steps; a rerun resumes from the last (default 500)
 #   SEED              training seed                                         (default 42)
 #   ENCODE_BATCH      encoding batch size                                   (default 128)
@@ -43,7 +44,7 @@
 #   R/<split>.metrics.json            MRR@10 nDCG@10 Recall@100 Recall@1000
 
 PIPELINE_VARS="MODEL DATA_DIR OUT_DIR EVAL_SPLIT NUM_SHARDS Q_MAX_LEN P_MAX_LEN POOLING NORMALIZE
-  TEMPERATURE PRECISION NPROC BATCH TRAIN_N_PASSAGES LR EPOCHS MAX_STEPS WARMUP_RATIO SAVE_STEPS SEED
+  TEMPERATURE PRECISION NPROC BATCH TRAIN_N_PASSAGES LR EPOCHS MAX_STEPS WARMUP SAVE_STEPS SEED
   ENCODE_BATCH EVAL_DEPTH TRAIN_ARGS ENCODE_ARGS SEARCH_ARGS STAGE SHARD TIMINGS PYTHON"
 
 # pipeline_defaults: fill in every shared setting the caller left unset, check them, export them
@@ -60,14 +61,19 @@ pipeline_defaults() {
   POOLING=${POOLING:-}
   NORMALIZE=${NORMALIZE:-}
   TEMPERATURE=${TEMPERATURE:-1.0}
-  PRECISION=${PRECISION:-bf16}
+  PRECISION=${PRECISION:-auto}
+  HAVE_GPU=0
+  if command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q GPU; then HAVE_GPU=1; fi
+  if [ "$PRECISION" = auto ]; then
+    if [ "$HAVE_GPU" = 1 ]; then PRECISION=bf16; else PRECISION=fp32; fi
+  fi
   NPROC=${NPROC:-1}
   BATCH=${BATCH:-8}
   TRAIN_N_PASSAGES=${TRAIN_N_PASSAGES:-8}
   LR=${LR:-5e-6}
   EPOCHS=${EPOCHS:-3}
   MAX_STEPS=${MAX_STEPS:--1}
-  WARMUP_RATIO=${WARMUP_RATIO:-0.1}
+  WARMUP=${WARMUP:-0.1}
   SAVE_STEPS=${SAVE_STEPS:-500}
   SEED=${SEED:-42}
   ENCODE_BATCH=${ENCODE_BATCH:-128}
@@ -121,19 +127,22 @@ launch_train() {
   local args=(--model_name_or_path "$init" --train_dir "$@" --output_dir "$out"
               --q_max_len "$Q_MAX_LEN" --p_max_len "$P_MAX_LEN" --train_n_passages "$TRAIN_N_PASSAGES"
               --per_device_train_batch_size "$BATCH" --learning_rate "$LR" --num_train_epochs "$EPOCHS"
-              --max_steps "$MAX_STEPS" --warmup_ratio "$WARMUP_RATIO" --temperature "$TEMPERATURE"
-              --save_steps "$SAVE_STEPS" --seed "$SEED" --logging_steps 10 --report_to none)
+              --max_steps "$MAX_STEPS" --warmup_steps "$WARMUP" --temperature "$TEMPERATURE"
+              --save_steps "$SAVE_STEPS" --seed "$SEED")
   [ -n "$POOLING" ] && args+=(--pooling "$POOLING")
   case "$NORMALIZE" in 1|true|True) args+=(--normalize true) ;; 0|false|False) args+=(--normalize false) ;; esac
   case "$PRECISION" in bf16) args+=(--bf16) ;; fp16) args+=(--fp16) ;; esac
-  # resume: the trainer picks up the newest complete checkpoint-* in OUT
-  if compgen -G "$out/checkpoint-*" >/dev/null; then
-    log "resuming from the last checkpoint in $out"; args+=(--resume_from_checkpoint true)
-  fi
+  # resume: the trainer picks up the newest complete checkpoint-* in OUT, if any
+  args+=(--resume_from_checkpoint auto)
+  compgen -G "$out/checkpoint-*" >/dev/null && log "resuming from the last checkpoint in $out"
   local nnodes=${SLURM_NNODES:-1}
   [ "${DENSIR_SRUN:-0}" = 1 ] || nnodes=1
   local world=$((NPROC * nnodes))
-  [ "$world" -gt 1 ] && args+=(--negatives_x_device)
+  if [ "$world" -gt 1 ]; then
+    args+=(--negatives_x_device)
+    # on CPU the HF Trainer only runs DDP when told the backend (else every rank trains alone)
+    [ "$HAVE_GPU" = 1 ] || args+=(--ddp_backend gloo)
+  fi
   # shellcheck disable=SC2206
   args+=($TRAIN_ARGS)
   local cmd=("$PYTHON")
@@ -149,7 +158,9 @@ launch_train() {
   fi
   cmd+=(-m densir.driver.train "${args[@]}")
   if [ "${DENSIR_SRUN:-0}" = 1 ]; then
-    cmd=(srun --nodes "$nnodes" --ntasks-per-node 1 --kill-on-bad-exit=1 "${cmd[@]}")
+    # srun (SLURM >= 22.05) does not inherit --cpus-per-task from the batch job: pass it on
+    cmd=(srun --nodes "$nnodes" --ntasks-per-node 1 ${SLURM_CPUS_PER_TASK:+--cpus-per-task "$SLURM_CPUS_PER_TASK"}
+         --kill-on-bad-exit=1 "${cmd[@]}")
   fi
   log "${cmd[*]}"
   "${cmd[@]}"
@@ -161,13 +172,27 @@ precision_flags() { case "$PRECISION" in bf16) echo --bf16 ;; fp16) echo --fp16 
 # corpus_shard ROUND i: the name densir.driver.encode gives shard i (corpus.<i>; corpus when NUM_SHARDS=1)
 corpus_shard() { if [ "$NUM_SHARDS" -gt 1 ]; then echo "$OUT_DIR/$1/enc/corpus.$2"; else echo "$OUT_DIR/$1/enc/corpus"; fi; }
 
+# encode MODEL ARGS...: densir.driver.encode; a round's model (under OUT_DIR) must be complete first
+encode() {
+  local model=$1; shift
+  case "$model" in
+    "$OUT_DIR"/*) [ -f "$model/densir_config.json" ] || { echo "no trained model in $model: run its train stage first" >&2; return 1; } ;;
+  esac
+  "$PYTHON" -m densir.driver.encode --model_name_or_path "$model" "$@"
+}
+
 # encode_corpus ROUND MODEL: corpus shards (SHARD or all) of ROUND with MODEL
 encode_corpus() {
-  local round=$1 model=$2 i
+  local round=$1 model=$2 i meta
   for i in $(shard_ids); do
+    meta="$(corpus_shard "$round" "$i").json"
+    # a shard of another NUM_SHARDS would hold other documents: refuse rather than skip it
+    if [ -f "$meta" ] && ! grep -q "\"num_shards\": $NUM_SHARDS[,}]" "$meta"; then
+      die "$meta was encoded with another NUM_SHARDS than $NUM_SHARDS: delete $OUT_DIR/$round/enc and $OUT_DIR/$round/runs, or set NUM_SHARDS back"
+    fi
     # shellcheck disable=SC2046,SC2086
     step "encode-corpus-$round-$i" "$(corpus_shard "$round" "$i").json" \
-      "$PYTHON" -m densir.driver.encode --model_name_or_path "$model" --encode_in_path "$DATA_DIR/corpus.jsonl" \
+      encode "$model" --encode_in_path "$DATA_DIR/corpus.jsonl" \
         --encoded_save_path "$OUT_DIR/$round/enc/corpus" --shard_index "$i" --num_shards "$NUM_SHARDS" \
         --per_device_eval_batch_size "$ENCODE_BATCH" --q_max_len "$Q_MAX_LEN" --p_max_len "$P_MAX_LEN" \
         $(precision_flags) $ENCODE_ARGS
@@ -180,7 +205,7 @@ encode_queries() {
   [ -f "$DATA_DIR/queries.$split.jsonl" ] || die "no $DATA_DIR/queries.$split.jsonl"
   # shellcheck disable=SC2046,SC2086
   step "encode-queries-$round-$split" "$OUT_DIR/$round/enc/queries.$split.json" \
-    "$PYTHON" -m densir.driver.encode --model_name_or_path "$model" --encode_in_path "$DATA_DIR/queries.$split.jsonl" \
+    encode "$model" --encode_in_path "$DATA_DIR/queries.$split.jsonl" \
       --encode_is_qry --encoded_save_path "$OUT_DIR/$round/enc/queries.$split" \
       --per_device_eval_batch_size "$ENCODE_BATCH" --q_max_len "$Q_MAX_LEN" --p_max_len "$P_MAX_LEN" \
       $(precision_flags) $ENCODE_ARGS
@@ -189,7 +214,7 @@ encode_queries() {
 # ------------------------------------------------------------------ search, reduce, evaluate
 # search_shards ROUND SPLIT DEPTH: one run per corpus shard (SHARD or all)
 search_shards() {
-  local round=$1 split=$2 depth=$3 i enc=$OUT_DIR/$round/enc
+  local round=$1 split=$2 depth=$3 i enc=$OUT_DIR/$1/enc
   for i in $(shard_ids); do
     # shellcheck disable=SC2086
     step "search-$round-$split-$i" "$OUT_DIR/$round/runs/$split.$i.run" \

@@ -1,0 +1,26 @@
+"""Hold out N train queries of a get_data.sh directory as a tuning split (densir.holdout).
+
+    python tools/holdout_split.py --data_dir data/scifact --out_dir data/scifact-heldout --n 100 --seed 0
+    DATA_DIR=data/scifact-heldout EVAL_SPLIT=heldout bash run.sh ...   # tune here, never on test
+"""
+import argparse
+
+from densir.holdout import split_heldout
+from densir.io import cli_errors
+
+
+@cli_errors
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data_dir", required=True, help="get_data.sh output")
+    ap.add_argument("--out_dir", required=True)
+    ap.add_argument("--n", type=int, required=True, help="train queries to hold out")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default="train")
+    args = ap.parse_args()
+    manifest = split_heldout(args.data_dir, args.out_dir, args.n, args.seed, args.split)
+    print(f"{args.out_dir}: {manifest['heldout_of']}")
+
+
+if __name__ == "__main__":
+    main()
