@@ -172,6 +172,27 @@ def test_rerank_depth_order_scores_and_query_shards(tmp_path, reranker_dir, tiny
     assert not (tmp_path / "sh2.run").exists()
 
 
+def test_rerank_interpolate_fuses_with_the_first_stage(tmp_path, reranker_dir, tiny_collection):
+    from densir.driver.rerank import run_rerank
+
+    d, _, _ = tiny_collection
+    before = read_run(d / "run.trec")
+    ce = read_run(run_rerank(_args(reranker_dir, d, tmp_path / "ce.run")))
+    # alpha 1: the first stage's own top-3 order (its z-scores); alpha 0: the cross-encoder's order
+    first = read_run(run_rerank(_args(reranker_dir, d, tmp_path / "a1.run", interpolate=1.0)))
+    zero = read_run(run_rerank(_args(reranker_dir, d, tmp_path / "a0.run", interpolate=0.0)))
+    for qid in before:
+        assert [doc for doc, _ in first[qid]] == [doc for doc, _ in before[qid][:3]]
+        assert [doc for doc, _ in zero[qid]] == [doc for doc, _ in ce[qid]]
+    half = read_run(run_rerank(_args(reranker_dir, d, tmp_path / "a5.run", interpolate=0.5)))
+    for qid, hits in half.items():
+        z1, z0 = dict(first[qid]), dict(zero[qid])
+        for doc, s in hits:
+            assert abs(s - 0.5 * (z1[doc] + z0[doc])) < 2e-6
+    with pytest.raises(ValueError, match=r"--interpolate must be in \[0, 1\]"):
+        run_rerank(_args(reranker_dir, d, tmp_path / "bad.run", interpolate=1.5))
+
+
 def test_doc_missing_from_corpus_names_run_file_and_line(tmp_path, reranker_dir, tiny_collection):
     d, _, _ = tiny_collection
     bad = tmp_path / "bad.run"

@@ -2,7 +2,8 @@
 
     python -m densir.driver.rerank --model_name_or_path M --run RUN --corpus corpus.jsonl \\
         --queries queries.jsonl --depth 100 --save_ranking_to OUT.run \\
-        [--query_shard i --num_query_shards n] [--bf16 | --fp16] [--batch_size 64] [--max_len 512]
+        [--query_shard i --num_query_shards n] [--bf16 | --fp16] [--batch_size 64] [--max_len 512] \\
+        [--interpolate ALPHA]
     python -m densir.driver.rerank --save_ranking_to OUT.run --num_query_shards n --merge_query_shards
 
 Reads a TREC run (any: BM25, dense, another reranker's), the corpus JSONL and the queries JSONL.
@@ -50,6 +51,9 @@ class RerankArguments:
     num_query_shards: int = field(default=1, metadata={"help": "split the run's queries into this many ranges"})
     merge_query_shards: bool = field(default=False, metadata={
         "help": "concatenate the num_query_shards shard runs of save_ranking_to into save_ranking_to"})
+    interpolate: Optional[float] = field(default=None, metadata={
+        "help": "ALPHA in [0, 1]: rank by ALPHA * z(first-stage score) + (1 - ALPHA) * z(re-ranker score), "
+                "z = per-query standardisation over the re-ranked hits (densir.fusion); default: the re-ranker alone"})
     tag: str = field(default="densir-rerank", metadata={"help": "run tag (6th column)"})
     device: Optional[str] = field(default=None, metadata={"help": "cuda | cpu; default cuda when available"})
 
@@ -88,6 +92,8 @@ def run_rerank(args: RerankArguments) -> Path:
         raise UsageError("--bf16 and --fp16 exclude each other")
     if args.depth < 1:
         raise UsageError(f"--depth must be positive, got {args.depth}")
+    if args.interpolate is not None and not 0.0 <= args.interpolate <= 1.0:
+        raise UsageError(f"--interpolate must be in [0, 1], got {args.interpolate}")
     out = args.save_ranking_to if args.num_query_shards == 1 else \
         query_shard_path(args.save_ranking_to, args.query_shard, args.num_query_shards)
 
@@ -105,7 +111,8 @@ def run_rerank(args: RerankArguments) -> Path:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     reranker = CrossEncoderReranker.load(args.model_name_or_path, max_len=args.max_len).to(device)
     amp = "bf16" if args.bf16 else "fp16" if args.fp16 else None
-    n_pairs = rerank_run(reranker, run, queries, passages, out, batch_size=args.batch_size, amp=amp, tag=args.tag)
+    n_pairs = rerank_run(reranker, run, queries, passages, out, batch_size=args.batch_size, amp=amp, tag=args.tag,
+                         interpolate=args.interpolate)
     dt = time.time() - t0
     print(f"re-ranked {len(run)} queries, {n_pairs} pairs in {dt:.1f}s ({n_pairs / max(dt, 1e-9):.1f} pairs/s) -> {out}")
     return Path(out)
@@ -113,14 +120,19 @@ def run_rerank(args: RerankArguments) -> Path:
 
 # --------------------------------------------------------------------------- the work
 def rerank_run(reranker, run: dict, queries: dict, passages: dict, out, batch_size: int = 64,
-               amp: str | None = None, tag: str = "densir-rerank", chunk_pairs: int | None = None) -> int:
+               amp: str | None = None, tag: str = "densir-rerank", chunk_pairs: int | None = None,
+               interpolate: float | None = None) -> int:
     """Score every (query, hit) of ``run`` and write the re-ranked run to ``out`` (atomically).
+
+    With ``interpolate=alpha`` the written score is :func:`densir.fusion.interpolate_hits` of the
+    run's own (first-stage) scores and the re-ranker's; otherwise the re-ranker's raw score.
 
     Queries are scored in chunks of about ``chunk_pairs`` pairs (default 32 batches), so length
     sorting has many pairs to bucket while memory stays bounded; output keeps the run's query order.
     """
     from tqdm.auto import tqdm
 
+    from densir.fusion import interpolate_hits
     from densir.io import atomic_write, write_run_hits
 
     chunk_pairs = chunk_pairs or 32 * batch_size
@@ -140,6 +152,8 @@ def rerank_run(reranker, run: dict, queries: dict, passages: dict, out, batch_si
             for q in chunk:
                 hits = [(d, float(scores[i + j])) for j, (d, _) in enumerate(run[q])]
                 i += len(hits)
+                if interpolate is not None:
+                    hits = interpolate_hits(run[q], hits, interpolate)
                 write_run_hits(f, q, hits, tag=tag)
             n_pairs += len(pairs)
             bar.update(len(chunk))
