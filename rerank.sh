@@ -22,12 +22,16 @@
 #   RERANK_EPOCHS      training epochs                                         (default 1)
 #   RERANK_MAX_STEPS   > 0: train this many steps instead                      (default -1)
 #   RERANK_DEPTH       re-rank each query's top RERANK_DEPTH                   (default 100)
+#   RERANK_ALPHA       final score = ALPHA * z(first-stage score) + (1 - ALPHA) * z(cross-encoder
+#                      score), z standardising each query's top RERANK_DEPTH (densir/fusion.py);
+#                      0 = the cross-encoder alone. Choose it on held-out train queries
+#                      (tools/fuse_runs.py --alpha ... --qrels), never on test   (default 0)
 #   RERANK_EVAL_BATCH  pairs per forward pass when re-ranking                  (default 64)
 #   NUM_QUERY_SHARDS   split the re-ranking into this many query ranges (a SLURM array) (default 1)
 #   QUERY_SHARD        with STAGE=rerank: only this query shard (an array task)
 #   RERANK_TRAIN_ARGS  extra flags for densir.driver.train_reranker, e.g. "--bce_pos_weight 7"
 #   RERANK_ARGS        extra flags for densir.driver.rerank
-#   STAGE              all | train | rerank | merge  (merge = join the query shards, score, table)
+#   STAGE              all | train | rerank | merge  (merge = join the query shards, fuse, score, table)
 # Shared settings used here: MODEL DATA_DIR OUT_DIR EVAL_SPLIT PRECISION NPROC BATCH TRAIN_N_PASSAGES
 #   WARMUP SAVE_STEPS SEED TIMINGS PYTHON (PRECISION also sets the re-ranking autocast).
 #
@@ -35,9 +39,10 @@
 # steps and resumes training from its last checkpoint):
 #   model/                              the re-ranker (HF + sentence-transformers CrossEncoder dir;
 #                                       densir_reranker.json is written last), model/checkpoint-*/
-#   <EVAL_SPLIT>.run.qshard-<i>-of-<n>  one query range's re-ranked run (NUM_QUERY_SHARDS > 1)
-#   <EVAL_SPLIT>.run  <EVAL_SPLIT>.marco.tsv  <EVAL_SPLIT>.metrics.json
-# and OUT_DIR/<EVAL_SPLIT>.table.txt (BM25, round1, round2, re-ranked).
+#   <EVAL_SPLIT>.ce.run.qshard-<i>-of-<n>  one query range's cross-encoder run (NUM_QUERY_SHARDS > 1)
+#   <EVAL_SPLIT>.ce.run  <EVAL_SPLIT>.ce.metrics.json   the cross-encoder's scores alone
+#   <EVAL_SPLIT>.run  <EVAL_SPLIT>.marco.tsv  <EVAL_SPLIT>.metrics.json   fused with RERANK_ALPHA
+# and OUT_DIR/<EVAL_SPLIT>.table.txt (BM25, round1, round2, cross-encoder alone, fused).
 set -euo pipefail
 DENSIR_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DENSIR_SCRIPT=rerank
@@ -48,7 +53,7 @@ source "$DENSIR_HOME/scripts/stages.sh"
 # shellcheck disable=SC2116,SC2086
 FLAG_VARS=$(echo $PIPELINE_VARS RERANK_MODEL RERANK_ROUND FROM_ROUND RERANK_RUN BM25_GROUPS HN_GROUPS \
   RERANK_GROUPS RERANK_LOSS RERANK_MAX_LEN RERANK_N_PASSAGES RERANK_BATCH RERANK_LR RERANK_EPOCHS \
-  RERANK_MAX_STEPS RERANK_DEPTH RERANK_EVAL_BATCH NUM_QUERY_SHARDS QUERY_SHARD RERANK_TRAIN_ARGS RERANK_ARGS)
+  RERANK_MAX_STEPS RERANK_DEPTH RERANK_ALPHA RERANK_EVAL_BATCH NUM_QUERY_SHARDS QUERY_SHARD RERANK_TRAIN_ARGS RERANK_ARGS)
 parse_flags "$@"
 pipeline_defaults
 RERANK_MODEL=${RERANK_MODEL:-$MODEL}
@@ -66,6 +71,7 @@ RERANK_LR=${RERANK_LR:-2e-5}
 RERANK_EPOCHS=${RERANK_EPOCHS:-1}
 RERANK_MAX_STEPS=${RERANK_MAX_STEPS:--1}
 RERANK_DEPTH=${RERANK_DEPTH:-100}
+RERANK_ALPHA=${RERANK_ALPHA:-0}
 RERANK_EVAL_BATCH=${RERANK_EVAL_BATCH:-64}
 NUM_QUERY_SHARDS=${NUM_QUERY_SHARDS:-1}
 QUERY_SHARD=${QUERY_SHARD:-}
@@ -82,11 +88,12 @@ export DENSIR_HOME
 
 DIR=$OUT_DIR/$RERANK_ROUND
 MODEL_DIR=$DIR/model
-OUT_RUN=$DIR/$EVAL_SPLIT.run
+CE_RUN=$DIR/$EVAL_SPLIT.ce.run   # the cross-encoder's scores alone
+OUT_RUN=$DIR/$EVAL_SPLIT.run     # fused with the first stage (RERANK_ALPHA)
 # shellcheck disable=SC2206
 GROUPS_LIST=($RERANK_GROUPS)
 
-# launch_train_reranker: python, or torchrun when NPROC > 1 (one node; multi-node: see slurm/rerank.sbatch)
+# launch_train_reranker: densir.driver.train_reranker through launch_module (python, torchrun or srun)
 launch_train_reranker() {
   local args=(--model_name_or_path "$RERANK_MODEL" --train_dir "${GROUPS_LIST[@]}" --output_dir "$MODEL_DIR"
               --loss "$RERANK_LOSS" --max_len "$RERANK_MAX_LEN" --train_n_passages "$RERANK_N_PASSAGES"
@@ -97,23 +104,7 @@ launch_train_reranker() {
   # shellcheck disable=SC2206
   args+=($RERANK_TRAIN_ARGS)
   compgen -G "$MODEL_DIR/checkpoint-*" >/dev/null && log "resuming from the last checkpoint in $MODEL_DIR"
-  local nnodes=${SLURM_NNODES:-1}
-  [ "${DENSIR_SRUN:-0}" = 1 ] || nnodes=1
-  local cmd=("$PYTHON")
-  if [ $((NPROC * nnodes)) -gt 1 ]; then
-    if [ "$nnodes" -gt 1 ]; then
-      local head
-      head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-      cmd+=(-m torch.distributed.run --nnodes "$nnodes" --nproc_per_node "$NPROC" --rdzv_id "$SLURM_JOB_ID"
-            --rdzv_backend c10d --rdzv_endpoint "$head:${MASTER_PORT:-29500}")
-    else
-      cmd+=(-m torch.distributed.run --standalone --nproc_per_node "$NPROC")
-    fi
-  fi
-  cmd+=(-m densir.driver.train_reranker "${args[@]}")
-  [ "${DENSIR_SRUN:-0}" = 1 ] && cmd=(srun --nodes "$nnodes" --ntasks-per-node 1 --kill-on-bad-exit=1 "${cmd[@]}")
-  log "${cmd[*]}"
-  "${cmd[@]}"
+  launch_module densir.driver.train_reranker "${args[@]}"
 }
 
 # rerank_shard I: re-rank query range I of NUM_QUERY_SHARDS (the whole run when there is one)
@@ -122,11 +113,11 @@ rerank_shard() {
   # shellcheck disable=SC2046,SC2086
   "$PYTHON" -m densir.driver.rerank --model_name_or_path "$MODEL_DIR" --run "$RERANK_RUN" \
     --corpus "$DATA_DIR/corpus.jsonl" --queries "$DATA_DIR/queries.$EVAL_SPLIT.jsonl" --depth "$RERANK_DEPTH" \
-    --max_len "$RERANK_MAX_LEN" --batch_size "$RERANK_EVAL_BATCH" --save_ranking_to "$OUT_RUN" \
+    --max_len "$RERANK_MAX_LEN" --batch_size "$RERANK_EVAL_BATCH" --save_ranking_to "$CE_RUN" \
     --query_shard "$1" --num_query_shards "$NUM_QUERY_SHARDS" $(precision_flags) $RERANK_ARGS
 }
 
-shard_run() { if [ "$NUM_QUERY_SHARDS" -gt 1 ]; then echo "$OUT_RUN.qshard-$1-of-$NUM_QUERY_SHARDS"; else echo "$OUT_RUN"; fi; }
+shard_run() { if [ "$NUM_QUERY_SHARDS" -gt 1 ]; then echo "$CE_RUN.qshard-$1-of-$NUM_QUERY_SHARDS"; else echo "$CE_RUN"; fi; }
 
 if want train; then
   for g in "${GROUPS_LIST[@]}"; do
@@ -143,13 +134,23 @@ if want rerank; then
 fi
 if want merge; then
   if [ "$NUM_QUERY_SHARDS" -gt 1 ]; then
-    step "merge-$EVAL_SPLIT" "$OUT_RUN" \
-      "$PYTHON" -m densir.driver.rerank --save_ranking_to "$OUT_RUN" --num_query_shards "$NUM_QUERY_SHARDS" \
+    step "merge-$EVAL_SPLIT" "$CE_RUN" \
+      "$PYTHON" -m densir.driver.rerank --save_ranking_to "$CE_RUN" --num_query_shards "$NUM_QUERY_SHARDS" \
         --merge_query_shards
   fi
-  [ -f "$OUT_RUN" ] || die "no re-ranked run at $OUT_RUN (run the rerank stage first)"
+  [ -f "$CE_RUN" ] || die "no re-ranked run at $CE_RUN (run the rerank stage first)"
+  step "fuse-$EVAL_SPLIT" "$OUT_RUN" \
+    "$PYTHON" "$DENSIR_HOME/tools/fuse_runs.py" --first "$RERANK_RUN" --rerank "$CE_RUN" --alpha "$RERANK_ALPHA" \
+      --out "$OUT_RUN" --tag densir-rerank
+  if [ -f "$DATA_DIR/qrels.$EVAL_SPLIT.tsv" ]; then
+    step "evaluate-$RERANK_ROUND-ce-$EVAL_SPLIT" "$DIR/$EVAL_SPLIT.ce.metrics.json" \
+      "$PYTHON" "$DENSIR_HOME/tools/evaluate.py" "$DATA_DIR/qrels.$EVAL_SPLIT.tsv" "$CE_RUN" \
+        --name "$RERANK_ROUND-ce" --save "$DIR/$EVAL_SPLIT.ce.metrics.json"
+  fi
   evaluate_round "$RERANK_ROUND" "$EVAL_SPLIT" "$RERANK_ROUND"
   log "done: $OUT_RUN"
-  print_table round1 "$FROM_ROUND" "$RERANK_ROUND"
+  rows=(round1 "$FROM_ROUND")
+  [ -f "$DIR/$EVAL_SPLIT.ce.metrics.json" ] && rows+=("$RERANK_ROUND-ce=$DIR/$EVAL_SPLIT.ce.metrics.json")
+  print_table "${rows[@]}" "$RERANK_ROUND"
 fi
 exit 0

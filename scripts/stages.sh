@@ -120,8 +120,7 @@ train_round() {
   step "train-$round" "$out/densir_config.json" launch_train "$init" "$out" "$@"
 }
 
-# launch_train INIT OUT GROUPS...: python, torchrun (NPROC > 1) or srun + torchrun (DENSIR_SRUN=1,
-# set by slurm/train.sbatch: one torchrun per node of the allocation, rendezvous on the first node)
+# launch_train INIT OUT GROUPS...: densir.driver.train through launch_module
 launch_train() {
   local init=$1 out=$2; shift 2
   local args=(--model_name_or_path "$init" --train_dir "$@" --output_dir "$out"
@@ -135,16 +134,29 @@ launch_train() {
   # resume: the trainer picks up the newest complete checkpoint-* in OUT, if any
   args+=(--resume_from_checkpoint auto)
   compgen -G "$out/checkpoint-*" >/dev/null && log "resuming from the last checkpoint in $out"
-  local nnodes=${SLURM_NNODES:-1}
-  [ "${DENSIR_SRUN:-0}" = 1 ] || nnodes=1
-  local world=$((NPROC * nnodes))
-  if [ "$world" -gt 1 ]; then
-    args+=(--negatives_x_device)
-    # on CPU the HF Trainer only runs DDP when told the backend (else every rank trains alone)
-    [ "$HAVE_GPU" = 1 ] || args+=(--ddp_backend gloo)
-  fi
+  [ "$(train_world_size)" -gt 1 ] && args+=(--negatives_x_device)
   # shellcheck disable=SC2206
   args+=($TRAIN_ARGS)
+  launch_module densir.driver.train "${args[@]}"
+}
+
+# train_nodes: nodes one training job spans (the allocation's under DENSIR_SRUN=1, else 1)
+train_nodes() { if [ "${DENSIR_SRUN:-0}" = 1 ]; then echo "${SLURM_NNODES:-1}"; else echo 1; fi; }
+# train_world_size: training processes in all (NPROC per node)
+train_world_size() { echo $((NPROC * $(train_nodes))); }
+
+# launch_module MODULE ARGS...: a training driver (densir.driver.train or .train_reranker) as one
+# python process, as torchrun with NPROC processes (NPROC > 1), or, under DENSIR_SRUN=1 (set by the
+# sbatch scripts), as srun + one torchrun per node of the allocation, rendezvous on the first node.
+# Distributed on CPU, the HF Trainer only runs DDP when told the backend: gloo is passed first, so
+# a --ddp_backend among ARGS wins.
+launch_module() {
+  local module=$1; shift
+  local nnodes world args=()
+  nnodes=$(train_nodes)
+  world=$(train_world_size)
+  [ "$world" -gt 1 ] && [ "$HAVE_GPU" != 1 ] && args+=(--ddp_backend gloo)
+  args+=("$@")
   local cmd=("$PYTHON")
   if [ "$world" -gt 1 ]; then
     if [ "$nnodes" -gt 1 ]; then
@@ -156,7 +168,7 @@ launch_train() {
       cmd+=(-m torch.distributed.run --standalone --nproc_per_node "$NPROC")
     fi
   fi
-  cmd+=(-m densir.driver.train "${args[@]}")
+  cmd+=(-m "$module" "${args[@]}")
   if [ "${DENSIR_SRUN:-0}" = 1 ]; then
     # srun (SLURM >= 22.05) does not inherit --cpus-per-task from the batch job: pass it on
     cmd=(srun --nodes "$nnodes" --ntasks-per-node 1 ${SLURM_CPUS_PER_TASK:+--cpus-per-task "$SLURM_CPUS_PER_TASK"}
@@ -245,14 +257,17 @@ evaluate_round() {
   fi
 }
 
-# print_table [ROUND...]: BM25 and each round (default: zeroshot round1 round2) that has metrics for
-# EVAL_SPLIT, one row each; also saved as OUT_DIR/EVAL_SPLIT.table.txt
+# print_table [ROUND | NAME=METRICS.json ...]: BM25 and each round (default: zeroshot round1 round2)
+# that has metrics for EVAL_SPLIT, one row each; also saved as OUT_DIR/EVAL_SPLIT.table.txt
 print_table() {
   local rows=() r
   [ -f "$DATA_DIR/bm25.$EVAL_SPLIT.metrics.json" ] && rows+=("BM25=$DATA_DIR/bm25.$EVAL_SPLIT.metrics.json")
   [ $# -gt 0 ] || set -- zeroshot round1 round2
   for r in "$@"; do
-    [ -f "$OUT_DIR/$r/$EVAL_SPLIT.metrics.json" ] && rows+=("$r=$OUT_DIR/$r/$EVAL_SPLIT.metrics.json")
+    case "$r" in
+      *=*) rows+=("$r") ;;  # NAME=metrics.json as it is
+      *) [ -f "$OUT_DIR/$r/$EVAL_SPLIT.metrics.json" ] && rows+=("$r=$OUT_DIR/$r/$EVAL_SPLIT.metrics.json") ;;
+    esac
   done
   "$PYTHON" "$DENSIR_HOME/tools/metrics_table.py" "${rows[@]}" --save "$OUT_DIR/$EVAL_SPLIT.table.txt"
 }

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,7 +71,7 @@ def test_each_loss_decreases_on_scifact_groups(loss, scifact_data, start_dir, tm
 # --------------------------------------------------------------------------- the stage script
 RERANK_SETTINGS = {"RERANK_MAX_STEPS": "6", "RERANK_BATCH": "2", "RERANK_N_PASSAGES": "4", "RERANK_MAX_LEN": "64",
                    "RERANK_DEPTH": "10", "RERANK_LR": "1e-3", "RERANK_EVAL_BATCH": "32", "NUM_QUERY_SHARDS": "2",
-                   "SAVE_STEPS": "3"}
+                   "SAVE_STEPS": "3", "RERANK_ALPHA": "0.3"}
 
 
 @pytest.mark.slow
@@ -85,15 +86,24 @@ def test_rerank_sh_on_the_round2_run(bash_pipeline, slice_data, tiny_bert_dir):
     assert (d / "model" / "densir_reranker.json").exists()
     groups_logged = proc.stderr
     assert "train.bm25.jsonl" in groups_logged and "train.hn.jsonl" in groups_logged  # round 2's groups
-    before, after = read_run(out / "round2" / "test.run"), read_run(d / "test.run")
-    assert list(after) == list(before) and set(after) == set(read_queries(slice_data / "queries.test.jsonl"))
+    before, ce, after = (read_run(p) for p in (out / "round2" / "test.run", d / "test.ce.run", d / "test.run"))
+    assert list(after) == list(ce) == list(before) and set(after) == set(read_queries(slice_data / "queries.test.jsonl"))
     for qid, hits in after.items():
-        assert sorted(doc for doc, _ in hits) == sorted(doc for doc, _ in before[qid][:10])
+        top = before[qid][:10]
+        assert sorted(doc for doc, _ in hits) == sorted(doc for doc, _ in ce[qid]) == sorted(doc for doc, _ in top)
         assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+        # the fused score is 0.3 * z(round-2 score) + 0.7 * z(cross-encoder score) over the top 10
+        z = lambda xs: (np.array(xs) - np.mean(xs)) / (np.std(xs) or 1.0)  # noqa: E731
+        docs = [doc for doc, _ in top]
+        first, cross = dict(top), dict(ce[qid])
+        want = dict(zip(docs, 0.3 * z([first[x] for x in docs]) + 0.7 * z([cross[x] for x in docs])))
+        # the runs hold 6 decimals: compare within what that rounding allows
+        assert all(abs(s - want[doc]) < 1e-4 for doc, s in hits), qid
     metrics = json.loads((d / "test.metrics.json").read_text())
     assert metrics["queries_in_run"] == metrics["queries"]
+    assert json.loads((d / "test.ce.metrics.json").read_text())["queries_in_run"] == metrics["queries"]
     table = (out / "test.table.txt").read_text()
-    assert [line.split()[0] for line in table.splitlines()[2:]] == ["BM25", "round1", "round2", "rerank"]
+    assert [line.split()[0] for line in table.splitlines()[2:]] == ["BM25", "round1", "round2", "rerank-ce", "rerank"]
     assert "rerank" in proc.stdout and "round2" in proc.stdout
     again = run_cmd(["bash", "rerank.sh"], env=env, timeout=300)  # everything complete: all skipped
     assert "step " not in again.stderr.replace("skip ", "") and again.stderr.count("skip ") >= 5
@@ -131,7 +141,7 @@ def test_rerank_sbatch_train_array_merge(slurm_cluster, bash_pipeline, tiny_bert
     assert states == {t: ["COMPLETED"], a: ["COMPLETED"] * 2, m: ["COMPLETED"]}, (
         states, {p.name: p.read_text()[-3000:] for p in logs.glob("*.out")})
     d = out / "rerank-slurm"
-    assert (d / "test.run.qshard-0-of-2").exists() and (d / "test.run.qshard-1-of-2").exists()
+    assert (d / "test.ce.run.qshard-0-of-2").exists() and (d / "test.ce.run.qshard-1-of-2").exists()
     assert (d / "test.metrics.json").exists()
     bash_run = out / "rerank" / "test.run"
     if bash_run.exists():  # same groups, settings and seed as the bash stage: the same run
