@@ -5,6 +5,7 @@
 # Its settings (scripts/demo_settings.sh) were chosen on 100 held-out TRAIN queries
 # (benchmarks/demo_heldout.sh), never on the test split; any of them can be overridden by its env var.
 #
+#   DATASET    get_data.sh's dataset name                      (default beir/scifact)
 #   SOURCE     SciFact zip (default $DENSIR_SHARED_DATA/scifact/scifact.zip, else ../shared/data/...;
 #              the public BEIR URL when neither exists)
 #   DATA_DIR   get_data.sh output                              (default data/beir-scifact)
@@ -28,6 +29,7 @@ cd "$DENSIR_HOME"
 
 SHARED=${DENSIR_SHARED_DATA:-$DENSIR_HOME/../shared/data}
 SOURCE=${SOURCE:-}
+DATASET=${DATASET:-beir/scifact}
 [ -z "$SOURCE" ] && [ -f "$SHARED/scifact/scifact.zip" ] && SOURCE=$SHARED/scifact/scifact.zip
 DATA_DIR=${DATA_DIR:-data/beir-scifact}
 OUT_DIR=${OUT_DIR:-runs/demo-scifact}
@@ -53,7 +55,7 @@ stage() {  # stage NAME CMD...: run one stage script, remember its wall time
 }
 src=(); [ -n "$SOURCE" ] && src=(--source "$SOURCE")
 # get_data.sh reads OUT_DIR/DEPTH/N_SAMPLE/SEED with its own meanings: keep the pipeline's out of it
-stage get_data env -u OUT_DIR -u DEPTH -u N_SAMPLE -u SEED bash get_data.sh --dataset beir/scifact \
+stage get_data env -u OUT_DIR -u DEPTH -u N_SAMPLE -u SEED bash get_data.sh --dataset "$DATASET" \
   "${src[@]}" --out_dir "$DATA_DIR" --threads "$THREADS"
 stage run bash run.sh
 stage mine_hard_neg bash mine_hard_neg.sh

@@ -227,3 +227,31 @@ def test_nproc2_trains_with_torchrun_and_cross_device_negatives(tmp_path, slice_
     assert (out / "round1" / "model" / "densir_config.json").exists()
     m = json.loads((out / "round1" / "test.metrics.json").read_text())
     assert m["queries_in_run"] == m["queries"]
+
+
+def test_demo_sh_runs_the_stages_and_checks_its_figures(tmp_path, slice_data, slice_zip, tiny_bert_dir):
+    """demo.sh (what `make demo` runs) on the slice with the tiny model, RERANK=1: the stages in
+    order, the summary with one wall time per stage, the table; then its own check, which a tiny
+    random BERT's figures must fail with a non-zero exit."""
+    out = tmp_path / "demo"
+    env = pipeline_env(tiny_bert_dir, slice_data, out, SOURCE=str(slice_zip), DATASET="beir/scifact-slice",
+                       DEMO_CHECK="0", RERANK="1", THREADS="2", RERANK_MAX_STEPS="4", RERANK_BATCH="2",
+                       RERANK_N_PASSAGES="4", RERANK_MAX_LEN="64", RERANK_DEPTH="10", RERANK_EVAL_BATCH="32")
+    proc = run_cmd(["bash", "demo.sh"], env=env, timeout=1500)
+    assert [m.group(1) for m in re.finditer(r"=== (\w+)", proc.stderr)] == \
+        ["get_data", "run", "mine_hard_neg", "train_hn", "rerank"]
+    summary = (out / "demo_summary.txt").read_text()
+    walls = dict(re.findall(r"^(\w+) +(\d+)$", summary, flags=re.M))
+    assert list(walls) == ["get_data", "run", "mine_hard_neg", "train_hn", "rerank", "total"]
+    assert int(walls["total"]) == sum(int(v) for k, v in walls.items() if k != "total")
+    table = (out / "test.table.txt").read_text()
+    assert [line.split()[0] for line in table.splitlines()[2:]] == ["BM25", "round1", "round2", "rerank-ce", "rerank"]
+    assert table.strip() in summary
+    scripts = {line.split("\t")[0] for line in (out / "timings.tsv").read_text().splitlines()}
+    assert {"run", "mine_hard_neg", "train_hn", "rerank"} <= scripts
+    n = {r: json.loads((out / r / "test.metrics.json").read_text())["nDCG@10"] for r in ("round1", "round2", "rerank")}
+    passes = n["round2"] > n["round1"] > 0.645 and n["rerank"] > n["round2"]
+    assert not passes  # a tiny random BERT after 12 steps
+    again = run_cmd(["bash", "demo.sh"], env=dict(env, DEMO_CHECK="1"), check=False, timeout=600)
+    assert again.returncode == 1 and "> zero-shot 0.645: NO" in again.stdout
+    assert "step " not in again.stderr.replace("skip ", "")  # everything was complete
