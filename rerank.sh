@@ -142,11 +142,8 @@ if want merge; then
   step "fuse-$EVAL_SPLIT" "$OUT_RUN" \
     "$PYTHON" "$DENSIR_HOME/tools/fuse_runs.py" --first "$RERANK_RUN" --rerank "$CE_RUN" --alpha "$RERANK_ALPHA" \
       --out "$OUT_RUN" --tag densir-rerank
-  if [ -f "$DATA_DIR/qrels.$EVAL_SPLIT.tsv" ]; then
-    step "evaluate-$RERANK_ROUND-ce-$EVAL_SPLIT" "$DIR/$EVAL_SPLIT.ce.metrics.json" \
-      "$PYTHON" "$DENSIR_HOME/tools/evaluate.py" "$DATA_DIR/qrels.$EVAL_SPLIT.tsv" "$CE_RUN" \
-        --name "$RERANK_ROUND-ce" --save "$DIR/$EVAL_SPLIT.ce.metrics.json"
-  fi
+  evaluate_run "evaluate-$RERANK_ROUND-ce-$EVAL_SPLIT" "$CE_RUN" "$DIR/$EVAL_SPLIT.ce.metrics.json" \
+    "$RERANK_ROUND-ce" "$EVAL_SPLIT"
   evaluate_round "$RERANK_ROUND" "$EVAL_SPLIT" "$RERANK_ROUND"
   log "done: $OUT_RUN"
   rows=(round1 "$FROM_ROUND")

@@ -37,18 +37,22 @@ mkdir -p "$OUT"
 [ -f "$OUT/data/dataset.json" ] || \
   "$PYTHON" tools/holdout_split.py --data_dir "$SRC" --out_dir "$OUT/data" --n 100 --seed 0
 : > "$OUT/summary.txt.tmp"
-best_lr= best=-1
 for lr in $LRS; do
   export LR=$lr OUT_DIR=$OUT/lr-$lr
   export TIMINGS=$OUT_DIR/timings.tsv
   bash run.sh && bash mine_hard_neg.sh && bash train_hn.sh
   { echo "held-out train queries, bi-encoder lr $lr"; cat "$OUT_DIR/heldout.table.txt"; echo; } >> "$OUT/summary.txt.tmp"
-  n=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["nDCG@10"])' "$OUT_DIR/round2/heldout.metrics.json")
-  if "$PYTHON" -c 'import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)' "$n" "$best"; then
-    best=$n best_lr=$lr
-  fi
 done
-echo "best bi-encoder lr on held-out round 2: $best_lr (nDCG@10 $best)" >> "$OUT/summary.txt.tmp"
+# shellcheck disable=SC2086
+best_lr=$("$PYTHON" - "$OUT" $LRS 2>> "$OUT/summary.txt.tmp" <<'PY'
+import json, sys
+out, lrs = sys.argv[1], sys.argv[2:]
+n = {lr: json.load(open(f"{out}/lr-{lr}/round2/heldout.metrics.json"))["nDCG@10"] for lr in lrs}
+best = max(lrs, key=n.get)  # the first of equals
+print(best)
+print(f"best bi-encoder lr on held-out round 2: {best} (nDCG@10 {n[best]})", file=sys.stderr)
+PY
+)
 if [ "$RERANK" = 1 ]; then
   export LR=$best_lr OUT_DIR=$OUT/lr-$best_lr RERANK_ALPHA=0
   export TIMINGS=$OUT_DIR/timings.tsv

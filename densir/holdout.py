@@ -18,7 +18,7 @@ import os
 import random
 from pathlib import Path
 
-from densir.data import iter_train_groups, read_qrels, read_queries
+from densir.data import read_qrels
 from densir.evaluation import evaluate
 from densir.io import atomic_write, iter_jsonl, read_json, read_run, write_json
 
@@ -36,11 +36,13 @@ def split_heldout(src, dst, n: int, seed: int = 0, split: str = "train") -> dict
     def keep(qid, part):  # part: "train" keeps the rest, "heldout" keeps the sample
         return (qid in heldout) == (part == "heldout")
 
+    kept = {}
     for part in ("train", "heldout"):
-        _filter_jsonl(src / f"queries.{split}.jsonl", dst / f"queries.{part}.jsonl", "query_id", lambda q: keep(q, part))
+        kept[part] = _filter_jsonl(src / f"queries.{split}.jsonl", dst / f"queries.{part}.jsonl", "query_id",
+                                   lambda q: keep(q, part))
         _filter_lines(src / f"qrels.{split}.tsv", dst / f"qrels.{part}.tsv", lambda q: keep(q, part))
         _filter_lines(src / f"bm25.{split}.run", dst / f"bm25.{part}.run", lambda q: keep(q, part))
-    _filter_jsonl(src / "train.bm25.jsonl", dst / "train.bm25.jsonl", "query_id", lambda q: q not in heldout)
+    n_groups = _filter_jsonl(src / "train.bm25.jsonl", dst / "train.bm25.jsonl", "query_id", lambda q: q not in heldout)
     scores = evaluate(read_qrels(dst / "qrels.heldout.tsv"), read_run(dst / "bm25.heldout.run"))
     write_json(dst / "bm25.heldout.metrics.json", dict(scores, run=str(dst / "bm25.heldout.run")))
     for name in ("corpus.jsonl", "bm25_index"):
@@ -49,17 +51,20 @@ def split_heldout(src, dst, n: int, seed: int = 0, split: str = "train") -> dict
             os.symlink((src / name).resolve(), link)
     manifest = read_json(src / "dataset.json")
     manifest["heldout_of"] = {"data_dir": str(src.resolve()), "split": split, "n": n, "seed": seed,
-                              "train_queries": len(read_queries(dst / "queries.train.jsonl")),
-                              "train_groups": sum(1 for _ in iter_train_groups(dst / "train.bm25.jsonl"))}
+                              "train_queries": kept["train"], "train_groups": n_groups}
     write_json(dst / "dataset.json", manifest)
     return manifest
 
 
-def _filter_jsonl(src: Path, dst: Path, key: str, keep) -> None:
+def _filter_jsonl(src: Path, dst: Path, key: str, keep) -> int:
+    """Copy the records of ``src`` whose ``key`` passes ``keep``; return how many were kept."""
+    n = 0
     with atomic_write(dst) as out:
         for _, obj in iter_jsonl(src):
             if keep(str(obj[key])):
                 out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+                n += 1
+    return n
 
 
 def _filter_lines(src: Path, dst: Path, keep) -> None:

@@ -248,12 +248,18 @@ evaluate_round() {
   local round=$1 split=$2 name=$3 dir=$OUT_DIR/$1
   step "marco-$round-$split" "$dir/$split.marco.tsv" \
     "$PYTHON" "$DENSIR_HOME/tools/score_to_marco.py" "$dir/$split.run" --out "$dir/$split.marco.tsv"
+  evaluate_run "evaluate-$round-$split" "$dir/$split.run" "$dir/$split.metrics.json" "$name" "$split"
+}
+
+# evaluate_run STEP RUN METRICS NAME SPLIT: score RUN on DATA_DIR/qrels.SPLIT.tsv into METRICS (a
+# split without qrels is only logged)
+evaluate_run() {
+  local name=$1 run=$2 metrics=$3 system=$4 split=$5
   if [ -f "$DATA_DIR/qrels.$split.tsv" ]; then
-    step "evaluate-$round-$split" "$dir/$split.metrics.json" \
-      "$PYTHON" "$DENSIR_HOME/tools/evaluate.py" "$DATA_DIR/qrels.$split.tsv" "$dir/$split.run" \
-        --name "$name" --save "$dir/$split.metrics.json"
+    step "$name" "$metrics" "$PYTHON" "$DENSIR_HOME/tools/evaluate.py" "$DATA_DIR/qrels.$split.tsv" "$run" \
+      --name "$system" --save "$metrics"
   else
-    log "no qrels for $split: $dir/$split.run is not scored"
+    log "no qrels for $split: $run is not scored"
   fi
 }
 

@@ -99,6 +99,20 @@ submit() {
   eval "JOB_${name//[-.]/_}=$id"
 }
 
+# submit_retrieval ROUND SCRIPT [DEPS]: after train-ROUND, encode the corpus (array, one task a shard)
+# and the eval queries, search every shard (array), then reduce (also after DEPS, e.g. the other
+# round's reduce, whose table it prints)
+submit_retrieval() {
+  local round=$1 script=$2 deps=${3:-} train_job corpus_job queries_job search_job
+  train_job=JOB_train_$round
+  submit "encode-corpus-$round" "${!train_job}" "$ARRAY" "${small[@]}" "${gpu[@]}" -- encode.sbatch "$script" corpus
+  submit "encode-queries-$round" "${!train_job}" "${small[@]}" "${gpu[@]}" -- encode.sbatch "$script" queries
+  corpus_job=JOB_encode_corpus_$round queries_job=JOB_encode_queries_$round
+  submit "search-$round" "${!corpus_job}:${!queries_job}" "$ARRAY" "${small[@]}" "${gpu[@]}" -- search.sbatch "$script"
+  search_job=JOB_search_$round
+  submit "reduce-$round" "${!search_job}${deps:+:$deps}" "${small[@]}" -- reduce.sbatch "$script"
+}
+
 gd_args=(--dataset "$DATASET" --out_dir "$DATA_DIR")
 [ -n "$SOURCE" ] && gd_args+=(--source "$SOURCE")
 # shellcheck disable=SC2206
@@ -106,11 +120,7 @@ gd_args+=($GET_DATA_ARGS)
 submit get_data "" "${small[@]}" -- get_data.sbatch "${gd_args[@]}"
 # round 1
 submit train-round1 "$JOB_get_data" "${train[@]}" -- train.sbatch run.sh
-submit encode-corpus-round1 "$JOB_train_round1" "$ARRAY" "${small[@]}" "${gpu[@]}" -- encode.sbatch run.sh corpus
-submit encode-queries-round1 "$JOB_train_round1" "${small[@]}" "${gpu[@]}" -- encode.sbatch run.sh queries
-submit search-round1 "$JOB_encode_corpus_round1:$JOB_encode_queries_round1" "$ARRAY" "${small[@]}" "${gpu[@]}" \
-  -- search.sbatch run.sh
-submit reduce-round1 "$JOB_search_round1" "${small[@]}" -- reduce.sbatch run.sh
+submit_retrieval round1 run.sh
 # hard negatives with the round-1 model (its corpus shards are reused)
 submit encode-queries-mine "$JOB_train_round1" "${small[@]}" "${gpu[@]}" -- encode.sbatch mine_hard_neg.sh queries
 submit search-mine "$JOB_encode_corpus_round1:$JOB_encode_queries_mine" "$ARRAY" "${small[@]}" "${gpu[@]}" \
@@ -118,11 +128,7 @@ submit search-mine "$JOB_encode_corpus_round1:$JOB_encode_queries_mine" "$ARRAY"
 submit build-hn "$JOB_search_mine" "${small[@]}" -- reduce.sbatch mine_hard_neg.sh
 # round 2
 submit train-round2 "$JOB_build_hn" "${train[@]}" -- train.sbatch train_hn.sh
-submit encode-corpus-round2 "$JOB_train_round2" "$ARRAY" "${small[@]}" "${gpu[@]}" -- encode.sbatch train_hn.sh corpus
-submit encode-queries-round2 "$JOB_train_round2" "${small[@]}" "${gpu[@]}" -- encode.sbatch train_hn.sh queries
-submit search-round2 "$JOB_encode_corpus_round2:$JOB_encode_queries_round2" "$ARRAY" "${small[@]}" "${gpu[@]}" \
-  -- search.sbatch train_hn.sh
-submit reduce-round2 "$JOB_search_round2:$JOB_reduce_round1" "${small[@]}" -- reduce.sbatch train_hn.sh
+submit_retrieval round2 train_hn.sh "$JOB_reduce_round1"
 log "submitted $(wc -l < "$JOBS") jobs (ids in $JOBS, logs in $LOGS); final run: $OUT_DIR/${ROUND:-round2}/<eval split>.run"
 exit 0
 }
