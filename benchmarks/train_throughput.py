@@ -112,10 +112,12 @@ def _common_training_args(args) -> dict:
 
 
 def _run_densir(model_path, groups, items, out, args) -> dict:
-    from densir.arguments import DenseTrainingArguments
-    from densir.data import TrainCollator, TrainDataset, TrainGroupSource
-    from densir.modeling.encoder import DenseEncoder
-    from densir.trainer import DenseTrainer
+    from densir.dataset import TrainDataset
+    from densir.formats import TrainGroupSource
+    from densir.retriever.arguments import DenseTrainingArguments
+    from densir.retriever.collator import TrainCollator
+    from densir.retriever.modeling import DenseEncoder
+    from densir.retriever.trainer import DenseTrainer
 
     enc = DenseEncoder.build(model_path)  # mean pooling + normalize, from the checkpoint
     dataset = TrainDataset(TrainGroupSource(files=[groups]), args.train_n_passages, seed=args.seed)
@@ -130,8 +132,14 @@ def _run_densir(model_path, groups, items, out, args) -> dict:
 
 def _run_sentence_transformers(model_path, groups, items, out, args) -> dict:
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.sentence_transformer.losses import (
+        MultipleNegativesRankingLoss,
+    )
     from torch.utils.data import BatchSampler, SequentialSampler
 
     class SameBatchesTrainer(SentenceTransformerTrainer):
@@ -156,7 +164,8 @@ def _run_sentence_transformers(model_path, groups, items, out, args) -> dict:
 
 def _batches_in_densir_order(groups, args) -> list[dict]:
     """The items densir's trainer will see, in its order (epoch 0 of EpochShuffleSampler)."""
-    from densir.data import EpochShuffleSampler, TrainDataset, TrainGroupSource
+    from densir.dataset import EpochShuffleSampler, TrainDataset
+    from densir.formats import TrainGroupSource
 
     ds = TrainDataset(TrainGroupSource(files=[groups]), args.train_n_passages, seed=args.seed)
     need = args.steps * args.batch_size
@@ -174,8 +183,8 @@ def _minilm() -> str:
 
 def _scifact_groups(work: Path) -> Path:
     """SciFact BM25 train groups from ../shared/data when none are given (what get_data.sh makes)."""
-    from densir import bm25
-    from densir.data import read_corpus, read_qrels, read_queries
+    from densir.search import bm25
+    from densir.formats import read_corpus, read_qrels, read_queries
     from densir.io import iter_run, write_jsonl
     from densir.prepare import convert_beir
     from densir.train_groups import build_train_groups

@@ -18,8 +18,8 @@ import os
 import random
 from pathlib import Path
 
-from densir.data import read_qrels
 from densir.evaluation import evaluate
+from densir.formats import read_qrels
 from densir.io import atomic_write, iter_jsonl, read_json, read_run, write_json
 
 

@@ -195,3 +195,16 @@ def iter_run(path) -> Iterator[tuple[str, list[tuple[str, float]]]]:
 
 def read_run(path) -> dict[str, list[tuple[str, float]]]:
     return dict(iter_run(path))
+
+
+def run_to_marco(run_path, out_path, depth=None) -> int:
+    """A TREC run -> MS MARCO's ``qid<TAB>pid<TAB>rank`` (ranks 1..k by descending score, file order
+    among equal scores), streamed; returns the number of queries written."""
+    n = 0
+    with atomic_write(out_path) as f:
+        for qid, hits in iter_run(run_path):
+            hits = sorted(hits, key=lambda h: -h[1])[:depth]  # stable: file order breaks ties
+            for rank, (docid, _) in enumerate(hits, 1):
+                f.write(f"{qid}\t{docid}\t{rank}\n")
+            n += 1
+    return n

@@ -20,7 +20,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from densir.data import read_qrels, write_qrels
+from densir.formats import read_qrels, write_qrels
 from densir.io import InputError, iter_jsonl, require, write_json, write_jsonl
 
 logger = logging.getLogger(__name__)

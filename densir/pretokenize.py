@@ -3,12 +3,13 @@
 A pre-tokenized record keeps every field but replaces strings by token-id lists without special
 tokens: ``query`` -> ids; each passage's ``text`` -> ids of ``passage_text(title, text)``, title
 emptied. Ids are truncated to the max length minus room for special tokens.
-:func:`densir.data.tokenize_batch` adds the special tokens back at batch time.
+:func:`densir.tokenization.tokenize_batch` adds the special tokens back at batch time.
 """
 from __future__ import annotations
 
-from densir.data import iter_corpus, iter_train_groups, passage_text, special_token_template
+from densir.formats import iter_corpus, iter_train_groups, passage_text
 from densir.io import write_jsonl
+from densir.tokenization import special_token_template
 
 
 def _encoder(tokenizer, max_len: int):

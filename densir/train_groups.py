@@ -13,10 +13,10 @@ reported in the stats, never silently dropped.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import random
 from typing import Iterable, Iterator, Mapping
+
+from densir.rng import seeded_rng
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def build_train_groups(queries: Mapping[str, str], qrels: Mapping[str, Mapping[s
             stats["no_negative"] += 1
             continue
         if len(candidates) > n_sample:
-            negatives = _rng(seed, qid).sample(candidates, n_sample)
+            negatives = seeded_rng(seed, qid).sample(candidates, n_sample)
         else:
             negatives = candidates
             stats["fewer_than_n_sample"] += len(candidates) < n_sample
@@ -73,11 +73,6 @@ def _passage(corpus, docid: str) -> dict:
     return {"docid": docid, "title": title, "text": text}
 
 
-def _rng(seed: int, qid: str) -> random.Random:
-    digest = hashlib.sha256(f"{seed}\0{qid}".encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
-
-
 def describe_stats(stats: Mapping[str, int]) -> str:
     g = stats["groups"]
     mean = stats["negatives"] / g if g else 0.0
@@ -85,3 +80,45 @@ def describe_stats(stats: Mapping[str, int]) -> str:
             f"{stats['no_positive']} queries without a positive, {stats['no_negative']} without a negative, "
             f"{stats['not_in_run']} judged queries absent from the run; "
             f"{stats['fewer_than_n_sample']} groups have fewer negatives than asked")
+
+
+def build_train_file(queries_path, qrels_path, run_path, corpus_path, out, depth: int = 200, skip: int = 0,
+                     n_sample: int = 30, seed: int = 42) -> dict:
+    """Files in, train-group JSONL out: ``out`` (atomic) and its stats beside it (``.stats.json``)."""
+    from pathlib import Path
+
+    from densir.formats import read_corpus, read_qrels, read_queries
+    from densir.io import iter_run, write_json, write_jsonl
+
+    corpus = read_corpus(corpus_path)
+    qrels = read_qrels(qrels_path, doc_ids=set(corpus))
+    stats: dict = {}
+    groups = build_train_groups(read_queries(queries_path), qrels, iter_run(run_path), corpus,
+                                depth=depth, n_sample=n_sample, seed=seed, skip=skip, stats=stats)
+    write_jsonl(out, groups)
+    stats.update(depth=depth, skip=skip, n_sample=n_sample, seed=seed, run=str(run_path))
+    write_json(Path(str(out)).with_suffix(".stats.json"), stats)
+    return stats
+
+
+def build_train_cli(description: str, defaults: dict | None = None, argv=None) -> None:
+    """The CLI of ``tools/build_train.py`` (and ``tools/build_train_hn.py``, with other ``defaults``)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--queries", required=True)
+    ap.add_argument("--qrels", required=True)
+    ap.add_argument("--run", required=True, help="TREC run, e.g. BM25 or a round-1 dense run")
+    ap.add_argument("--corpus", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--depth", type=int, default=200, help="sample negatives from the top DEPTH hits")
+    ap.add_argument("--skip", type=int, default=0, help="leave out the top SKIP hits (false-negative guard)")
+    ap.add_argument("--n_sample", type=int, default=30, help="negatives per query")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.set_defaults(**(defaults or {}))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stats = build_train_file(args.queries, args.qrels, args.run, args.corpus, args.out, depth=args.depth,
+                             skip=args.skip, n_sample=args.n_sample, seed=args.seed)
+    print(f"{args.out}: {describe_stats(stats)}")
+

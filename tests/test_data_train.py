@@ -5,8 +5,10 @@ import json
 
 import pytest
 
-from densir.data import EpochShuffleSampler, TrainCollator, TrainDataset, TrainGroupSource, passage_text
+from densir.dataset import EpochShuffleSampler, TrainDataset
+from densir.formats import TrainGroupSource, passage_text
 from densir.io import InputError
+from densir.retriever.collator import TrainCollator
 
 
 def _group(qid, n_neg=5, n_pos=1, query=None):

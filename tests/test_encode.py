@@ -7,14 +7,15 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cmd
-from densir.arguments import EncodeArguments, ModelArguments
-from densir.data import passage_text, read_corpus, tokenize_batch
-from densir.driver.encode import encode_file, resolve_max_len
+
 from densir.embeddings import EmbeddingShard, resolve_shards
+from densir.formats import passage_text, read_corpus
 from densir.io import InputError, write_jsonl
-from densir.modeling.encoder import DenseEncoder
+from densir.retriever.arguments import EncodeArguments, ModelArguments
+from densir.retriever.encode import encode_file, resolve_max_len
+from densir.retriever.modeling import DenseEncoder
+from densir.tokenization import tokenize_batch
 
 
 @pytest.fixture

@@ -13,16 +13,16 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import run_cmd
-from densir.arguments import EncodeArguments, ModelArguments
-from densir.data import passage_text, read_corpus, read_qrels, read_queries
-from densir.driver.encode import encode_file
+
 from densir.embeddings import EmbeddingShard
 from densir.evaluation import evaluate
-from densir.faiss_retriever import search_to_run
-from densir.faiss_retriever.reducer import reduce_runs
+from densir.formats import passage_text, read_corpus, read_qrels, read_queries
 from densir.io import read_run, write_jsonl
+from densir.retriever.arguments import EncodeArguments, ModelArguments
+from densir.retriever.encode import encode_file
+from densir.search.faiss_index import search_to_run
+from densir.search.reducer import reduce_runs
 
 MINILM_SCIFACT_NDCG10 = 0.6451  # MTEB leaderboard, all-MiniLM-L6-v2 on SciFact (test)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from densir.data import tokenize_batch
-from densir.modeling.encoder import DenseEncoder
+from densir.retriever.modeling import DenseEncoder
+from densir.tokenization import tokenize_batch
 
 TEXTS = ["Vitamin D deficiency is linked to multiple sclerosis.", "short", "a somewhat longer passage " * 12]
 

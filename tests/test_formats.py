@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from densir.formats import iter_train_groups, passage_text, read_corpus, read_qrels, read_queries
+from densir.tokenization import tokenize_batch
 
-from densir.data import (iter_train_groups, passage_text, read_corpus, read_qrels, read_queries,
-                         tokenize_batch)
 from densir.io import InputError, atomic_write, iter_run, read_run, write_run
 from densir.train_groups import build_train_groups
 

@@ -1,13 +1,13 @@
-"""densir.fusion: per-query z-score interpolation of a re-ranker with its first stage, and the
+"""densir.search.fusion: per-query z-score interpolation of a re-ranker with its first stage, and the
 tools/fuse_runs.py CLI that sweeps alpha on held-out qrels."""
 import json
 
 import numpy as np
 import pytest
-
 from conftest import run_cmd
-from densir.fusion import interpolate_hits, interpolate_runs, zscore
+
 from densir.io import read_run, write_run
+from densir.search.fusion import interpolate_hits, interpolate_runs, zscore
 
 
 def test_zscore():

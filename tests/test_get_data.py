@@ -4,9 +4,9 @@ import json
 import zipfile
 
 import pytest
-
 from conftest import MSMARCO_TGZ, REPO, run_cmd
-from densir.data import iter_train_groups, read_corpus, read_qrels, read_queries
+
+from densir.formats import iter_train_groups, read_corpus, read_qrels, read_queries
 from densir.io import read_run
 
 pytestmark = pytest.mark.slow

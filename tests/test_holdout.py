@@ -3,9 +3,9 @@ stage scripts read like any get_data.sh directory, disjoint from what is left to
 import json
 
 import pytest
-
 from conftest import run_cmd
-from densir.data import iter_train_groups, read_qrels, read_queries
+
+from densir.formats import iter_train_groups, read_qrels, read_queries
 from densir.io import read_run
 
 pytestmark = pytest.mark.slow

@@ -8,10 +8,9 @@ import textwrap
 
 import pytest
 import torch
-
-from densir.loss import ContrastiveLoss
-
 from conftest import run_cmd
+
+from densir.retriever.loss import ContrastiveLoss
 
 
 def test_loss_is_cross_entropy_over_every_passage_in_the_batch():
@@ -31,7 +30,7 @@ def test_loss_is_cross_entropy_over_every_passage_in_the_batch():
 
 def _batch(tokenizer, n_queries=8, n_passages=3):
     """A fixed batch of varied lengths (so chunks and ranks see different padding)."""
-    from densir.data import tokenize_batch
+    from densir.tokenization import tokenize_batch
 
     queries = [f"what is finding number {i} about " + "protein " * (i % 4) for i in range(n_queries)]
     passages = [f"passage {j} reports " + "cells and genes " * (1 + j % 5) for j in range(n_queries * n_passages)]
@@ -44,8 +43,8 @@ def _grads(model):
 
 def _reference(tiny_bert_dir, untied, grad_cache=False, train=False):
     """One process, whole batch: loss and parameter gradients (grad cache optional)."""
-    from densir.modeling.encoder import DenseEncoder
-    from densir.trainer import grad_cache_step
+    from densir.retriever.modeling import DenseEncoder
+    from densir.retriever.trainer import grad_cache_step
 
     torch.manual_seed(0)
     enc = DenseEncoder.build(tiny_bert_dir, pooling="mean", normalize=True, untie_encoder=untied)
@@ -78,8 +77,8 @@ def test_grad_cache_is_exact(tiny_bert_dir, untied):
 def test_grad_cache_replays_dropout(tiny_bert_dir):
     """Dropout on: the gradient is that of the representations grad cache computed first, which
     only holds if each chunk's second forward replays the first one's RNG state."""
-    from densir.modeling.encoder import DenseEncoder
-    from densir.trainer import _split, grad_cache_step
+    from densir.retriever.modeling import DenseEncoder
+    from densir.retriever.trainer import _split, grad_cache_step
 
     def run(cached):
         torch.manual_seed(0)
@@ -112,9 +111,9 @@ WORKER = textwrap.dedent('''
     from torch.nn.parallel import DistributedDataParallel as DDP
     sys.path.insert(0, sys.argv[3])
     from test_loss import _batch, _grads
-    from densir.loss import ContrastiveLoss
-    from densir.modeling.encoder import DenseEncoder
-    from densir.trainer import grad_cache_step
+    from densir.retriever.loss import ContrastiveLoss
+    from densir.retriever.modeling import DenseEncoder
+    from densir.retriever.trainer import grad_cache_step
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -169,7 +168,7 @@ def test_negatives_x_device_under_torchrun_gloo_match_one_process(tmp_path, tiny
             dist_grads = {k[len(tag):]: v for k, v in got.items() if k.startswith(tag) and not k.endswith("/loss")}
             _assert_same((got[tag + "loss"].item(), dist_grads), ref)
     # a single rank without cross-device negatives would see a different loss: the test can fail
-    from densir.modeling.encoder import DenseEncoder
+    from densir.retriever.modeling import DenseEncoder
 
     torch.manual_seed(0)
     enc = DenseEncoder.build(tiny_bert_dir, pooling="mean", normalize=True).eval()

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import run_cmd
-from densir.data import write_qrels
+
+from densir.formats import write_qrels
 from densir.io import write_run
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_cmd
-from densir.data import iter_train_groups, read_corpus, read_qrels, read_queries
+
+from densir.formats import iter_train_groups, read_corpus, read_qrels, read_queries
 from densir.io import read_run
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,6 @@ import json
 import shlex
 
 import pytest
-
 from conftest import REPO, run_cmd
 
 SCRIPTS = ("run.sh", "mine_hard_neg.sh", "train_hn.sh", "demo.sh", "slurm/submit_pipeline.sh")

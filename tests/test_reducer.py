@@ -4,10 +4,10 @@ from __future__ import annotations
 import sys
 
 import pytest
-
 from conftest import REPO, run_cmd
-from densir.faiss_retriever.reducer import expand_runs, merge_runs
+
 from densir.io import InputError, write_run
+from densir.search.reducer import expand_runs, merge_runs
 
 
 def test_merge_takes_top_k_with_string_ids(tmp_path):

@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import run_cmd
+
 from densir.io import read_run
-from densir.modeling.reranker import CrossEncoderReranker, tokenize_pairs
-from densir.rerank_loss import BinaryCrossEntropyLoss, LambdaLoss, ListwiseSoftmaxLoss
+from densir.reranker.losses import (
+    BinaryCrossEntropyLoss,
+    LambdaLoss,
+    ListwiseSoftmaxLoss,
+)
+from densir.reranker.modeling import CrossEncoderReranker
+from densir.tokenization import tokenize_pairs
 
 MAX_LEN = 48
 LONG = "the protein binds the receptor and inhibits downstream signalling in tumour cells " * 12
@@ -137,15 +142,15 @@ def tiny_collection(tmp_path_factory):
 
 
 def _args(reranker_dir, d, out, **kw):
-    from densir.driver.rerank import RerankArguments
+    from densir.reranker.arguments import RerankArguments
 
     return RerankArguments(model_name_or_path=str(reranker_dir), run=str(d / "run.trec"), corpus=str(d / "corpus.jsonl"),
                            queries=str(d / "queries.jsonl"), save_ranking_to=str(out), depth=3, batch_size=4, **kw)
 
 
 def test_rerank_depth_order_scores_and_query_shards(tmp_path, reranker_dir, tiny_collection):
-    from densir.data import passage_text
-    from densir.driver.rerank import run_rerank
+    from densir.formats import passage_text
+    from densir.reranker.rerank import run_rerank
 
     d, docs, queries = tiny_collection
     out = run_rerank(_args(reranker_dir, d, tmp_path / "all.run"))
@@ -173,7 +178,7 @@ def test_rerank_depth_order_scores_and_query_shards(tmp_path, reranker_dir, tiny
 
 
 def test_rerank_interpolate_fuses_with_the_first_stage(tmp_path, reranker_dir, tiny_collection):
-    from densir.driver.rerank import run_rerank
+    from densir.reranker.rerank import run_rerank
 
     d, _, _ = tiny_collection
     before = read_run(d / "run.trec")

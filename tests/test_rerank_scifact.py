@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, run_cmd
-from densir.modeling.reranker import CrossEncoderReranker
 from test_pipeline import bash_pipeline, slice_data, slice_zip  # noqa: F401  (session fixtures)
 from test_slurm import SBIN_PATH, assert_same_run, job_states, slurm_cluster, wait_for  # noqa: F401
+
+from densir.reranker.modeling import CrossEncoderReranker
 
 N_GROUPS, N_PASSAGES, MAX_LEN = 12, 4, 64
 
@@ -33,8 +33,9 @@ def start_dir(tmp_path_factory, minilm_path) -> Path:
 
 def _mean_loss(model_dir, groups, loss_fn, epochs) -> float:
     """Mean loss of a saved re-ranker (eval mode) over the items training drew in ``epochs``."""
-    from densir.data import TrainDataset, TrainGroupSource
-    from densir.rerank_trainer import RerankCollator
+    from densir.dataset import TrainDataset
+    from densir.formats import TrainGroupSource
+    from densir.reranker.collator import RerankCollator
 
     r = CrossEncoderReranker.load(str(model_dir)).eval()
     ds = TrainDataset(TrainGroupSource(files=[groups]), N_PASSAGES, seed=42)
@@ -49,7 +50,9 @@ def _mean_loss(model_dir, groups, loss_fn, epochs) -> float:
 
 @pytest.mark.parametrize("loss", ["bce", "listwise", "lambda"])
 def test_each_loss_decreases_on_scifact_groups(loss, scifact_data, start_dir, tmp_path):
-    from densir.driver.train_reranker import RerankerTrainingArguments, build_loss_from_args, main
+    from densir.driver.train_reranker import main
+    from densir.reranker.arguments import RerankerTrainingArguments
+    from densir.reranker.losses import build_loss_from_args
 
     groups = tmp_path / "groups.jsonl"
     with open(scifact_data / "train.bm25.jsonl", encoding="utf-8") as f:
@@ -76,7 +79,7 @@ RERANK_SETTINGS = {"RERANK_MAX_STEPS": "6", "RERANK_BATCH": "2", "RERANK_N_PASSA
 
 @pytest.mark.slow
 def test_rerank_sh_on_the_round2_run(bash_pipeline, slice_data, tiny_bert_dir):
-    from densir.data import read_queries
+    from densir.formats import read_queries
     from densir.io import read_run
 
     out, env, _ = bash_pipeline

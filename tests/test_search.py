@@ -5,11 +5,11 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import run_cmd
+
 from densir.embeddings import EmbeddingShard, resolve_shards, write_shard
-from densir.faiss_retriever import search, search_to_run
 from densir.io import InputError, read_run
+from densir.search.faiss_index import search, search_to_run
 
 META = {"model": "m", "model_fingerprint": "f00", "pooling": "mean", "normalize": True, "max_len": 8}
 DIM = 16
@@ -130,7 +130,7 @@ def test_depth_larger_than_corpus(shards):
 
 def test_tie_at_the_depth_cut_is_broken_by_docid_everywhere(tmp_path):
     """10 identical passages straddle the depth cut: 1 shard and 4 shards + reducer still agree."""
-    from densir.faiss_retriever.reducer import reduce_runs
+    from densir.search.reducer import reduce_runs
 
     docs = _vectors(40, 3)
     docs[5:15] = docs[4]  # a duplicated passage

@@ -8,15 +8,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cmd
 from safetensors.torch import load_file
 
-from densir.arguments import DataArguments, DenseTrainingArguments, ModelArguments, parse_args
-from densir.data import TrainCollator, TrainDataset, TrainGroupSource
+from densir.arguments import parse_args
+from densir.dataset import TrainDataset
 from densir.driver import train as driver
-from densir.loss import ContrastiveLoss
-from densir.modeling.encoder import DenseEncoder
-
-from conftest import run_cmd
+from densir.formats import TrainGroupSource
+from densir.retriever.arguments import (
+    DataArguments,
+    DenseTrainingArguments,
+    ModelArguments,
+)
+from densir.retriever.collator import TrainCollator
+from densir.retriever.loss import ContrastiveLoss
+from densir.retriever.modeling import DenseEncoder
 
 
 def _args(model, groups, out, *extra):
@@ -77,7 +83,7 @@ def test_loss_goes_down_on_scifact_and_model_loads_everywhere(tmp_path, tiny_ber
     enc = DenseEncoder.load(str(out)).eval()
     assert (enc.config.pooling, enc.config.normalize, enc.config.max_seq_length) == ("mean", True, 48)
     texts = ["vitamin d and multiple sclerosis", "0-dimensional biomaterials lack inductive properties"]
-    from densir.data import tokenize_batch
+    from densir.tokenization import tokenize_batch
 
     with torch.no_grad():
         ours = enc.encode_passage(tokenize_batch(enc.tokenizer, texts, 48))

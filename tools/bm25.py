@@ -8,8 +8,8 @@ The index directory and the run file appear only when complete.
 import argparse
 import logging
 
-from densir import bm25
-from densir.data import read_queries
+from densir.search import bm25
+from densir.formats import read_queries
 from densir.io import cli_errors
 
 

@@ -4,11 +4,14 @@ Tevatron's recipe (negatives from the top 100, skipping the top 3 as likely unla
     python tools/build_train_hn.py --queries queries.train.jsonl --qrels qrels.train.tsv \\
         --run train.round1.run --corpus corpus.jsonl --out train.hn.jsonl [--depth 100 --skip 3 --n_sample 30]
 """
-import os
-import sys
+from densir.io import cli_errors
+from densir.train_groups import build_train_cli
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from build_train import main  # noqa: E402
+
+@cli_errors
+def main():
+    build_train_cli(__doc__, defaults={"depth": 100, "skip": 3})
+
 
 if __name__ == "__main__":
-    main(defaults={"depth": 100, "skip": 3})
+    main()

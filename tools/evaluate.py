@@ -6,8 +6,8 @@ Judged queries missing from the run count as 0 (trec_eval -c).
 """
 import argparse
 
-from densir.data import read_qrels
 from densir.evaluation import DEFAULT_METRICS, evaluate, format_table
+from densir.formats import read_qrels
 from densir.io import cli_errors, read_run, write_json
 
 

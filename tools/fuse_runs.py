@@ -1,4 +1,4 @@
-"""Interpolate a re-ranked run with the first-stage run it re-ranked (densir.fusion).
+"""Interpolate a re-ranked run with the first-stage run it re-ranked (densir.search.fusion).
 
     # choose alpha on held-out TRAIN queries: one table row per alpha
     python tools/fuse_runs.py --first round2/heldout.run --rerank rerank/heldout.ce.run \\
@@ -31,7 +31,7 @@ def main():
         ap.error("give --out (write the fused run) or --qrels (score each alpha), or both")
     if args.save and not args.qrels:
         ap.error("--save needs --qrels")
-    from densir.fusion import interpolate_runs
+    from densir.search.fusion import interpolate_runs
 
     first, rerank = read_run(args.first), read_run(args.rerank)
     fused = {a: interpolate_runs(first, rerank, a) for a in args.alpha}
@@ -39,8 +39,8 @@ def main():
         write_run(args.out, fused[args.alpha[0]], tag=args.tag)
         print(f"alpha {args.alpha[0]}: {len(fused[args.alpha[0]])} queries -> {args.out}")
     if args.qrels:
-        from densir.data import read_qrels
         from densir.evaluation import DEFAULT_METRICS, evaluate, format_table
+        from densir.formats import read_qrels
 
         qrels = read_qrels(args.qrels)
         rows = {f"alpha {a:g}": evaluate(qrels, run) for a, run in fused.items()}

@@ -9,8 +9,8 @@ import argparse
 import json
 import logging
 
-from densir.prepare import convert_beir, convert_msmarco
 from densir.io import cli_errors
+from densir.prepare import convert_beir, convert_msmarco
 
 
 @cli_errors

@@ -7,8 +7,8 @@ import argparse
 
 from transformers import AutoTokenizer
 
-from densir.pretokenize import pretokenize_corpus, pretokenize_groups
 from densir.io import cli_errors
+from densir.pretokenize import pretokenize_corpus, pretokenize_groups
 
 
 @cli_errors

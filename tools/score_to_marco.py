@@ -7,19 +7,7 @@ query by descending score (file order among equal scores). Default output: ``RUN
 """
 import argparse
 
-from densir.io import atomic_write, cli_errors, iter_run
-
-
-def run_to_marco(run_path, out_path, depth=None) -> int:
-    """Stream ``run_path`` into ``out_path``; return the number of queries written."""
-    n = 0
-    with atomic_write(out_path) as f:
-        for qid, hits in iter_run(run_path):
-            hits = sorted(hits, key=lambda h: -h[1])[:depth]  # stable: file order breaks ties
-            for rank, (docid, _) in enumerate(hits, 1):
-                f.write(f"{qid}\t{docid}\t{rank}\n")
-            n += 1
-    return n
+from densir.io import cli_errors, run_to_marco
 
 
 @cli_errors

@@ -5,7 +5,7 @@
         [--bf16 | --fp16] [--per_device_eval_batch_size B] [--q_max_len 32] [--p_max_len 128]
 
 Reads  ``--encode_in_path``: corpus JSONL ``{docid, title, text}`` (title and text joined by
-       :func:`densir.data.passage_text`) or, with ``--encode_is_qry``, queries JSONL
+       :func:`densir.formats.passage_text`) or, with ``--encode_is_qry``, queries JSONL
        ``{query_id, query}`` (a duplicate id is an error naming file and line).
 Writes the shard ``NAME[.i][.rank<r>-of-<W>]`` = ``.npy`` + ``.ids`` + ``.json``
        (:mod:`densir.embeddings`); the ``.json`` appears last, only when the shard is complete,
@@ -24,32 +24,14 @@ Precision: fp32 by default; ``--bf16``/``--fp16`` autocast on CUDA; ``--bf16`` a
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import queue
-import threading
-from itertools import islice
-from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
-import numpy as np
-import torch
-from tqdm import tqdm
+from densir.arguments import parse_args
+from densir.io import cli_errors
+from densir.retriever.arguments import EncodeArguments, ModelArguments
+from densir.retriever.encode import encode_file
 
-from densir.arguments import EncodeArguments, ModelArguments, parse_args
-from densir.data import iter_corpus, iter_queries, passage_text, tokenize_batch
-from densir.embeddings import EmbeddingShard, ShardWriter, is_complete, model_fingerprint, shard_name
-from densir.io import InputError, cli_errors
-from densir.modeling.encoder import DenseEncoder
-
-logger = logging.getLogger(__name__)
-
-DEFAULT_MAX_LEN = {"query": 32, "passage": 128}  # Tevatron's defaults, used when the checkpoint names none
-# settings a complete shard must share with the current request to be skipped on rerun
-_RERUN_KEYS = ("model_fingerprint", "pooling", "normalize", "kind", "prefix", "max_len", "precision",
-               "shard_index", "num_shards", "rank", "world_size", "dtype")
-
+__all__ = ["main", "encode_file"]
 
 @cli_errors
 def main() -> None:
@@ -58,216 +40,6 @@ def main() -> None:
     shard = encode_file(model_args, encode_args)
     print(f"{shard.name}: {shard.count} x {shard.dim} {shard.meta['dtype']} "
           f"({shard.meta['kind']}, max_len {shard.meta['max_len']}, {shard.meta['precision']})")
-
-
-# --------------------------------------------------------------------------- the stage
-def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingShard:
-    """Encode this process's slice of ``args.encode_in_path`` into its shard; return the shard."""
-    rank, world_size, local_rank = _distributed_env()
-    name = shard_name(args.encoded_save_path, args.shard_index, args.num_shards, rank, world_size)
-    kind = "query" if args.encode_is_qry else "passage"
-    if args.embedding_dtype not in ("float32", "float16"):
-        raise ValueError(f"--embedding_dtype must be float32 or float16, got {args.embedding_dtype!r}")
-    if not os.path.exists(args.encode_in_path):
-        raise InputError(args.encode_in_path, None, "no such file")
-
-    device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    encoder = DenseEncoder.load(model_args.model_name_or_path, pooling=model_args.pooling,
-                                normalize=model_args.normalize, query_prefix=model_args.query_prefix,
-                                passage_prefix=model_args.passage_prefix)
-    encoder.eval().to(device)
-    precision = resolve_precision(args.fp16, args.bf16, device)
-    max_len = resolve_max_len(kind, args.q_max_len if kind == "query" else args.p_max_len, encoder.config.max_seq_length)
-    models = (encoder.q_model,) if not encoder.config.untied else (encoder.q_model, encoder.p_model)
-    meta = {
-        "model": _model_label(model_args.model_name_or_path),
-        "model_fingerprint": model_fingerprint(*models),
-        "pooling": encoder.config.pooling,
-        "normalize": bool(encoder.config.normalize),
-        "kind": kind,
-        "prefix": encoder.config.query_prefix if kind == "query" else encoder.config.passage_prefix,
-        "max_len": max_len,
-        "precision": precision,
-        "shard_index": args.shard_index, "num_shards": args.num_shards,
-        "rank": rank, "world_size": world_size,
-        "source": os.path.abspath(args.encode_in_path),
-    }
-
-    if is_complete(name):
-        existing = EmbeddingShard.open(name)
-        wanted = dict(meta, dtype=args.embedding_dtype)
-        diff = [k for k in _RERUN_KEYS if existing.meta.get(k) != wanted.get(k)]
-        if diff:
-            raise InputError(existing.json_path, None, "a complete shard exists with other settings ("
-                             + ", ".join(f"{k}: {existing.meta.get(k)!r} there, {wanted.get(k)!r} now" for k in diff)
-                             + "); delete it or choose another --encoded_save_path")
-        logger.info("%s is complete (%d vectors); skipping", existing.json_path, existing.count)
-        return existing
-
-    total = count_records(args.encode_in_path)
-    count = len(range(args.shard_index, total, args.num_shards)[rank::world_size])
-    logger.info("encoding %d of %d %s records of %s into %s (max_len %d, batch %d, %s, %s)", count, total, kind,
-                args.encode_in_path, name, max_len, args.per_device_eval_batch_size, precision, device)
-    dim = encoder.p_model.config.hidden_size
-    records = _select(_iter_records(args.encode_in_path, kind), args.shard_index, args.num_shards, rank, world_size)
-    with ShardWriter(name, count, dim, args.embedding_dtype, meta) as writer, \
-            tqdm(total=count, desc=f"encode {Path(name).name}", unit=kind[0], mininterval=10) as bar:
-        for chunk in _chunks(records, args.encode_chunk_size):
-            ids = [i for i, _ in chunk]
-            vectors = encode_texts(encoder, [t for _, t in chunk], kind, max_len, args.per_device_eval_batch_size,
-                                   precision, device, progress=bar)
-            writer.write(ids, vectors)
-    logger.info("wrote %s.{npy,ids,json}", name)
-    return EmbeddingShard.open(name)
-
-
-def encode_texts(encoder: DenseEncoder, texts: Sequence[str], kind: str, max_len: int, batch_size: int,
-                 precision: str = "fp32", device: torch.device | str = "cpu", progress: tqdm | None = None) -> np.ndarray:
-    """Encode texts in batches sorted by length; return float32 [len(texts), dim] in input order.
-
-    ``kind`` is ``"query"`` (query encoder and prefix) or ``"passage"``. The model must already be
-    on ``device`` and in eval mode. ``progress``: a tqdm bar advanced by each batch.
-    """
-    device = torch.device(device)
-    is_query = kind == "query"
-    prefix = encoder.config.query_prefix if is_query else encoder.config.passage_prefix
-    forward = encoder.encode_query if is_query else encoder.encode_passage
-    # longest first, as sentence-transformers does: equal lengths share a batch, little padding
-    order = np.argsort([-len(t) for t in texts], kind="stable")
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    tokenized = (tokenize_batch(encoder.tokenizer, [texts[j] for j in idx], max_len, prefix) for idx in batches)
-    out = None
-    with torch.inference_mode(), autocast(precision, device):
-        for idx, batch in zip(batches, _prefetch(tokenized)):
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            reps = forward(batch).float().cpu().numpy()
-            if out is None:
-                out = np.empty((len(texts), reps.shape[1]), dtype=np.float32)
-            out[idx] = reps
-            if progress is not None:
-                progress.update(len(idx))
-    if out is None:
-        out = np.empty((0, encoder.p_model.config.hidden_size), dtype=np.float32)
-    return out
-
-
-# --------------------------------------------------------------------------- settings
-def resolve_max_len(kind: str, explicit: int | None, checkpoint_max_len: int | None) -> int:
-    """An explicit flag wins, then the checkpoint's max_seq_length (sentence-transformers), then Tevatron's."""
-    if explicit:
-        return explicit
-    if checkpoint_max_len:
-        return int(checkpoint_max_len)
-    return DEFAULT_MAX_LEN[kind]
-
-
-def resolve_precision(fp16: bool, bf16: bool, device: torch.device) -> str:
-    """``fp32``, ``bf16`` or ``fp16``: what autocast will actually run on ``device``."""
-    if fp16 and bf16:
-        raise ValueError("--fp16 and --bf16 are exclusive")
-    if device.type == "cuda":
-        if bf16 and not torch.cuda.is_bf16_supported():
-            logger.warning("this GPU has no bf16; using fp16 autocast instead")
-            return "fp16"
-        return "bf16" if bf16 else "fp16" if fp16 else "fp32"
-    if fp16:
-        logger.warning("fp16 autocast on CPU is slow and lossy; encoding in fp32 (use --bf16 on CPUs with bf16 units)")
-        return "fp32"
-    if bf16 and not cpu_has_bf16():
-        logger.warning("this CPU has no native bf16 (avx512_bf16/AMX): bf16 autocast is emulated and SLOWER "
-                       "than fp32 here; drop --bf16 on this machine")
-    return "bf16" if bf16 else "fp32"
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def autocast(precision: str, device: torch.device):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def count_records(path) -> int:
-    """Non-blank lines, counted exactly as :func:`densir.io.iter_jsonl` skips them (no JSON parsing)."""
-    with open(path, encoding="utf-8") as f:
-        return sum(1 for line in f if line.strip())
-
-
-# --------------------------------------------------------------------------- helpers
-def _distributed_env() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) otherwise.
-
-    Encoding needs no collective communication: each process only reads its slice and writes
-    its own piece, so no process group is initialised.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
-    return rank, world_size, local_rank
-
-
-def _model_label(model_name_or_path: str) -> str:
-    return os.path.abspath(model_name_or_path) if os.path.exists(model_name_or_path) else model_name_or_path
-
-
-def _iter_records(path, kind: str) -> Iterator[tuple[str, str]]:
-    if kind == "query":
-        yield from iter_queries(path)
-    else:
-        for docid, title, text in iter_corpus(path):
-            yield docid, passage_text(title, text)
-
-
-def _select(records: Iterable, shard_index: int, num_shards: int, rank: int, world_size: int) -> Iterator:
-    """Record g goes to shard g % num_shards; within it, every world_size-th record to this rank."""
-    step = num_shards * world_size
-    offset = shard_index + rank * num_shards
-    return islice(records, offset, None, step)
-
-
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    it = iter(items)
-    while chunk := list(islice(it, size)):
-        yield chunk
-
-
-def _prefetch(iterable: Iterable, depth: int = 4) -> Iterator:
-    """Run ``iterable`` (tokenization) in a background thread, ``depth`` items ahead of the model."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def work():
-        try:
-            for item in iterable:
-                if stop.is_set():
-                    return
-                q.put(item)
-        except BaseException as e:  # re-raised in the consumer
-            q.put(e)
-            return
-        q.put(done)
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.1)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Search stage CLI: query shard(s) x passage shard(s) -> TREC run (see densir.faiss_retriever).
+"""Search stage CLI: query shard(s) x passage shard(s) -> TREC run (the search is densir.search.faiss_index).
 
     python -m densir.faiss_retriever --query_reps DIR/queries --passage_reps 'DIR/corpus.*' \\
         [--num_passage_shards N] --depth 1000 --save_ranking_to RUN \\
@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from densir.faiss_retriever import search_to_run
 from densir.io import cli_errors
+from densir.search.faiss_index import search_to_run
 
 
 @cli_errors

@@ -1,7 +1,7 @@
 """Lucene BM25 through pyserini: build an index of a densir corpus and batch-search queries.
 
 Title and text are indexed together in one ``contents`` field (Pyserini's "flat" BEIR setting),
-joined by :func:`densir.data.passage_text`; scoring is BM25 with k1=0.9, b=0.4 (Pyserini's
+joined by :func:`densir.formats.passage_text`; scoring is BM25 with k1=0.9, b=0.4 (Pyserini's
 defaults, the settings of its published BEIR/MS MARCO regressions).
 
 Java: pyserini 1.6 needs Java 21. ``JAVA_HOME`` is used when it points at Java >= 21, otherwise
@@ -20,7 +20,7 @@ from typing import Mapping
 
 from tqdm import tqdm
 
-from densir.data import iter_corpus, passage_text
+from densir.formats import iter_corpus, passage_text
 from densir.io import atomic_dir, atomic_write, write_run_hits
 
 logger = logging.getLogger(__name__)

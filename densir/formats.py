@@ -14,11 +14,9 @@ Every reader fails on bad input with an :class:`densir.io.InputError` naming fil
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import random
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -32,44 +30,6 @@ TITLE_TEXT_SEPARATOR = " "
 def passage_text(title, text) -> str:
     """The one way densir joins a title and a text (as sentence-transformers/MTEB do on BEIR)."""
     return f"{title}{TITLE_TEXT_SEPARATOR}{text}".strip() if title else text
-
-
-def tokenize_batch(tokenizer, items: Sequence, max_len: int, prefix: str = "", pad_to_multiple_of: int | None = None):
-    """The one tokenization path for queries and passages (training, encoding, re-ranking).
-
-    ``items`` are strings, or pre-tokenized lists of token ids without special tokens. The
-    prefix (e.g. ``"query: "``) is put before each string; special tokens are added, the result
-    truncated to ``max_len`` and padded to the longest item. Returns tensors (``input_ids``,
-    ``attention_mask``, [``token_type_ids``]).
-    """
-    if all(isinstance(x, str) for x in items):
-        return tokenizer([prefix + x for x in items], max_length=max_len, truncation=True, padding=True,
-                         pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
-    head, tail = special_token_template(tokenizer)
-    prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
-    room = max(max_len - len(head) - len(tail), 0)
-    features = []
-    for x in items:
-        ids = tokenizer(prefix + x, add_special_tokens=False)["input_ids"] if isinstance(x, str) else prefix_ids + list(x)
-        features.append({"input_ids": head + ids[:room] + tail})
-    return tokenizer.pad(features, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
-
-
-def special_token_template(tokenizer) -> tuple[list[int], list[int]]:
-    """The special tokens a tokenizer puts before and after one sequence (e.g. [CLS] ... [SEP])."""
-    cached = getattr(tokenizer, "_densir_template", None)
-    if cached is not None:
-        return cached
-    inner = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a", add_special_tokens=True)["input_ids"]
-    for i in range(len(full) - len(inner) + 1):
-        if full[i:i + len(inner)] == inner:
-            template = (full[:i], full[i + len(inner):])
-            break
-    else:
-        raise ValueError(f"cannot locate the special tokens of {type(tokenizer).__name__}")
-    tokenizer._densir_template = template
-    return template
 
 
 # --------------------------------------------------------------------------- corpus
@@ -280,179 +240,6 @@ class TrainGroupSource:
         state = dict(self.__dict__)
         state["_handles"], state["_pid"] = {}, None
         return state
-
-
-_SKIP_ACTIONS = {
-    "empty_query": "groups skipped",
-    "no_positive": "groups skipped",
-    "no_negative": "groups skipped (--train_n_passages 1 trains on in-batch negatives only)",
-    "empty_passages": "passages dropped",
-    "short_of_negatives": "missing negatives drawn with replacement",
-}
-
-
-class TrainDataset:
-    """Train groups -> ``{"query": q, "passages": [positive, negative_1, ..]}`` items.
-
-    Item ``k`` is a pure function of ``(seed, epoch, group)`` with ``epoch, group = divmod(k,
-    len(self))``: :class:`EpochShuffleSampler` hands out ``epoch * len + group``, so the dataset
-    never holds an epoch counter or a trainer, and a resumed run (or a DataLoader worker) sees
-    exactly the items of an uninterrupted one.
-
-    Per group, a RNG seeded by ``(seed, group)`` fixes once a shuffle of its negatives and a
-    starting positive. Epoch ``e`` takes positive ``(start + e) mod P`` and the ``n-1`` negatives
-    at positions ``e*(n-1) .. e*(n-1)+n-2`` of the shuffle, wrapping around, so every negative
-    is seen within ``ceil(N / (n-1))`` epochs. A group with fewer than ``n-1`` negatives uses all
-    of them and draws the rest with replacement (counted in ``stats['short_of_negatives']``).
-
-    Bad records are counted and skipped when the group is still usable, or raise
-    :class:`densir.io.InputError` naming file and line: a group without positives, with an empty
-    query, or without negatives when ``n > 1`` is skipped; an empty passage is dropped; the
-    counts, with the first location of each, are logged once. Title and text are joined by :func:`passage_text`; a pre-tokenized
-    record (token-id lists) passes through untouched.
-    """
-
-    def __init__(self, source: TrainGroupSource, train_n_passages: int = 8, seed: int = 42):
-        if train_n_passages < 1:
-            raise ValueError(f"train_n_passages must be >= 1, got {train_n_passages}")
-        self.source, self.n_passages, self.seed = source, train_n_passages, seed
-        self.groups: list[int] = []  # record numbers of usable groups
-        self.stats = {"records": 0, "groups": 0, "no_positive": 0, "empty_query": 0, "no_negative": 0,
-                      "empty_passages": 0, "short_of_negatives": 0}
-        first: dict[str, str] = {}
-        for rec, g in source.scan():
-            self.stats["records"] += 1
-            reason = self._problem(g)
-            if reason is not None:
-                self.stats[reason] += 1
-                first.setdefault(reason, "%s:%d" % source.where(rec))
-                continue
-            n_empty = sum(_is_empty(p) for p in g["positive_passages"] + g["negative_passages"])
-            if n_empty:
-                self.stats["empty_passages"] += n_empty
-                first.setdefault("empty_passages", "%s:%d" % source.where(rec))
-            n_neg = sum(not _is_empty(p) for p in g["negative_passages"])
-            if n_neg == 0 and self.n_passages > 1:
-                self.stats["no_negative"] += 1
-                first.setdefault("no_negative", "%s:%d" % source.where(rec))
-                continue
-            if n_neg < self.n_passages - 1:
-                self.stats["short_of_negatives"] += 1
-                first.setdefault("short_of_negatives", "%s:%d" % source.where(rec))
-            self.groups.append(rec)
-        self.stats["groups"] = len(self.groups)
-        for reason, action in _SKIP_ACTIONS.items():
-            if self.stats[reason]:
-                logger.warning("train groups: %d with %s (first at %s): %s", self.stats[reason],
-                            reason.replace("_", " "), first[reason], action)
-        if not self.groups:
-            where = ", ".join(source.files) or source.hf_name
-            raise InputError(where, None, f"no usable train group among {self.stats['records']} records "
-                                          f"({self.stats})")
-        logger.info("train groups: %d usable of %d records, %d passages per query", len(self.groups),
-                 self.stats["records"], self.n_passages)
-
-    @staticmethod
-    def _problem(g: dict) -> str | None:
-        if not g["query"] or (isinstance(g["query"], str) and not g["query"].strip()):
-            return "empty_query"
-        if not any(not _is_empty(p) for p in g["positive_passages"]):
-            return "no_positive"
-        return None
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-    def __getitem__(self, k: int) -> dict:
-        epoch, i = divmod(int(k), len(self.groups))
-        g = self.source[self.groups[i]]
-        positives = [_item_text(p) for p in g["positive_passages"] if not _is_empty(p)]
-        negatives = [_item_text(p) for p in g["negative_passages"] if not _is_empty(p)]
-        rng = random.Random(_seed_of(self.seed, i))
-        pos = positives[(rng.randrange(len(positives)) + epoch) % len(positives)]
-        want = self.n_passages - 1
-        if want == 0:
-            chosen = []
-        elif len(negatives) >= want:
-            rng.shuffle(negatives)
-            start = (epoch * want) % len(negatives)
-            chosen = [negatives[(start + j) % len(negatives)] for j in range(want)]
-        else:  # too few negatives: all of them, the rest drawn with replacement (counted at scan)
-            extra = random.Random(_seed_of(self.seed, i, epoch))
-            chosen = negatives + [extra.choice(negatives) for _ in range(want - len(negatives))]
-        return {"query": g["query"], "passages": [pos] + chosen}
-
-
-class EpochShuffleSampler:
-    """Indices ``epoch * n + perm_epoch[j]``, perm_epoch a permutation seeded by ``(seed, epoch)``.
-
-    Identical on every rank (accelerate shards its batches), repeatable for a given seed, and it
-    carries the epoch to :class:`TrainDataset` inside the index. ``set_epoch`` is called by the
-    trainer before each epoch.
-    """
-
-    def __init__(self, n: int, seed: int = 42, shuffle: bool = True):
-        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        import torch
-
-        if self.shuffle:
-            g = torch.Generator()
-            g.manual_seed(_seed_of(self.seed, "epoch", self.epoch) % (2 ** 63))
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = range(self.n)
-        base = self.epoch * self.n
-        return iter([base + j for j in order])
-
-
-class TrainCollator:
-    """Batch of :class:`TrainDataset` items -> ``{"query": tensors, "passage": tensors}``.
-
-    Tokenizes on the fly with :func:`tokenize_batch` (fast tokenizer, dynamic padding to the
-    longest item; pre-tokenized ids accepted). Passages come group by group, positive first, the
-    layout :class:`densir.loss.ContrastiveLoss` expects.
-    """
-
-    def __init__(self, tokenizer, q_max_len: int = 32, p_max_len: int = 128, query_prefix: str = "",
-                 passage_prefix: str = "", pad_to_multiple_of: int | None = None):
-        self.tokenizer, self.q_max_len, self.p_max_len = tokenizer, q_max_len, p_max_len
-        self.query_prefix, self.passage_prefix = query_prefix or "", passage_prefix or ""
-        self.pad_to_multiple_of = pad_to_multiple_of
-
-    def __call__(self, items: list[dict]) -> dict:
-        queries = [it["query"] for it in items]
-        passages = [p for it in items for p in it["passages"]]
-        return {
-            "query": tokenize_batch(self.tokenizer, queries, self.q_max_len, self.query_prefix, self.pad_to_multiple_of),
-            "passage": tokenize_batch(self.tokenizer, passages, self.p_max_len, self.passage_prefix,
-                                      self.pad_to_multiple_of),
-        }
-
-
-def _item_text(p: dict):
-    """A passage's model input: ``passage_text(title, text)``, or its token ids as they are."""
-    text = p["text"]
-    return text if isinstance(text, list) else passage_text(p.get("title") or "", text)
-
-
-def _is_empty(p: dict) -> bool:
-    text = p.get("text")
-    if isinstance(text, list):
-        return len(text) == 0
-    return not (text or "").strip() and not (p.get("title") or "").strip()
-
-
-def _seed_of(*parts) -> int:
-    """A stable 64-bit seed from any parts (Python's hash() of str is salted per process)."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big")
 
 
 def train_group_source(data_args):

@@ -1,81 +1,9 @@
-"""The cross-encoder re-ranker's losses: binary CE, listwise softmax CE and LambdaLoss.
-
-Every loss takes ``scores`` and ``relevance``, both ``[queries, passages_per_query]``: the
-re-ranker's logits for each query's group (:class:`densir.data.TrainDataset` lays a group out as
-positive first, then negatives) and the graded relevance of each passage (1 for the positive,
-0 for the negatives in densir's train groups). Scores are cast to float32 first: the losses are
-computed in full precision whatever the autocast dtype of the model.
-
-Each is a batch mean over queries (BCE: over pairs), so its scale does not depend on the batch
-size and HF's Trainer (which divides by gradient-accumulation steps) needs no other scaling.
-"""
+"""LambdaLoss (Wang et al., 2018): NDCG-weighted pairwise logistic loss."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-LOSSES = ("bce", "listwise", "lambda")
-
-
-def build_loss(name: str, **kwargs) -> nn.Module:
-    """``bce`` | ``listwise`` | ``lambda`` -> the loss module (kwargs go to its constructor)."""
-    if name == "bce":
-        return BinaryCrossEntropyLoss(**kwargs)
-    if name == "listwise":
-        return ListwiseSoftmaxLoss(**kwargs)
-    if name == "lambda":
-        return LambdaLoss(**kwargs)
-    raise ValueError(f"unknown re-ranker loss {name!r}; one of {LOSSES}")
-
-
-class BinaryCrossEntropyLoss(nn.Module):
-    """Pointwise binary cross entropy over every (query, passage, label) pair::
-
-        L = -1/N  sum_{(q,p)}  y log sigmoid(s) + (1 - y) log(1 - sigmoid(s)),   y = [rel > 0]
-
-    as in monoBERT (Nogueira & Cho, 2019, "Passage Re-ranking with BERT") and
-    sentence-transformers' ``BinaryCrossEntropyLoss``. ``pos_weight`` (default 1) weighs the
-    positives, e.g. ``n - 1`` to balance one positive against ``n - 1`` negatives.
-    """
-
-    def __init__(self, pos_weight: float | None = None):
-        super().__init__()
-        self.pos_weight = pos_weight
-
-    def forward(self, scores: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
-        scores = scores.float()
-        target = (relevance > 0).float()
-        pos_weight = None if self.pos_weight is None else torch.tensor(self.pos_weight, device=scores.device)
-        return F.binary_cross_entropy_with_logits(scores, target, pos_weight=pos_weight)
-
-
-class ListwiseSoftmaxLoss(nn.Module):
-    """Softmax cross entropy over each query's own group [1 positive + n negatives]::
-
-        L = -1/B  sum_q  sum_i  t_qi log( exp(s_qi / tau) / sum_j exp(s_qj / tau) ),   t_qi = y_qi / sum_j y_qj
-
-    With one positive this is ``-log softmax(s_q)[positive]``: the localized contrastive
-    estimation of Gao, Dai & Callan (2021, "Rethink Training of BERT Rerankers in Multi-Stage
-    Retrieval Pipeline", LCE), i.e. the bi-encoder's contrastive loss (:mod:`densir.loss`)
-    restricted to the query's own group, with the cross-encoder's logits as scores. (That loss
-    takes embeddings, not scores, and adds in-batch negatives, which a cross-encoder cannot
-    score for free; what the two share is ``F.cross_entropy``.)
-    """
-
-    def __init__(self, temperature: float = 1.0):
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = temperature
-
-    def forward(self, scores: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
-        scores = scores.float() / self.temperature
-        target = relevance.float().clamp(min=0)
-        total = target.sum(-1, keepdim=True)
-        if bool((total <= 0).any()):
-            raise ValueError("listwise loss: a group without any relevant passage")
-        return F.cross_entropy(scores, target / total)
 
 
 class LambdaLoss(nn.Module):

@@ -1,0 +1,75 @@
+"""The cross-encoder's argument dataclasses (training, re-ranking), parsed by :func:`densir.arguments.parse_args`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from densir.arguments import BaseTrainingArguments
+from densir.retriever.arguments import DataArguments
+
+
+@dataclass
+class RerankerModelArguments:
+    model_name_or_path: str = field(metadata={
+        "help": "a cross-encoder (densir, HF one-label classifier, sentence-transformers CrossEncoder) "
+                "or an encoder to put a fresh one-logit head on"})
+
+
+@dataclass
+class RerankerDataArguments(DataArguments):
+    """The bi-encoder's train-group arguments; pairs are budgeted by --max_len instead."""
+
+    max_len: int = field(default=256, metadata={
+        "help": "tokens of query + passage together, special tokens included (the passage is truncated)"})
+    q_max_len: int = field(default=32, metadata={"help": "not used by the re-ranker (see --max_len)"})
+    p_max_len: int = field(default=128, metadata={"help": "not used by the re-ranker (see --max_len)"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.train_n_passages < 2:
+            raise ValueError("--train_n_passages must be >= 2 for a re-ranker (a positive and a negative)")
+
+
+@dataclass
+class RerankerTrainingArguments(BaseTrainingArguments):
+    """Every HF Trainer flag plus the re-ranking loss."""
+
+    loss: str = field(default="listwise", metadata={"help": "bce | listwise | lambda"})
+    temperature: float = field(default=1.0, metadata={"help": "listwise: softmax over logits / temperature"})
+    lambda_weighting: str = field(default="ndcg2pp", metadata={"help": "lambda: ndcg2pp | ndcg2 | lambdarank"})
+    lambda_sigma: float = field(default=1.0, metadata={"help": "lambda: logistic scale of score differences"})
+    lambda_mu: float = field(default=10.0, metadata={"help": "lambda: weight of the NDCG-Loss2 term in ndcg2pp"})
+    bce_pos_weight: Optional[float] = field(default=None, metadata={
+        "help": "bce: weight of positive pairs (e.g. n-1 to balance the negatives); default 1"})
+
+    def __post_init__(self):
+        from densir.reranker.losses import LOSSES
+
+        if self.loss not in LOSSES:
+            raise ValueError(f"--loss must be one of {LOSSES}, got {self.loss!r}")
+        super().__post_init__()
+
+
+@dataclass
+class RerankArguments:
+    model_name_or_path: Optional[str] = field(default=None, metadata={
+        "help": "reranker: a densir reranker dir, a sentence-transformers CrossEncoder dir or hub name"})
+    run: Optional[str] = field(default=None, metadata={"help": "TREC run to re-rank"})
+    corpus: Optional[str] = field(default=None, metadata={"help": "corpus JSONL {docid, title, text}"})
+    queries: Optional[str] = field(default=None, metadata={"help": "queries JSONL {query_id, query}"})
+    save_ranking_to: str = field(default=None, metadata={"help": "output TREC run (per shard: OUT.qshard-i-of-n)"})
+    depth: int = field(default=100, metadata={"help": "re-rank each query's top DEPTH hits"})
+    max_len: Optional[int] = field(default=None, metadata={
+        "help": "max tokens of query + passage; default: the reranker's saved max_len, else min(tokenizer, 512)"})
+    batch_size: int = field(default=64, metadata={"help": "pairs per forward pass"})
+    bf16: bool = field(default=False, metadata={"help": "bf16 autocast"})
+    fp16: bool = field(default=False, metadata={"help": "fp16 autocast (GPU)"})
+    query_shard: int = field(default=0, metadata={"help": "this job's query range, 0..num_query_shards-1"})
+    num_query_shards: int = field(default=1, metadata={"help": "split the run's queries into this many ranges"})
+    merge_query_shards: bool = field(default=False, metadata={
+        "help": "concatenate the num_query_shards shard runs of save_ranking_to into save_ranking_to"})
+    interpolate: Optional[float] = field(default=None, metadata={
+        "help": "ALPHA in [0, 1]: rank by ALPHA * z(first-stage score) + (1 - ALPHA) * z(re-ranker score), "
+                "z = per-query standardisation over the re-ranked hits (densir.search.fusion); default: the re-ranker alone"})
+    tag: str = field(default="densir-rerank", metadata={"help": "run tag (6th column)"})
+    device: Optional[str] = field(default=None, metadata={"help": "cuda | cpu; default cuda when available"})

@@ -1,0 +1,87 @@
+"""The bi-encoder's argument dataclasses (training, encoding), parsed by :func:`densir.arguments.parse_args`.
+Names follow Tevatron's where one exists."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from densir.arguments import BaseTrainingArguments
+
+
+@dataclass
+class ModelArguments:
+    """The encoder: shared by training, encoding and hard-negative mining."""
+
+    model_name_or_path: str = field(metadata={"help": "HF hub name, HF dir, sentence-transformers dir or densir dir"})
+    pooling: Optional[str] = field(default=None, metadata={
+        "help": "cls | mean | last; default: what the checkpoint says (densir or sentence-transformers dir), else cls"})
+    normalize: Optional[bool] = field(default=None, metadata={
+        "help": "L2-normalize embeddings; default: what the checkpoint says, else off"})
+    untie_encoder: bool = field(default=False, metadata={"help": "separate query and passage encoders"})
+    query_prefix: Optional[str] = field(default=None, metadata={"help": "text put before every query, e.g. 'query: '"})
+    passage_prefix: Optional[str] = field(default=None, metadata={"help": "text put before every passage"})
+
+
+@dataclass
+class DataArguments:
+    """Train groups for the bi-encoder: JSONL files (get_data.sh's output) or a HF dataset."""
+
+    train_dir: list[str] = field(default_factory=list, metadata={
+        "help": "train-group JSONL file(s), or directories whose files matching --train_pattern are read "
+                "(sorted by name, each one logged)"})
+    train_pattern: str = field(default="*.jsonl", metadata={"help": "file pattern inside a --train_dir directory"})
+    train_expected_files: Optional[int] = field(default=None, metadata={
+        "help": "fail unless --train_dir resolves to exactly this many files (guards a half-copied dir)"})
+    dataset_name: Optional[str] = field(default=None, metadata={
+        "help": "a Hugging Face dataset in Tevatron's layout (hub name or local path), instead of --train_dir"})
+    dataset_config: Optional[str] = field(default=None, metadata={"help": "its configuration name"})
+    dataset_split: str = field(default="train", metadata={"help": "its split"})
+    dataset_cache_dir: Optional[str] = field(default=None, metadata={"help": "datasets cache dir"})
+    q_max_len: int = field(default=32, metadata={"help": "query tokens, special tokens included"})
+    p_max_len: int = field(default=128, metadata={"help": "passage tokens (title + text), special tokens included"})
+    train_n_passages: int = field(default=8, metadata={"help": "passages per query: 1 positive + n-1 negatives"})
+    pad_to_multiple_of: Optional[int] = field(default=None, metadata={
+        "help": "pad batches to a multiple of this (8 helps tensor cores on GPU); default: the longest item"})
+
+    def __post_init__(self):
+        if not self.train_dir and not self.dataset_name:
+            raise ValueError("give --train_dir (train-group JSONL) or --dataset_name")
+        if self.train_n_passages < 1:
+            raise ValueError("--train_n_passages must be >= 1")
+
+
+@dataclass
+class DenseTrainingArguments(BaseTrainingArguments):
+    """Bi-encoder training: the contrastive loss, cross-device negatives, grad cache."""
+
+    temperature: float = field(default=1.0, metadata={
+        "help": "scores are q.p / temperature (0.01-0.05 for normalized embeddings, 1 for raw dot products)"})
+    negatives_x_device: bool = field(default=False, metadata={
+        "help": "under torchrun, every rank's passages are negatives for every query"})
+    grad_cache: bool = field(default=False, metadata={
+        "help": "gradient cache (Gao et al. 2021): exact large-batch gradients in chunks of bounded memory"})
+    gc_q_chunk_size: int = field(default=4, metadata={"help": "queries per chunk with --grad_cache"})
+    gc_p_chunk_size: int = field(default=32, metadata={"help": "passages per chunk with --grad_cache"})
+
+
+@dataclass
+class EncodeArguments:
+    """The encoding stage (python -m densir.driver.encode): one input file -> one embedding shard."""
+
+    encode_in_path: str = field(metadata={"help": "corpus JSONL {docid,title,text}, or queries JSONL {query_id,query} "
+                                                  "with --encode_is_qry"})
+    encoded_save_path: str = field(metadata={"help": "shard NAME: writes NAME.npy/.ids/.json (NAME.i with "
+                                                     "--num_shards > 1; NAME[.i].rank<r>-of-<W> under torchrun)"})
+    encode_is_qry: bool = field(default=False, metadata={"help": "encode queries (query encoder, q_max_len)"})
+    q_max_len: Optional[int] = field(default=None, metadata={
+        "help": "query token budget; default: the checkpoint's max_seq_length, else 32"})
+    p_max_len: Optional[int] = field(default=None, metadata={
+        "help": "passage token budget; default: the checkpoint's max_seq_length, else 128"})
+    per_device_eval_batch_size: int = field(default=128, metadata={"help": "texts per forward pass, per process"})
+    fp16: bool = field(default=False, metadata={"help": "fp16 autocast (CUDA only; fp32 on CPU)"})
+    bf16: bool = field(default=False, metadata={"help": "bf16 autocast (CUDA, or CPU: fast only with avx512_bf16/AMX)"})
+    shard_index: int = field(default=0, metadata={"help": "which of --num_shards round-robin slices of the input"})
+    num_shards: int = field(default=1, metadata={"help": "split the input into this many shards (separate jobs)"})
+    encode_chunk_size: int = field(default=50_000, metadata={
+        "help": "texts read at a time and sorted by length into batches; memory is bounded by this, not the corpus"})
+    embedding_dtype: str = field(default="float32", metadata={"help": "float32 | float16 (half the disk)"})

@@ -1,0 +1,167 @@
+"""Bi-encoder training: :class:`DenseTrainer` (the contrastive objective of
+:mod:`densir.retriever.loss` on :class:`densir.training.DensirTrainer`) and, with ``--grad_cache``,
+the gradient cache (:func:`grad_cache_step`); :func:`train` builds encoder, data and trainer and
+hands them to :func:`densir.training.run_training`.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Callable
+
+import torch
+
+from densir.retriever.loss import ContrastiveLoss
+from densir.training import DensirTrainer
+
+logger = logging.getLogger(__name__)
+
+
+class DenseTrainer(DensirTrainer):
+    """Bi-encoder training with :class:`densir.retriever.loss.ContrastiveLoss` (and optionally grad cache).
+
+    Batches are ``{"query": tensors, "passage": tensors}`` from :class:`densir.retriever.collator.TrainCollator`.
+    """
+
+    def __init__(self, *args, loss_fn: ContrastiveLoss | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_fn = loss_fn or ContrastiveLoss(self.args.temperature, self.args.negatives_x_device)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        q_reps, p_reps = model(query=inputs["query"], passage=inputs["passage"])
+        loss = self.loss_fn(q_reps, p_reps)
+        return (loss, (q_reps, p_reps)) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if not self.args.grad_cache:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        return grad_cache_step(
+            model, inputs["query"], inputs["passage"], self.loss_fn,
+            self.args.gc_q_chunk_size, self.args.gc_p_chunk_size,
+            backward=self.accelerator.backward,
+            no_sync=lambda: self.accelerator.no_sync(model),
+            # HF divides a step's loss by the accumulation steps before backward; so do we
+            scale=1.0 / self.current_gradient_accumulation_steps,
+        )
+
+
+def grad_cache_step(model, query: dict, passage: dict, loss_fn: Callable, q_chunk_size: int, p_chunk_size: int,
+                    backward: Callable = torch.Tensor.backward, no_sync: Callable = contextlib.nullcontext,
+                    scale: float = 1.0) -> torch.Tensor:
+    """Gradient cache (Gao et al., 2021, "Scaling Deep Contrastive Learning Batch Size under Memory
+    Limited Setup"): forward and backward the same loss as a full-batch step, in chunks.
+
+    1. representations of every chunk without a graph (RNG state recorded per chunk);
+    2. the loss on those representations, and its gradient wrt each representation;
+    3. per chunk: forward again with the recorded RNG state (same dropout masks, so the same
+       representations) and backpropagate ``rep . grad_rep`` into the parameters.
+
+    The parameter gradients equal those of the full batch (up to float rounding). Under DDP all
+    chunk backwards but the last run in ``no_sync``; the last forward takes the last query and the
+    last passage chunk in one call, so every parameter (both encoders when untied) joins its
+    all-reduce.
+    Returns the loss (detached, times ``scale``) like ``Trainer.training_step``.
+    """
+    q_chunks, p_chunks = _split(query, q_chunk_size), _split(passage, p_chunk_size)
+    # the last query chunk and the last passage chunk go through one forward call together, both
+    # times: under DDP that call is the sync point, and it must use every parameter
+    q_last, p_last = q_chunks.pop(), p_chunks.pop()
+    states, q_reps, p_reps = [], [], []
+    with torch.no_grad():
+        for chunk in q_chunks:
+            states.append(_RngState(chunk["input_ids"].device))
+            q_reps.append(model(query=chunk)[0])
+        for chunk in p_chunks:
+            states.append(_RngState(chunk["input_ids"].device))
+            p_reps.append(model(passage=chunk)[1])
+        states.append(_RngState(q_last["input_ids"].device))
+        q_rep, p_rep = model(query=q_last, passage=p_last)
+        q_reps.append(q_rep)
+        p_reps.append(p_rep)
+    q_all = torch.cat(q_reps).detach().float().requires_grad_()
+    p_all = torch.cat(p_reps).detach().float().requires_grad_()
+    with torch.enable_grad():
+        loss = loss_fn(q_all, p_all) * scale
+    q_all_grad, p_all_grad = torch.autograd.grad(loss, [q_all, p_all])
+    q_grads = q_all_grad.split([len(r) for r in q_reps])
+    p_grads = p_all_grad.split([len(r) for r in p_reps])
+
+    with no_sync():  # every chunk but the last pair: gradients accumulate locally
+        for chunk, state, grad in zip(q_chunks, states, q_grads):
+            with state.replay():
+                rep = model(query=chunk)[0]
+            backward(_dot(rep, grad))
+        for chunk, state, grad in zip(p_chunks, states[len(q_chunks):], p_grads):
+            with state.replay():
+                rep = model(passage=chunk)[1]
+            backward(_dot(rep, grad))
+    with states[-1].replay():
+        q_rep, p_rep = model(query=q_last, passage=p_last)
+    backward(_dot(q_rep, q_grads[-1]) + _dot(p_rep, p_grads[-1]))
+    return loss.detach()
+
+
+def _dot(rep: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    return (rep.float() * grad).sum()
+
+
+def _split(batch: dict, size: int) -> list[dict]:
+    """Split a tokenized batch into chunks of ``size`` rows, each trimmed of all-padding columns."""
+    if size <= 0:
+        raise ValueError(f"grad cache chunk size must be > 0, got {size}")
+    n = batch["input_ids"].size(0)
+    chunks = []
+    for start in range(0, n, size):
+        chunk = {k: v[start: start + size] for k, v in batch.items() if torch.is_tensor(v)}
+        used = chunk["attention_mask"].any(0).nonzero()
+        width = int(used.max()) + 1 if used.numel() else 1  # right padding only; left padding keeps all
+        chunks.append({k: v[:, :width] if v.dim() == 2 else v for k, v in chunk.items()})
+    return chunks
+
+
+class _RngState:
+    """The RNG state before a chunk's first forward, replayed for its second (same dropout)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    @contextlib.contextmanager
+    def replay(self):
+        devices = [self.device] if self.cuda is not None else []
+        with torch.random.fork_rng(devices=devices, device_type="cuda"):
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state(self.cuda, self.device)
+            yield
+
+
+def train(model_args, data_args, training_args, callbacks: list | None = None) -> dict:
+    """Build encoder, data and trainer from the three argument dataclasses
+    (:mod:`densir.retriever.arguments`) and run them through :func:`densir.training.run_training`."""
+    from densir.dataset import TrainDataset
+    from densir.formats import train_group_source
+    from densir.retriever.collator import TrainCollator
+    from densir.retriever.modeling import DenseEncoder
+    from densir.training import run_training
+
+    def build():
+        encoder = DenseEncoder.build(model_args.model_name_or_path, pooling=model_args.pooling,
+                                     normalize=model_args.normalize, untie_encoder=model_args.untie_encoder,
+                                     query_prefix=model_args.query_prefix, passage_prefix=model_args.passage_prefix)
+        encoder.config.max_seq_length = data_args.p_max_len  # what a sentence-transformers user gets
+        logger.info("encoder %s: pooling=%s normalize=%s untied=%s", model_args.model_name_or_path,
+                    encoder.config.pooling, encoder.config.normalize, encoder.config.untied)
+        seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
+        dataset = TrainDataset(train_group_source(data_args), data_args.train_n_passages, seed=seed)
+        collator = TrainCollator(encoder.tokenizer, data_args.q_max_len, data_args.p_max_len,
+                                 encoder.config.query_prefix, encoder.config.passage_prefix,
+                                 data_args.pad_to_multiple_of)
+        trainer = DenseTrainer(model=encoder, args=training_args, train_dataset=dataset, data_collator=collator,
+                               callbacks=callbacks)
+        return trainer, dataset
+
+    return run_training(training_args, build)

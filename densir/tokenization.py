@@ -1,0 +1,133 @@
+"""The one tokenization path of densir: queries and passages (bi-encoder) and query-passage pairs
+(cross-encoder), from strings or from pre-tokenized token ids.
+
+Pre-tokenized input (``densir.pretokenize``) is a list of token ids without special tokens; the
+tokenizer's own ``prepare_for_model`` adds the special tokens, truncates and builds the
+token-type ids exactly as it does for strings, so both kinds of input give the same tensors.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+logger = logging.getLogger(__name__)
+
+
+def tokenize_batch(tokenizer, items: Sequence, max_len: int, prefix: str = "", pad_to_multiple_of: int | None = None):
+    """The one tokenization path for queries and passages (training, encoding, re-ranking).
+
+    ``items`` are strings, or pre-tokenized lists of token ids without special tokens. The
+    prefix (e.g. ``"query: "``) is put before each string; special tokens are added, the result
+    truncated to ``max_len`` and padded to the longest item. Returns tensors (``input_ids``,
+    ``attention_mask``, [``token_type_ids``]).
+    """
+    if all(isinstance(x, str) for x in items):
+        return tokenizer([prefix + x for x in items], max_length=max_len, truncation=True, padding=True,
+                         pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+    head, tail = special_token_template(tokenizer)
+    prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+    room = max(max_len - len(head) - len(tail), 0)
+    features = []
+    for x in items:
+        ids = tokenizer(prefix + x, add_special_tokens=False)["input_ids"] if isinstance(x, str) else prefix_ids + list(x)
+        features.append({"input_ids": head + ids[:room] + tail})
+    return tokenizer.pad(features, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+
+
+def special_token_template(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens a tokenizer puts before and after one sequence (e.g. [CLS] ... [SEP])."""
+    cached = getattr(tokenizer, "_densir_template", None)
+    if cached is not None:
+        return cached
+    inner = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for i in range(len(full) - len(inner) + 1):
+        if full[i:i + len(inner)] == inner:
+            template = (full[:i], full[i + len(inner):])
+            break
+    else:
+        raise ValueError(f"cannot locate the special tokens of {type(tokenizer).__name__}")
+    tokenizer._densir_template = template
+    return template
+
+
+def tokenize_pairs(tokenizer, queries: Sequence, passages: Sequence, max_len: int,
+                   pad_to_multiple_of: int | None = None) -> dict:
+    """The one tokenization path for (query, passage) pairs, training and re-ranking alike.
+
+    Strings go through the tokenizer's pair encoding (special tokens and token-type ids as the
+    model expects), truncating only the passage so the whole pair fits ``max_len``. Pre-tokenized
+    pairs (lists of token ids without special tokens, as in pre-tokenized train groups) are put
+    into the same template. A query too long to leave room for any passage is cut too (warned once).
+    Returns padded tensors.
+    """
+    if len(queries) != len(passages):
+        raise ValueError(f"{len(queries)} queries but {len(passages)} passages")
+    if all(isinstance(x, str) for x in queries) and all(isinstance(x, str) for x in passages):
+        kwargs = dict(max_length=max_len, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+        try:
+            return tokenizer(list(queries), list(passages), truncation="only_second", **kwargs)
+        except Exception as e:  # some query leaves no room: 'only_second' cannot fit that pair
+            if "truncat" not in str(e).lower():
+                raise
+        # pair by pair, so a pair's tokens never depend on the batch it is in
+        features = []
+        for q, p in zip(queries, passages):
+            try:
+                enc = tokenizer(q, p, truncation="only_second", max_length=max_len)
+            except Exception:
+                _warn_long_query()
+                enc = tokenizer(q, p, truncation="longest_first", max_length=max_len)
+            features.append(dict(enc))
+        return tokenizer.pad(features, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+    head, mid, tail, types = pair_token_template(tokenizer)
+    features = []
+    for q, p in zip(queries, passages):
+        q = tokenizer(q, add_special_tokens=False)["input_ids"] if isinstance(q, str) else list(q)
+        p = tokenizer(p, add_special_tokens=False)["input_ids"] if isinstance(p, str) else list(p)
+        room = max(max_len - len(head) - len(mid) - len(tail), 0)
+        if len(q) >= room:
+            _warn_long_query()
+            q = q[:max(room - 1, 0)]
+        p = p[:room - len(q)]
+        ids = head + q + mid + p + tail
+        feat = {"input_ids": ids}
+        if types is not None:
+            first = len(head) + len(q) + len(mid)
+            feat["token_type_ids"] = [types[0]] * first + [types[1]] * (len(ids) - first)
+        features.append(feat)
+    return tokenizer.pad(features, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+
+
+def pair_token_template(tokenizer) -> tuple[list[int], list[int], list[int], tuple[int, int] | None]:
+    """Special tokens around a pair, ``head + query + mid + passage + tail``, and the two segment ids."""
+    cached = getattr(tokenizer, "_densir_pair_template", None)
+    if cached is not None:
+        return cached
+    a = tokenizer("a", add_special_tokens=False)["input_ids"]
+    b = tokenizer("b", add_special_tokens=False)["input_ids"]
+    enc = tokenizer("a", "b", add_special_tokens=True)
+    full = enc["input_ids"]
+    for i in range(len(full) - len(a) + 1):
+        if full[i:i + len(a)] != a:
+            continue
+        for j in range(i + len(a), len(full) - len(b) + 1):
+            if full[j:j + len(b)] == b:
+                types = None
+                if "token_type_ids" in enc:
+                    tt = enc["token_type_ids"]
+                    types = (tt[i], tt[j])
+                template = (full[:i], full[i + len(a):j], full[j + len(b):], types)
+                tokenizer._densir_pair_template = template
+                return template
+    raise ValueError(f"cannot locate the pair template of {type(tokenizer).__name__}")
+
+
+_warned_long_query = False
+
+
+def _warn_long_query():
+    global _warned_long_query
+    if not _warned_long_query:
+        logger.warning("a query leaves no room for its passage within max_len: the query is truncated too")
+        _warned_long_query = True

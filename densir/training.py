@@ -1,0 +1,161 @@
+"""The training runner both model families share: :class:`DensirTrainer` and :func:`run_training`.
+
+:class:`DensirTrainer` is a ``transformers.Trainer`` for any model with ``save(dir)`` and
+``load_weights(dir)`` (the bi-encoder, the cross-encoder re-ranker). It owns:
+
+- saving: checkpoints and the final model go through ``model.save`` (safetensors + the model's
+  own config; no pickled model). HF's optimizer/scheduler/RNG state files sit beside it in
+  ``checkpoint-N/`` so a run can resume;
+- resume: ``resume_checkpoint(output_dir, "auto")`` finds the latest complete checkpoint; HF
+  restores weights (through ``load_weights``), optimizer, scheduler, RNG and step count;
+- data position: the train sampler is :class:`densir.dataset.EpochShuffleSampler`, a function of
+  ``(seed, epoch)``, and a callback tells it the epoch before each one, so after HF skips the
+  batches already seen the resumed run gets exactly the batches of an uninterrupted one. A
+  dataset for it maps an index ``epoch * len + i`` to its item (see :class:`densir.dataset.TrainDataset`).
+
+:func:`run_training` is the one run: resume, seed, build, train, save, summary. The objectives
+live with their model families: :class:`densir.retriever.trainer.DenseTrainer`,
+:class:`densir.reranker.trainer.RerankerTrainer`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from densir.dataset import EpochShuffleSampler
+
+logger = logging.getLogger(__name__)
+
+TRAINING_ARGS_JSON = "training_args.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def resume_checkpoint(output_dir, resume_from_checkpoint: str | None) -> str | None:
+    """``"auto"`` (or ``"true"``, HF's spelling) -> the latest complete ``checkpoint-N`` in
+    ``output_dir``, None if there is none; a path -> that path, which must be a complete
+    checkpoint; None/""/"false" -> None.
+
+    A checkpoint is complete when it holds ``trainer_state.json`` (HF writes it after the model,
+    optimizer and RNG files); a half-written one left by a crash is skipped with a warning.
+    """
+    if resume_from_checkpoint in (None, "", "false", "False", "no"):
+        return None
+    if str(resume_from_checkpoint).lower() not in ("auto", "true"):
+        if not Path(resume_from_checkpoint, "trainer_state.json").is_file():
+            raise FileNotFoundError(f"{resume_from_checkpoint}: not a complete checkpoint (no trainer_state.json)")
+        return str(resume_from_checkpoint)
+    found = []
+    if Path(output_dir).is_dir():
+        for d in Path(output_dir).iterdir():
+            m = _CHECKPOINT.match(d.name)
+            if m and d.is_dir():
+                if (d / "trainer_state.json").is_file():
+                    found.append((int(m.group(1)), d))
+                else:
+                    logger.warning("ignoring incomplete checkpoint %s (no trainer_state.json)", d)
+    if not found:
+        logger.info("--resume_from_checkpoint %s: no checkpoint in %s, starting afresh", resume_from_checkpoint,
+                    output_dir)
+        return None
+    latest = str(max(found)[1])
+    logger.info("--resume_from_checkpoint %s: resuming from %s", resume_from_checkpoint, latest)
+    return latest
+
+
+class _SamplerEpoch(TrainerCallback):
+    """Tells the train sampler its epoch before each one (also after a resume, mid-epoch)."""
+
+    def __init__(self, trainer: "DensirTrainer"):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        sampler = self.trainer.epoch_sampler
+        if sampler is not None:
+            # state.epoch is epochs done as a float: exact at an epoch boundary, and a resumed
+            # run restores it from trainer_state.json, so the floor is the epoch about to run
+            sampler.set_epoch(int(math.floor(state.epoch + 1e-6)))
+
+
+class DensirTrainer(Trainer):
+    """A ``transformers.Trainer`` for densir models; see the module docstring."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # densir losses are batch means computed here, never by the model from `labels`
+        self.model_accepts_loss_kwargs = False
+        self.epoch_sampler: EpochShuffleSampler | None = None
+        self.add_callback(_SamplerEpoch(self))
+        if self.args.load_best_model_at_end:
+            raise ValueError("--load_best_model_at_end is not supported by densir trainers")
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        self.epoch_sampler = EpochShuffleSampler(len(dataset), seed=seed)
+        return self.epoch_sampler
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        logger.info("saving model to %s", output_dir)
+        self.accelerator.unwrap_model(self.model).save(output_dir)
+        # JSON instead of HF's pickled training_args.bin: no artefact of ours executes code on load
+        with open(os.path.join(output_dir, TRAINING_ARGS_JSON), "w") as f:
+            f.write(self.args.to_json_string())
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        logger.info("loading weights from %s", resume_from_checkpoint)
+        self.accelerator.unwrap_model(model if model is not None else self.model).load_weights(resume_from_checkpoint)
+
+
+# --------------------------------------------------------------------------- grad cache
+def setup_logging(training_args) -> None:
+    level = logging.INFO if training_args.should_log else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, stream=sys.stderr)
+    logging.getLogger("densir").setLevel(level)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# --------------------------------------------------------------------------- the one runner
+def run_training(training_args, build: Callable[[], tuple["DensirTrainer", object]], extra: dict | None = None,
+                 what: str = "") -> dict:
+    """The one training run both trainers use: resume, seed, build, train, save, summarise.
+
+    ``build()`` returns ``(trainer, dataset)``; it is called after :func:`transformers.set_seed`,
+    so anything drawn at random while building (a re-ranker's fresh head) is a function of
+    ``--seed`` and a bash run equals its SLURM twin. The summary's ``train_loss`` is the mean over
+    ranks (HF's ``training_loss`` is the rank's own); rank 0 writes ``train_summary.json``
+    atomically and prints one line. ``extra`` goes into the summary; ``what`` names the loss in
+    that line.
+    """
+    from transformers import set_seed
+
+    from densir.io import write_json
+
+    resume = resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
+    set_seed(training_args.seed)
+    trainer, dataset = build()
+    start = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    train_loss = trainer.accelerator.reduce(torch.tensor(result.training_loss, device=training_args.device),
+                                            reduction="mean").item()
+    summary = {"global_step": result.global_step, "train_loss": train_loss, **(extra or {}),
+               "train_seconds": round(time.time() - start, 1), "queries": len(dataset),
+               "resumed_from": resume, "skipped": dataset.stats,
+               "log_history": [h for h in trainer.state.log_history if "loss" in h]}
+    if trainer.is_world_process_zero():
+        write_json(Path(training_args.output_dir) / "train_summary.json", summary)
+        print(f"trained {result.global_step} steps in {summary['train_seconds']} s, "
+              f"{what + ' ' if what else ''}loss {train_loss:.4f} -> {training_args.output_dir}")
+    return summary
