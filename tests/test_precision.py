@@ -5,11 +5,18 @@ import logging
 
 import pytest
 import torch
-
-import densir.precision as precision
 from conftest import run_cmd
-from densir.precision import (Precision, autocast, cpu_has_native_bf16, precision_from_flags, resolve_device,
-                              resolve_precision, training_flags)
+
+from densir import precision
+from densir.precision import (
+    Precision,
+    autocast,
+    cpu_has_native_bf16,
+    precision_from_flags,
+    resolve_device,
+    resolve_precision,
+    training_flags,
+)
 
 GPUS = {  # name: (compute capability, hardware bf16)
     "A100": ((8, 0), True),
