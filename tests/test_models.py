@@ -132,6 +132,35 @@ def test_a_name_found_nowhere_is_one_clear_line(hub_cache, name, revision, expec
     assert expected in message and f"cache dir {hub_cache}" in message and "HF_HUB_OFFLINE" in message
 
 
+def test_online_the_hub_is_asked_only_after_a_cache_miss(monkeypatch, hub_cache, tmp_path):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    real = huggingface_hub.snapshot_download
+    calls = []
+
+    def snapshot_download(repo_id, **kwargs):
+        calls.append((repo_id, kwargs.get("local_files_only", False)))
+        if kwargs.get("local_files_only"):
+            return real(repo_id, **kwargs)
+        if repo_id == "org/downloadable":
+            return str(tmp_path)
+        raise ConnectionError("no route to host\n(details)")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert resolve_model_dir(REPO_ID, cache_dir=hub_cache).local_dir == snapshot(hub_cache)
+    assert calls == [(REPO_ID, True)]  # cached: the hub is not asked
+    assert resolve_model_dir("org/downloadable", cache_dir=hub_cache).local_dir == tmp_path
+    assert calls[1:] == [("org/downloadable", True), ("org/downloadable", False)]
+    with pytest.raises(InputError) as err:
+        resolve_model_dir("org/unreachable", cache_dir=hub_cache)
+    assert str(err.value) == (f"org/unreachable: not a local dir and not in the Hugging Face cache (revision main, "
+                              f"cache dir {hub_cache}), and the download failed: ConnectionError: no route to host")
+
+
 def test_a_missing_path_is_not_looked_up_on_the_hub(tmp_path):
     for name in (str(tmp_path / "no-model"), "./no-model", "runs/round1/model"):
         with pytest.raises(InputError, match="no such model directory"):
