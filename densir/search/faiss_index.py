@@ -2,15 +2,35 @@
 
 Reads  query and passage shards of :mod:`densir.embeddings` (memory-mapped; a name or a glob
        pattern over names, checked whole), refusing half-written shards and passage shards
-       encoded by another model (fingerprint, pooling, normalize, dim must match the queries').
+       encoded by another model (fingerprint, pooling, normalize, dim must match the queries'),
+       and, with ``load_index``, saved ANN indexes (``NAME.faiss`` + ``NAME.json``).
 Yields ``(qid, [(docid, score), ...])`` best first, in query order; the CLI
        (``python -m densir.faiss_retriever``) writes them as a TREC run.
+Writes with ``save_index``, each passage piece's ANN index as ``NAME.faiss`` + ``NAME.json``.
 
 Exact inner product (``IndexFlatIP``) by default, streamed over blocks of the memory-mapped
 passages so memory stays bounded by a block; any other FAISS factory string (``HNSW32``,
 ``IVF4096,PQ64`` ...) builds one index per shard piece (trained on a sample of it). Each block's
-top-k is merged into a running top-k over all queries, memory O(queries x depth). GPU (all of
-them, sharded) when faiss sees one, unless told not to; ``fp16_storage`` halves index memory.
+top-k is merged into a running top-k over all queries, memory O(queries x depth).
+
+Where an index lives is a :class:`Placement`: the CPU, or GPUs. On G GPUs every index is G
+sub-indexes, sub-index i filled with the i-th contiguous slice of the block (added in chunks to
+that one sub-index) and joined by ``faiss.IndexShards(successive_ids=True)`` *after* they are
+filled; faiss' own ``shard=True`` cloner followed by chunked ``add()`` fails on the second chunk
+(IndexShards accepts add() in a single pass only). The same code builds the sub-indexes on the
+CPU when a placement has several ``parts`` and no GPU, which is how the tests run it.
+
+GPU limits (faiss' ``GPU_MAX_SELECTION_K``): one GPU search returns at most 2,048 hits per query
+and visits at most 2,048 IVF cells. The search asks for ``depth + TIE_MARGIN`` candidates,
+clipped to 2,048 on a GPU; a depth (or nprobe) above 2,048 is searched on the CPU, with a
+warning, rather than failing. nprobe is set through ``faiss.GpuParameterSpace`` on GPU indexes
+(``faiss.ParameterSpace`` on CPU ones), which reaches every sub-index of an IndexShards.
+
+Saved indexes: ``NAME.faiss`` (``faiss.write_index``, a CPU index) + ``NAME.json`` (the passage
+piece's shard meta, the factory string and the index's vector count), written to temp names and
+renamed, ``.json`` last. Loading refuses an index whose json disagrees with the passage piece it
+is loaded for (model fingerprint, pooling, normalize, dim, count, shard index, rank). With
+several passage pieces in one search, piece j's index is ``NAME.j``.
 
 Searching one passage shard per job and merging the runs with
 :mod:`densir.faiss_retriever.reducer` gives the same ranking as searching all shards at once.
@@ -18,44 +38,153 @@ Searching one passage shard per job and merging the runs with
 from __future__ import annotations
 
 import logging
-from typing import Iterator, Sequence
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
 
-from densir.embeddings import EmbeddingShard, resolve_shards
-from densir.io import InputError, atomic_write, write_run_hits
+from densir.embeddings import COMPATIBLE_FIELDS, EmbeddingShard, resolve_shards
+from densir.io import InputError, atomic_write, read_json, write_json, write_run_hits
 
 logger = logging.getLogger(__name__)
 
 FLAT_BLOCK_ROWS = 1 << 20  # passages per exact-search block (1M x 768 fp32 = 3 GB)
 TRAIN_SAMPLE_ROWS = 1 << 18
+ADD_ROWS = 1 << 16  # rows per add() call: bounds the temporary float32 copy of a memory-mapped slice
 SCORE_DECIMALS = 6  # the precision of run files: scores are rounded before ranking so that
 # a single-shard run and per-shard runs merged by the reducer (which reads rounded scores) agree
 TIE_MARGIN = 16  # extra candidates kept so that a tie at the depth cut is broken by docid, like the reducer
+GPU_MAX_K = 2048  # faiss GPU_MAX_SELECTION_K (CUDA builds): most hits per query, and most IVF cells probed
+# the meta fields a saved index must share with the passage piece it is loaded for
+SAVED_INDEX_FIELDS = COMPATIBLE_FIELDS + ("count", "kind", "shard_index", "num_shards", "rank", "world_size")
+
+_GPU_RESOURCES: dict[int, object] = {}  # one faiss.StandardGpuResources per device, kept alive for the process
 
 
+# --------------------------------------------------------------------------- placement
+@dataclass(frozen=True)
+class Placement:
+    """Where an index is built and searched.
+
+    ``gpus``: faiss device ids (empty: CPU). ``parts``: sub-indexes per index, one slice of the
+    vectors each (one per GPU; on CPU > 1 only to exercise the sharded path). ``max_k``: most hits
+    (and IVF cells) one search call may ask for; None = no limit.
+    """
+
+    gpus: tuple[int, ...] = ()
+    parts: int = 1
+    max_k: int | None = None
+
+    @property
+    def on_gpu(self) -> bool:
+        return bool(self.gpus)
+
+    def describe(self) -> str:
+        if self.on_gpu:
+            return f"GPU {','.join(map(str, self.gpus))}" + (f" ({self.parts} shards)" if self.parts > 1 else "")
+        return "CPU" + (f" ({self.parts} sub-indexes)" if self.parts > 1 else "")
+
+    def sub_index(self, template, i: int, fp16_storage: bool = False):
+        """An empty copy of the (trained) CPU ``template`` where sub-index ``i`` lives."""
+        import faiss
+
+        if not self.on_gpu:
+            return faiss.clone_index(template)
+        device = self.gpus[i % len(self.gpus)]
+        options = faiss.GpuClonerOptions()
+        options.useFloat16 = fp16_storage
+        return faiss.index_cpu_to_gpu(_gpu_resources(device), device, template, options)
+
+    def place(self, index, fp16_storage: bool = False, factory: str = ""):
+        """``(index, placement)``: a filled CPU index (e.g. loaded from disk) moved here by faiss'
+        cloner in one pass (sharded over several GPUs), or left on the CPU if it has no GPU version."""
+        import faiss
+
+        if not self.on_gpu:
+            return index, self
+        try:
+            if len(self.gpus) == 1:
+                return self.sub_index(index, 0, fp16_storage), self
+            options = faiss.GpuMultipleClonerOptions()
+            options.shard = True
+            options.useFloat16 = fp16_storage
+            return faiss.index_cpu_to_gpu_multiple_py([_gpu_resources(g) for g in self.gpus], index, options,
+                                                      list(self.gpus)), self
+        except (RuntimeError, AttributeError) as e:
+            logger.warning("cannot put %s on the GPU (%s); searching it on the CPU", factory or "the index", e)
+            return index, CPU
+
+    def parameter_space(self):
+        import faiss
+
+        return faiss.GpuParameterSpace() if self.on_gpu else faiss.ParameterSpace()
+
+
+CPU = Placement()
+
+
+def placement_for(use_gpu: bool | None, num_gpus: int | None = None) -> Placement:
+    """None = every GPU faiss sees (else CPU), True = require a GPU, False = CPU."""
+    if num_gpus is None:
+        num_gpus = _faiss_num_gpus()
+    if use_gpu and num_gpus == 0:
+        raise InputError("--use_gpu", None, "faiss sees no GPU (faiss-cpu installed, or no CUDA device visible: "
+                         "check CUDA_VISIBLE_DEVICES and `python -c 'import faiss; print(faiss.get_num_gpus())'`); "
+                         "drop --use_gpu to search on the CPU")
+    if use_gpu is False or num_gpus == 0:
+        return CPU
+    return Placement(gpus=tuple(range(num_gpus)), parts=num_gpus, max_k=GPU_MAX_K)
+
+
+def fit_limits(placement: Placement, depth: int, nprobe: int | None = None) -> tuple[Placement, int]:
+    """The placement to search on and the candidates per query to ask for (``depth + TIE_MARGIN``).
+
+    A placement with a ``max_k`` gets at most that many; a depth or nprobe above it is searched
+    on the CPU instead, with a warning.
+    """
+    pool = depth + TIE_MARGIN
+    if placement.max_k is None:
+        return placement, pool
+    if depth > placement.max_k or (nprobe or 0) > placement.max_k:
+        what = f"--depth {depth}" if depth > placement.max_k else f"--nprobe {nprobe}"
+        logger.warning("%s is above faiss' GPU limit of %d (hits per query and IVF cells per search): "
+                       "searching on the CPU instead (slower)", what, placement.max_k)
+        return CPU, pool
+    return placement, min(pool, placement.max_k)
+
+
+# --------------------------------------------------------------------------- search
 def search(query_shards: Sequence[EmbeddingShard], passage_shards: Sequence[EmbeddingShard], depth: int,
-           index_factory: str = "Flat", use_gpu: bool | None = None, batch_size: int = 128,
-           fp16_storage: bool = False, nprobe: int | None = None,
-           block_rows: int = FLAT_BLOCK_ROWS) -> Iterator[tuple[str, list[tuple[str, float]]]]:
+           index_factory: str | None = "Flat", use_gpu: bool | None = None, batch_size: int = 128,
+           fp16_storage: bool = False, nprobe: int | None = None, block_rows: int = FLAT_BLOCK_ROWS,
+           placement: Placement | None = None, save_index=None,
+           load_index=None) -> Iterator[tuple[str, list[tuple[str, float]]]]:
     """Top-``depth`` passages for every query, as ``(qid, [(docid, score), ...])`` best first.
 
-    ``use_gpu``: None = when faiss sees a GPU, True = require one, False = CPU.
+    ``use_gpu``: None = when faiss sees a GPU, True = require one, False = CPU; ``placement``
+    overrides it (tests: ``Placement(parts=3, max_k=10)`` is a 3-GPU machine simulated on CPU).
+    ``save_index`` / ``load_index``: a saved-index name (see the module doc); with ``load_index``
+    the factory is the saved one (``index_factory`` None, or the same string).
     """
-    import faiss
-
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
     if not query_shards or not passage_shards:
         raise ValueError("need at least one query shard and one passage shard")
+    if save_index is not None and load_index is not None:
+        raise ValueError("save_index and load_index exclude each other")
+    if index_factory is None and load_index is None:
+        index_factory = "Flat"
+    if save_index is not None and _is_flat(index_factory or "Flat"):
+        raise InputError("--save_index", None, "is for ANN factories (HNSW, IVF); exact Flat search reads "
+                         "the passage shards themselves, there is nothing to save")
     reference = query_shards[0]
     for shard in list(query_shards[1:]) + list(passage_shards):
         reference.check_compatible(shard)
-    num_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-    if use_gpu and num_gpus == 0:
-        raise RuntimeError("--use_gpu given but faiss sees no GPU (is faiss-gpu installed?)")
-    gpu = num_gpus > 0 if use_gpu is None else use_gpu
+    placement = placement if placement is not None else placement_for(use_gpu)
+    placement, pool = fit_limits(placement, depth, nprobe)
 
     qids = [qid for s in query_shards for qid in s.ids()]
     if len(set(qids)) != len(qids):
@@ -65,22 +194,21 @@ def search(query_shards: Sequence[EmbeddingShard], passage_shards: Sequence[Embe
     total = sum(s.count for s in passage_shards)
     if total == 0:
         raise InputError(passage_shards[0].name, None, "the passage shards hold no vectors")
+    saved_base = load_index if load_index is not None else save_index
+    saved = [None if saved_base is None else saved_index_name(saved_base, j, len(passage_shards))
+             for j in range(len(passage_shards))]
     logger.info("searching %d queries x %d passages in %d shard piece(s): %s, depth %d, %s%s", len(qids), total,
-                len(passage_shards), index_factory, depth, "GPU" if gpu else "CPU", ", fp16 storage" if fp16_storage else "")
+                len(passage_shards), f"saved index {load_index}" if load_index else index_factory, depth,
+                placement.describe(), ", fp16 storage" if fp16_storage else "")
 
     # the final order is (rounded score desc, docid asc), a total order the reducer reproduces
     # exactly; the pool holds a few more candidates than depth so a tie at the cut sorts the same
-    pool = depth + TIE_MARGIN
     top_scores = np.full((len(qids), pool), -np.inf, dtype=np.float32)
     top_rows = np.full((len(qids), pool), -1, dtype=np.int64)  # row in the concatenation of passage shards
     offset = 0
-    for shard in passage_shards:
-        vectors = shard.vectors()
-        exact = index_factory.replace(" ", "").lower() == "flat"
-        step = block_rows if exact else max(shard.count, 1)
-        for start in range(0, shard.count, step):
-            block = vectors[start:start + step]
-            index = build_index(block, index_factory, gpu, fp16_storage, nprobe)
+    for j, shard in enumerate(passage_shards):
+        for start, index in _piece_indexes(shard, index_factory, placement, fp16_storage, nprobe, block_rows,
+                                           saved[j], load=load_index is not None):
             k = min(pool, index.ntotal)
             for b in tqdm(range(0, len(qids), batch_size), desc=f"search {shard.name}[{start}:]", unit="batch",
                           disable=len(qids) <= batch_size, mininterval=10):
@@ -123,38 +251,214 @@ def merge_topk(scores_a: np.ndarray, rows_a: np.ndarray, scores_b: np.ndarray, r
     return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
 
 
-def build_index(vectors: np.ndarray, index_factory: str = "Flat", gpu: bool = False, fp16_storage: bool = False,
-                nprobe: int | None = None, add_rows: int = 1 << 16):
-    """An inner-product FAISS index over ``vectors`` (float32/float16, possibly memory-mapped)."""
+# --------------------------------------------------------------------------- building
+def build_index(vectors: np.ndarray, index_factory: str = "Flat", placement: Placement = CPU,
+                fp16_storage: bool = False, nprobe: int | None = None, add_rows: int | None = None):
+    """An inner-product FAISS index over ``vectors`` (float32/float16, possibly memory-mapped).
+
+    Trained (when the factory needs it) on the CPU on a sample, then filled where ``placement``
+    says: :func:`build_sharded` with one sub-index per part. A factory that has no GPU version
+    (HNSW) is built on the CPU, with a warning.
+    """
+    index, placement = _build(vectors, index_factory, placement, fp16_storage, add_rows)
+    return _ready(index, placement, nprobe, index_factory)
+
+
+def _build(vectors: np.ndarray, index_factory: str, placement: Placement, fp16_storage: bool = False,
+           add_rows: int | None = None):
+    """``(filled index, the placement it ended up on)``."""
+    factory = index_factory
+    if fp16_storage and not placement.on_gpu and _is_flat(factory):
+        factory = "SQfp16"  # exact scores from fp16-stored vectors on CPU
+    template = trained_template(vectors, factory)
+    if placement == CPU:
+        return build_sharded(vectors, [template], add_rows), placement
+    try:
+        parts = [placement.sub_index(template, i, fp16_storage) for i in range(placement.parts)]
+    except (RuntimeError, AttributeError) as e:  # e.g. HNSW has no GPU version
+        if not placement.on_gpu:
+            raise
+        logger.warning("cannot put %s on the GPU (%s); building and searching it on the CPU", index_factory, e)
+        placement, parts = CPU, [template]
+    return build_sharded(vectors, parts, add_rows), placement
+
+
+def trained_template(vectors: np.ndarray, factory: str):
+    """An empty CPU index of ``factory`` (inner product), trained on a sample of ``vectors`` if it needs training."""
     import faiss
 
-    dim = vectors.shape[1]
-    factory = index_factory
-    if fp16_storage and not gpu and factory.replace(" ", "").lower() == "flat":
-        factory = "SQfp16"  # exact scores from fp16-stored vectors on CPU
-    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    if gpu:
-        try:
-            options = faiss.GpuMultipleClonerOptions()
-            options.shard = True
-            options.useFloat16 = fp16_storage
-            index = faiss.index_cpu_to_all_gpus(index, co=options)
-        except (RuntimeError, AttributeError) as e:  # e.g. HNSW has no GPU version
-            logger.warning("cannot put %s on the GPU (%s); searching on CPU", index_factory, e)
+    index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         rng = np.random.default_rng(0)
         n = len(vectors)
         sample = np.sort(rng.choice(n, size=min(n, TRAIN_SAMPLE_ROWS), replace=False))
-        logger.info("training %s on %d of %d vectors", index_factory, len(sample), n)
+        logger.info("training %s on %d of %d vectors", factory, len(sample), n)
         index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
-    for start in range(0, len(vectors), add_rows):
-        index.add(np.ascontiguousarray(vectors[start:start + add_rows], dtype=np.float32))
-    if nprobe is not None:
-        try:
-            faiss.ParameterSpace().set_index_parameter(index, "nprobe", nprobe)
-        except RuntimeError:
-            logger.warning("%s has no nprobe; ignoring --nprobe", index_factory)
     return index
+
+
+def build_sharded(vectors: np.ndarray, parts: Sequence, add_rows: int | None = None):
+    """Fill ``parts`` (empty, trained indexes, CPU or GPU) with contiguous slices of ``vectors``.
+
+    Part i gets rows ``[i*n//p, (i+1)*n//p)``, added ``add_rows`` at a time to that part alone;
+    several parts are then joined by ``faiss.IndexShards(d, threaded, successive_ids=True)``,
+    whose search offsets part i's ids by the rows of the parts before it. Joining after filling
+    is the point: IndexShards itself accepts add() in a single pass only.
+    """
+    import faiss
+
+    n, p = len(vectors), len(parts)
+    add_rows = add_rows or ADD_ROWS
+    for i, part in enumerate(parts):
+        for start in range(i * n // p, (i + 1) * n // p, add_rows):
+            stop = min(start + add_rows, (i + 1) * n // p)
+            part.add(np.ascontiguousarray(vectors[start:stop], dtype=np.float32))
+    if p == 1:
+        return parts[0]
+    shards = faiss.IndexShards(vectors.shape[1], True, True)
+    for part in parts:
+        shards.add_shard(part)  # faiss' wrapper keeps a Python reference to each part
+    assert shards.ntotal == n, (shards.ntotal, n)
+    return shards
+
+
+def set_nprobe(index, nprobe: int, placement: Placement = CPU, factory: str = "") -> bool:
+    """Set IVF's nprobe on ``index`` and all its sub-indexes; False (with a warning) when it has none."""
+    try:
+        placement.parameter_space().set_index_parameter(index, "nprobe", nprobe)
+    except RuntimeError:
+        logger.warning("%s has no nprobe; ignoring --nprobe", factory or "this index")
+        return False
+    return True
+
+
+def _ready(index, placement: Placement, nprobe: int | None, factory: str):
+    if nprobe is not None:
+        set_nprobe(index, nprobe, placement, factory)
+    return index
+
+
+# --------------------------------------------------------------------------- saved indexes
+def saved_index_name(name, piece: int, num_pieces: int) -> str:
+    """The saved-index name of passage piece ``piece``: NAME for a single piece, else NAME.piece."""
+    return str(name) if num_pieces == 1 else f"{name}.{piece}"
+
+
+def write_saved_index(name, index, shard: EmbeddingShard, factory: str, placement: Placement = CPU) -> None:
+    """``NAME.faiss`` (the index as a CPU index) then ``NAME.json`` (the piece's meta, factory, count), atomically."""
+    import faiss
+
+    name = str(name)
+    cpu_index = _to_cpu(index, placement)
+    directory = os.path.dirname(name) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(name) + ".faiss.tmp-", dir=directory)
+    os.close(fd)
+    try:
+        faiss.write_index(cpu_index, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        if os.path.exists(name + ".json"):
+            os.unlink(name + ".json")  # never a json beside an index it does not describe
+        os.replace(tmp, name + ".faiss")
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    meta = dict(shard.meta, passage_shard=os.path.basename(shard.name), index_factory=factory,
+                index_count=int(cpu_index.ntotal))
+    write_json(name + ".json", meta)  # last: the saved index is complete exactly when its json exists
+    logger.info("saved %s index of %d vectors to %s.faiss", factory, cpu_index.ntotal, name)
+
+
+def load_saved_index(name, shard: EmbeddingShard, index_factory: str | None = None):
+    """``(index, factory)`` from ``NAME.faiss``, refused unless ``NAME.json`` matches ``shard``."""
+    import faiss
+
+    name = str(name)
+    json_path, index_path = name + ".json", name + ".faiss"
+    if not os.path.exists(json_path):
+        what = "half-written saved index (its .json is missing; rebuild it with --save_index)" \
+            if os.path.exists(index_path) else "no such saved index (write it with --save_index)"
+        raise InputError(json_path, None, what)
+    meta = read_json(json_path)
+    fingerprinted = bool(meta.get("model_fingerprint") and shard.meta.get("model_fingerprint"))
+    fields = SAVED_INDEX_FIELDS if fingerprinted else ("model",) + SAVED_INDEX_FIELDS[1:]
+    for key in fields:
+        if meta.get(key) != shard.meta.get(key):
+            raise InputError(json_path, None, f"{key}={meta.get(key)!r}, but passage shard {shard.json_path} has "
+                             f"{key}={shard.meta.get(key)!r}: the saved index was built from other passages "
+                             "(rebuild it with --save_index)", key)
+    factory = meta.get("index_factory")
+    if index_factory is not None and not _is_flat(index_factory) and index_factory != factory:
+        raise InputError(json_path, None, f"the saved index is {factory!r}, --index_factory says {index_factory!r}",
+                         "index_factory")
+    index = faiss.read_index(index_path)
+    if index.ntotal != meta.get("index_count") or index.ntotal != shard.count or index.d != shard.dim:
+        raise InputError(index_path, None, f"holds {index.ntotal} vectors of dim {index.d}; {json_path} says "
+                         f"{meta.get('index_count')} and the passage shard {shard.count} of dim {shard.dim}")
+    logger.info("loaded %s index of %d vectors from %s", factory, index.ntotal, index_path)
+    return index, factory
+
+
+def _to_cpu(index, placement: Placement = CPU):
+    """One CPU index equal to ``index`` (a GPU index, or IndexShards of CPU parts merged in order)."""
+    import faiss
+
+    if placement.on_gpu:
+        return faiss.index_gpu_to_cpu(index)  # merges IndexShards of GPU parts, shifting ids
+    shards = faiss.downcast_index(index)
+    if not isinstance(shards, faiss.IndexShards):
+        return index
+    parts = [faiss.downcast_index(shards.at(i)) for i in range(shards.count())]
+    merged = faiss.clone_index(parts[0])
+    for part in parts[1:]:
+        if isinstance(merged, faiss.IndexIVF):
+            merged.merge_from(faiss.clone_index(part), merged.ntotal)  # successive ids
+        elif isinstance(merged, faiss.IndexFlatCodes):
+            merged.merge_from(faiss.clone_index(part), 0)
+        else:
+            raise NotImplementedError(f"cannot merge the parts of a {type(merged).__name__} to save it")
+    return merged
+
+
+# --------------------------------------------------------------------------- helpers
+def _piece_indexes(shard: EmbeddingShard, index_factory, placement: Placement, fp16_storage: bool,
+                   nprobe: int | None, block_rows: int, saved_name, load: bool):
+    """``(first row, index)`` over one passage piece: exact search in blocks, one ANN index, or the saved one."""
+    if load:
+        index, factory = load_saved_index(saved_name, shard, index_factory)
+        index, where = placement.place(index, fp16_storage, factory)
+        yield 0, _ready(index, where, nprobe, factory)
+        return
+    step = block_rows if _is_flat(index_factory) else max(shard.count, 1)
+    for start in range(0, shard.count, step):
+        block = shard.vectors()[start:start + step]
+        index, where = _build(block, index_factory, placement, fp16_storage)
+        _ready(index, where, nprobe, index_factory)
+        if saved_name is not None:
+            write_saved_index(saved_name, index, shard, index_factory, where)
+        yield start, index
+        del index  # before the next block is built: one block's index in memory at a time
+
+
+def _is_flat(factory: str | None) -> bool:
+    return factory is not None and factory.replace(" ", "").lower() == "flat"
+
+
+def _faiss_num_gpus() -> int:
+    import faiss
+
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+def _gpu_resources(device: int):
+    import faiss
+
+    if device not in _GPU_RESOURCES:
+        _GPU_RESOURCES[device] = faiss.StandardGpuResources()
+    return _GPU_RESOURCES[device]
 
 
 def _resolve_ids(passage_shards: Sequence[EmbeddingShard], rows: np.ndarray) -> np.ndarray:
