@@ -34,19 +34,33 @@ class RerankerDataArguments(DataArguments):
 class RerankerTrainingArguments(BaseTrainingArguments):
     """Every HF Trainer flag plus the re-ranking loss."""
 
-    loss: str = field(default="listwise", metadata={"help": "bce | listwise | lambda"})
+    loss: str = field(default="listwise", metadata={
+        "help": "bce | listwise | lambda | ranknet | listmle | plistmle (graded labels: the passages' "
+                "'relevance', else positive 1, negatives 0) | margin_mse | kl (distillation from the "
+                "passages' teacher 'score', see tools/score_groups.py); densir.reranker.losses"})
     temperature: float = field(default=1.0, metadata={"help": "listwise: softmax over logits / temperature"})
     lambda_weighting: str = field(default="ndcg2pp", metadata={"help": "lambda: ndcg2pp | ndcg2 | lambdarank"})
     lambda_sigma: float = field(default=1.0, metadata={"help": "lambda: logistic scale of score differences"})
     lambda_mu: float = field(default=10.0, metadata={"help": "lambda: weight of the NDCG-Loss2 term in ndcg2pp"})
+    lambda_k: Optional[int] = field(default=None, metadata={
+        "help": "lambda, ranknet: only pairs with a passage in the current top K (lambda: NDCG@K); default all"})
+    pairwise_reduction: str = field(default="query", metadata={
+        "help": "lambda, ranknet: query (sum over each query's pairs, mean over queries) | pair (mean over "
+                "the batch's pairs, as sentence-transformers)"})
+    ranknet_sigma: float = field(default=1.0, metadata={"help": "ranknet: logistic scale of score differences"})
+    kl_temperature: float = field(default=1.0, metadata={
+        "help": "kl: softmax temperature of both teacher and student scores"})
     bce_pos_weight: Optional[float] = field(default=None, metadata={
         "help": "bce: weight of positive pairs (e.g. n-1 to balance the negatives); default 1"})
 
     def __post_init__(self):
         from densir.reranker.losses import LOSSES
+        from densir.reranker.losses.ranknet import REDUCTIONS
 
         if self.loss not in LOSSES:
             raise ValueError(f"--loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.pairwise_reduction not in REDUCTIONS:
+            raise ValueError(f"--pairwise_reduction must be one of {REDUCTIONS}, got {self.pairwise_reduction!r}")
         super().__post_init__()
 
 

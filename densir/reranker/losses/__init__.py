@@ -1,44 +1,97 @@
-"""The cross-encoder re-ranker's losses, one module each: binary CE (:mod:`.pointwise`), listwise
-softmax CE (:mod:`.listwise`) and LambdaLoss (:mod:`.lambdaloss`).
+"""The cross-encoder re-ranker's losses, one module each:
 
-Every loss takes ``scores`` and ``relevance``, both ``[queries, passages_per_query]``: the
-re-ranker's logits for each query's group (:class:`densir.dataset.TrainDataset` lays a group out as
-positive first, then negatives) and the graded relevance of each passage (1 for the positive,
-0 for the negatives in densir's train groups). Scores are cast to float32 first: the losses are
-computed in full precision whatever the autocast dtype of the model.
+========== ======================================= =========================================
+name       module                                   paper
+========== ======================================= =========================================
+bce        :mod:`.pointwise` BinaryCrossEntropyLoss monoBERT (Nogueira & Cho 2019)
+listwise   :mod:`.listwise` ListwiseSoftmaxLoss     LCE (Gao, Dai & Callan 2021)
+lambda     :mod:`.lambdaloss` LambdaLoss            Wang et al. 2018 (NDCG-Loss2++, -Loss2, LambdaRank)
+ranknet    :mod:`.ranknet` RankNetLoss              Burges et al. 2005
+listmle    :mod:`.listmle` ListMLELoss              Xia et al. 2008
+plistmle   :mod:`.listmle` PListMLELoss             Lan et al. 2014 (position-aware)
+margin_mse :mod:`.distillation` MarginMSELoss       Hofstaetter et al. 2020 (teacher scores)
+kl         :mod:`.distillation` KLDistillationLoss  RocketQAv2 / Tevatron (teacher scores)
+========== ======================================= =========================================
 
-Each is a batch mean over queries (BCE: over pairs), so its scale does not depend on the batch
+Every loss is ``forward(scores, target) -> scalar``, both ``[queries, passages_per_query]``:
+the re-ranker's logits for each query's group (:class:`densir.dataset.TrainDataset` lays a
+group out as positive first, then negatives) and, per passage, either its graded relevance
+(the train groups' per-passage ``"relevance"``, else 1 for the positive and 0 for the
+negatives) or, for a loss with ``needs_teacher = True`` (the distillation losses), the
+teacher's score (the passages' ``"score"``). :func:`loss_target` picks the one a loss takes
+from a :class:`densir.reranker.collator.RerankCollator` batch. Scores are cast to float32 first:
+the losses are computed in full precision whatever the autocast dtype of the model.
+
+Each is a batch mean over queries (BCE: over pairs; Margin-MSE: over margins; ``lambda`` and
+``ranknet`` with ``reduction='pair'``: over pairs), so its scale does not depend on the batch
 size and HF's Trainer (which divides by gradient-accumulation steps) needs no other scaling.
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
+from densir.reranker.losses.distillation import KLDistillationLoss, MarginMSELoss
 from densir.reranker.losses.lambdaloss import LambdaLoss
+from densir.reranker.losses.listmle import ListMLELoss, PListMLELoss
 from densir.reranker.losses.listwise import ListwiseSoftmaxLoss
 from densir.reranker.losses.pointwise import BinaryCrossEntropyLoss
+from densir.reranker.losses.ranknet import RankNetLoss
 
-LOSSES = ("bce", "listwise", "lambda")
+LOSS_CLASSES = {
+    "bce": BinaryCrossEntropyLoss,
+    "listwise": ListwiseSoftmaxLoss,
+    "lambda": LambdaLoss,
+    "ranknet": RankNetLoss,
+    "listmle": ListMLELoss,
+    "plistmle": PListMLELoss,
+    "margin_mse": MarginMSELoss,
+    "kl": KLDistillationLoss,
+}
+LOSSES = tuple(LOSS_CLASSES)
 
 
 def build_loss(name: str, **kwargs) -> nn.Module:
-    """``bce`` | ``listwise`` | ``lambda`` -> the loss module (kwargs go to its constructor)."""
-    if name == "bce":
-        return BinaryCrossEntropyLoss(**kwargs)
-    if name == "listwise":
-        return ListwiseSoftmaxLoss(**kwargs)
-    if name == "lambda":
-        return LambdaLoss(**kwargs)
-    raise ValueError(f"unknown re-ranker loss {name!r}; one of {LOSSES}")
+    """A name of :data:`LOSSES` -> the loss module (kwargs go to its constructor)."""
+    if name not in LOSS_CLASSES:
+        raise ValueError(f"unknown re-ranker loss {name!r}; one of {LOSSES}")
+    return LOSS_CLASSES[name](**kwargs)
 
 
 def build_loss_from_args(args) -> nn.Module:
     """The loss a :class:`densir.reranker.arguments.RerankerTrainingArguments` names, with its settings."""
-    if args.loss == "listwise":
-        return build_loss("listwise", temperature=args.temperature)
-    if args.loss == "lambda":
-        return build_loss("lambda", weighting=args.lambda_weighting, sigma=args.lambda_sigma, mu=args.lambda_mu)
-    return build_loss("bce", pos_weight=args.bce_pos_weight)
+    settings = {
+        "bce": lambda: {"pos_weight": args.bce_pos_weight},
+        "listwise": lambda: {"temperature": args.temperature},
+        "lambda": lambda: {"weighting": args.lambda_weighting, "sigma": args.lambda_sigma, "mu": args.lambda_mu,
+                           "reduction": args.pairwise_reduction, "k": args.lambda_k},
+        "ranknet": lambda: {"sigma": args.ranknet_sigma, "reduction": args.pairwise_reduction, "k": args.lambda_k},
+        "listmle": dict,
+        "plistmle": dict,
+        "margin_mse": dict,
+        "kl": lambda: {"temperature": args.kl_temperature},
+    }
+    if args.loss not in settings:
+        raise ValueError(f"unknown re-ranker loss {args.loss!r}; one of {LOSSES}")
+    return build_loss(args.loss, **settings[args.loss]())
 
 
-__all__ = ["LOSSES", "BinaryCrossEntropyLoss", "LambdaLoss", "ListwiseSoftmaxLoss", "build_loss", "build_loss_from_args"]
+def needs_teacher(loss: nn.Module | str) -> bool:
+    """Whether a loss (or a loss name) learns from teacher scores rather than relevance labels."""
+    cls = LOSS_CLASSES[loss] if isinstance(loss, str) else loss
+    return bool(getattr(cls, "needs_teacher", False))
+
+
+def loss_target(loss: nn.Module, batch: dict) -> torch.Tensor:
+    """The ``[B, n]`` tensor ``loss`` takes from a RerankCollator batch: ``teacher`` or ``relevance``."""
+    if needs_teacher(loss):
+        if "teacher" not in batch:
+            raise ValueError(f"{type(loss).__name__} distils from teacher scores: build the RerankCollator "
+                             "with teacher=True")
+        return batch["teacher"]
+    return batch["relevance"]
+
+
+__all__ = ["LOSSES", "LOSS_CLASSES", "BinaryCrossEntropyLoss", "KLDistillationLoss", "LambdaLoss", "ListMLELoss",
+           "ListwiseSoftmaxLoss", "MarginMSELoss", "PListMLELoss", "RankNetLoss", "build_loss",
+           "build_loss_from_args", "loss_target", "needs_teacher"]
