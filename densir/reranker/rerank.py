@@ -2,7 +2,7 @@
 
     python -m densir.driver.rerank --model_name_or_path M --run RUN --corpus corpus.jsonl \\
         --queries queries.jsonl --depth 100 --save_ranking_to OUT.run \\
-        [--query_shard i --num_query_shards n] [--bf16 | --fp16] [--batch_size 64] [--max_len 512] \\
+        [--query_shard i --num_query_shards n] [--precision auto|fp32|fp16|bf16] [--batch_size 64] [--max_len 512] \\
         [--interpolate ALPHA]
     python -m densir.driver.rerank --save_ranking_to OUT.run --num_query_shards n --merge_query_shards
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from densir.precision import precision_from_flags, resolve_precision
 from densir.reranker.arguments import RerankArguments
 
 logger = logging.getLogger(__name__)
@@ -73,8 +74,9 @@ def run_rerank(args: RerankArguments) -> Path:
     logger.info("shard %d/%d: %d queries, %d pairs, %d passages (%.1fs)", args.query_shard, args.num_query_shards,
                 len(run), sum(len(h) for h in run.values()), len(passages), time.time() - t0)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    reranker = CrossEncoderReranker.load(args.model_name_or_path, max_len=args.max_len).to(device)
-    amp = "bf16" if args.bf16 else "fp16" if args.fp16 else None
+    reranker = CrossEncoderReranker.load(args.model_name_or_path, max_len=args.max_len,
+                                         revision=args.model_revision).to(device)
+    amp = resolve_precision(args.precision or precision_from_flags(args.fp16, args.bf16), device).name
     n_pairs = rerank_run(reranker, run, queries, passages, out, batch_size=args.batch_size, amp=amp, tag=args.tag,
                          interpolate=args.interpolate)
     dt = time.time() - t0

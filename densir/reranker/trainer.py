@@ -38,7 +38,8 @@ def train(model_args, data_args, training_args, callbacks: list | None = None) -
     from densir.training import run_training
 
     def build():
-        reranker = CrossEncoderReranker.load(model_args.model_name_or_path, max_len=data_args.max_len)
+        reranker = CrossEncoderReranker.load(model_args.model_name_or_path, max_len=data_args.max_len,
+                                             revision=model_args.model_revision, cache_dir=model_args.cache_dir)
         seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
         dataset = TrainDataset(train_group_source(data_args), data_args.train_n_passages, seed=seed)
         collator = RerankCollator(reranker.tokenizer, data_args.max_len, data_args.pad_to_multiple_of)

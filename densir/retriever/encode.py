@@ -19,12 +19,11 @@ Memory: records are streamed ``encode_chunk_size`` at a time, sorted by length i
 (less padding), encoded in batches and written straight into the npy, so memory is bounded by
 chunk + batch, never by the corpus. Rows stay in input order.
 
-Precision: fp32 by default; ``--bf16``/``--fp16`` autocast on CUDA; ``--bf16`` autocast on CPU
-(fast on CPUs with avx512_bf16 or AMX, emulated and slow otherwise: a warning says so).
+Precision: ``--precision auto|fp32|fp16|bf16`` (or the ``--fp16``/``--bf16`` flags; neither: fp32),
+resolved by the one policy, :mod:`densir.precision`, and written into the shard json.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import queue
@@ -45,7 +44,9 @@ from densir.embeddings import (
     shard_name,
 )
 from densir.formats import iter_corpus, iter_queries, passage_text
-from densir.io import InputError
+from densir.io import InputError, usage_errors
+from densir.precision import REQUESTS as PRECISION_REQUESTS
+from densir.precision import autocast, precision_from_flags, resolve_precision
 from densir.retriever.arguments import EncodeArguments, ModelArguments
 from densir.retriever.modeling import DenseEncoder
 from densir.tokenization import tokenize_batch
@@ -65,17 +66,15 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
     rank, world_size, local_rank = _distributed_env()
     name = shard_name(args.encoded_save_path, args.shard_index, args.num_shards, rank, world_size)
     kind = "query" if args.encode_is_qry else "passage"
-    if args.embedding_dtype not in ("float32", "float16"):
-        raise ValueError(f"--embedding_dtype must be float32 or float16, got {args.embedding_dtype!r}")
-    if not os.path.exists(args.encode_in_path):
-        raise InputError(args.encode_in_path, None, "no such file")
+    check_encode_args(args)
 
     device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     encoder = DenseEncoder.load(model_args.model_name_or_path, pooling=model_args.pooling,
                                 normalize=model_args.normalize, query_prefix=model_args.query_prefix,
-                                passage_prefix=model_args.passage_prefix)
+                                passage_prefix=model_args.passage_prefix, revision=model_args.model_revision,
+                                cache_dir=model_args.cache_dir)
     encoder.eval().to(device)
-    precision = resolve_precision(args.fp16, args.bf16, device)
+    precision = resolve_precision(args.precision or precision_from_flags(args.fp16, args.bf16), device).name
     max_len = resolve_max_len(kind, args.q_max_len if kind == "query" else args.p_max_len, encoder.config.max_seq_length)
     models = (encoder.q_model,) if not encoder.config.untied else (encoder.q_model, encoder.p_model)
     meta = {
@@ -136,7 +135,7 @@ def encode_texts(encoder: DenseEncoder, texts: Sequence[str], kind: str, max_len
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     tokenized = (tokenize_batch(encoder.tokenizer, [texts[j] for j in idx], max_len, prefix) for idx in batches)
     out = None
-    with torch.inference_mode(), autocast(precision, device):
+    with torch.inference_mode(), autocast(device, precision):
         for idx, batch in zip(batches, _prefetch(tokenized)):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             reps = forward(batch).float().cpu().numpy()
@@ -150,6 +149,29 @@ def encode_texts(encoder: DenseEncoder, texts: Sequence[str], kind: str, max_len
     return out
 
 
+def check_encode_args(args: EncodeArguments) -> None:
+    """Refuse, before the model loads, flags that do not go together (:class:`densir.io.UsageError`)
+    and an input with nothing to encode (:class:`densir.io.InputError`: an empty queries file
+    would otherwise give a silent 0-row shard). A shard left empty by the round-robin split of a
+    non-empty input (more shards or ranks than records) is fine."""
+    with usage_errors():
+        if args.embedding_dtype not in ("float32", "float16"):
+            raise ValueError(f"--embedding_dtype must be float32 or float16, got {args.embedding_dtype!r}")
+        request = args.precision or precision_from_flags(args.fp16, args.bf16)
+        if request not in PRECISION_REQUESTS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISION_REQUESTS)}, got {request!r}")
+        if args.per_device_eval_batch_size < 1 or args.encode_chunk_size < 1:
+            raise ValueError("--per_device_eval_batch_size and --encode_chunk_size must be >= 1")
+        shard_name(args.encoded_save_path, args.shard_index, args.num_shards)  # --shard_index in range
+    path = args.encode_in_path
+    if not os.path.isfile(path):
+        raise InputError(path, None, "no such file" if not os.path.exists(path) else "not a file")
+    with open(path, encoding="utf-8") as f:
+        if not any(line.strip() for line in f):  # stops at the first record
+            what = "queries" if args.encode_is_qry else "corpus"
+            raise InputError(path, None, f"empty {what} file: nothing to encode")
+
+
 # --------------------------------------------------------------------------- settings
 def resolve_max_len(kind: str, explicit: int | None, checkpoint_max_len: int | None) -> int:
     """An explicit flag wins, then the checkpoint's max_seq_length (sentence-transformers), then Tevatron's."""
@@ -158,38 +180,6 @@ def resolve_max_len(kind: str, explicit: int | None, checkpoint_max_len: int | N
     if checkpoint_max_len:
         return int(checkpoint_max_len)
     return DEFAULT_MAX_LEN[kind]
-
-
-def resolve_precision(fp16: bool, bf16: bool, device: torch.device) -> str:
-    """``fp32``, ``bf16`` or ``fp16``: what autocast will actually run on ``device``."""
-    if fp16 and bf16:
-        raise ValueError("--fp16 and --bf16 are exclusive")
-    if device.type == "cuda":
-        if bf16 and not torch.cuda.is_bf16_supported():
-            logger.warning("this GPU has no bf16; using fp16 autocast instead")
-            return "fp16"
-        return "bf16" if bf16 else "fp16" if fp16 else "fp32"
-    if fp16:
-        logger.warning("fp16 autocast on CPU is slow and lossy; encoding in fp32 (use --bf16 on CPUs with bf16 units)")
-        return "fp32"
-    if bf16 and not cpu_has_bf16():
-        logger.warning("this CPU has no native bf16 (avx512_bf16/AMX): bf16 autocast is emulated and SLOWER "
-                       "than fp32 here; drop --bf16 on this machine")
-    return "bf16" if bf16 else "fp32"
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def autocast(precision: str, device: torch.device):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def count_records(path) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -25,10 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
+from densir.models import ENCODER_CONFIG, load_encoder_settings
+
 logger = logging.getLogger(__name__)
 
 POOLINGS = ("cls", "mean", "last")
-CONFIG_NAME = "densir_config.json"
+CONFIG_NAME = ENCODER_CONFIG
 _ST_POOLING = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "last": "pooling_mode_lasttoken"}
 
 
@@ -77,23 +79,28 @@ class DenseEncoder(nn.Module):
 
     @classmethod
     def load(cls, model_name_or_path: str, pooling: str | None = None, normalize: bool | None = None,
-             query_prefix: str | None = None, passage_prefix: str | None = None, **hf_kwargs) -> "DenseEncoder":
-        path = Path(model_name_or_path)
-        config = read_encoder_config(model_name_or_path)
-        for name, value in (("pooling", pooling), ("normalize", normalize),
-                            ("query_prefix", query_prefix), ("passage_prefix", passage_prefix)):
-            if value is not None:
-                setattr(config, name, value)
-        config.__post_init__()
+             query_prefix: str | None = None, passage_prefix: str | None = None, revision: str | None = None,
+             cache_dir: str | None = None, **hf_kwargs) -> "DenseEncoder":
+        """A local dir or a hub id (resolved by :func:`densir.models.resolve_model_dir`, cache first),
+        read the same way: densir_config.json, else the sentence-transformers modules, else defaults;
+        explicit arguments win, and the log says where each setting came from."""
+        resolved, settings, _ = load_encoder_settings(
+            model_name_or_path, dict(pooling=pooling, normalize=normalize, query_prefix=query_prefix,
+                                     passage_prefix=passage_prefix),
+            asdict(EncoderConfig()), revision=revision, cache_dir=cache_dir)
+        config = EncoderConfig(**settings)
+        path = resolved.local_dir
         if config.untied:
             q_model = AutoModel.from_pretrained(str(path / "query_model"), **hf_kwargs)
             p_model = AutoModel.from_pretrained(str(path / "passage_model"), **hf_kwargs)
             tokenizer = AutoTokenizer.from_pretrained(str(path / "query_model"))
         else:
-            q_model = AutoModel.from_pretrained(model_name_or_path, **hf_kwargs)
+            q_model = AutoModel.from_pretrained(str(path), **hf_kwargs)
             p_model = None
-            tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
-        return cls(q_model, p_model, config, tokenizer)
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+        encoder = cls(q_model, p_model, config, tokenizer)
+        encoder.source = resolved.source
+        return encoder
 
     # ------------------------------------------------------------------ forward
     def encode_query(self, batch: dict) -> torch.Tensor:
@@ -114,14 +121,21 @@ class DenseEncoder(nn.Module):
             reps = F.normalize(reps, p=2, dim=-1)
         return reps
 
-    def activation_checkpointing_enable(self, **kwargs):
-        """Called by the HF Trainer for ``--gradient_checkpointing`` / ``--activation_checkpointing``."""
-        for model in self._models():
-            model.activation_checkpointing_enable(**kwargs)
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs):
+        """Called by the HF Trainer for ``--gradient_checkpointing`` / ``--activation_checkpointing``.
 
-    def gradient_checkpointing_enable(self, **kwargs):
+        Non-reentrant checkpointing always (``use_reentrant=False``): the reentrant kind re-runs the
+        forward inside backward, where DDP sees each parameter marked ready twice ("Expected to mark
+        a variable ready only once") under torchrun. DDP keeps ``find_unused_parameters=True`` (HF's
+        default for a model that is not a ``PreTrainedModel``): a BERT's pooler takes no part in
+        densir's pooling, so some parameters do get no gradient, and non-reentrant checkpointing
+        works with that setting.
+        """
+        kw = {**(activation_checkpointing_kwargs or {}), "use_reentrant": False}
         for model in self._models():
-            model.gradient_checkpointing_enable(**kwargs)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw, **kwargs)
+
+    gradient_checkpointing_enable = activation_checkpointing_enable  # HF's name before transformers 5
 
     def _models(self) -> list[nn.Module]:
         return [self.q_model, self.p_model] if self.config.untied else [self.q_model]
@@ -206,32 +220,6 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
 
 
 def read_encoder_config(model_name_or_path: str) -> EncoderConfig:
-    """densir_config.json if present; else pooling/normalize from a sentence-transformers layout; else defaults."""
-    path = Path(model_name_or_path)
-    if (path / CONFIG_NAME).exists():
-        with open(path / CONFIG_NAME) as f:
-            raw = json.load(f)
-        known = {f.name for f in fields(EncoderConfig)}
-        return EncoderConfig(**{k: v for k, v in raw.items() if k in known})
-    config = EncoderConfig()
-    if (path / "modules.json").exists():
-        with open(path / "modules.json") as f:
-            modules = json.load(f)
-        for m in modules:
-            if m["type"].endswith("Pooling"):
-                with open(path / m["path"] / "config.json") as f:
-                    pc = json.load(f)
-                for name, key in _ST_POOLING.items():
-                    if pc.get(key):
-                        config.pooling = name
-            if m["type"].endswith("Normalize"):
-                config.normalize = True
-        if (path / "config_sentence_transformers.json").exists():
-            with open(path / "config_sentence_transformers.json") as f:
-                prompts = json.load(f).get("prompts") or {}
-            config.query_prefix = prompts.get("query", "") or ""
-            config.passage_prefix = prompts.get("document", prompts.get("passage", "")) or ""
-        if (path / "sentence_bert_config.json").exists():
-            with open(path / "sentence_bert_config.json") as f:
-                config.max_seq_length = json.load(f).get("max_seq_length")
-    return config
+    """The encoder settings a checkpoint holds (densir_config.json, else its sentence-transformers
+    modules, else defaults), through the one reader :func:`densir.models.load_encoder_settings`."""
+    return EncoderConfig(**load_encoder_settings(model_name_or_path, {}, asdict(EncoderConfig()))[1])
