@@ -11,7 +11,9 @@
 - data position: the train sampler is :class:`densir.dataset.EpochShuffleSampler`, a function of
   ``(seed, epoch)``, and a callback tells it the epoch before each one, so after HF skips the
   batches already seen the resumed run gets exactly the batches of an uninterrupted one. A
-  dataset for it maps an index ``epoch * len + i`` to its item (see :class:`densir.dataset.TrainDataset`).
+  dataset for it maps an index ``epoch * len + i`` to its item (see :class:`densir.dataset.TrainDataset`);
+- the best model: ``--load_best_model_at_end`` (a trainer with an eval set: the bi-encoder's
+  validation, :mod:`densir.validation`) reloads the best checkpoint through ``load_weights``.
 
 :func:`run_training` is the one run: resume, seed, build, train, save, summary. The objectives
 live with their model families: :class:`densir.retriever.trainer.DenseTrainer`,
@@ -89,13 +91,15 @@ class DensirTrainer(Trainer):
     """A ``transformers.Trainer`` for densir models; see the module docstring."""
 
     def __init__(self, *args, **kwargs):
+        args_ = kwargs.get("args", args[1] if len(args) > 1 else None)
+        if args_ is not None and args_.load_best_model_at_end and kwargs.get("eval_dataset") is None:
+            raise ValueError("--load_best_model_at_end needs validation during training "
+                             "(the bi-encoder's --eval_queries/--eval_qrels with --eval_strategy steps)")
         super().__init__(*args, **kwargs)
         # densir losses are batch means computed here, never by the model from `labels`
         self.model_accepts_loss_kwargs = False
         self.epoch_sampler: EpochShuffleSampler | None = None
         self.add_callback(_SamplerEpoch(self))
-        if self.args.load_best_model_at_end:
-            raise ValueError("--load_best_model_at_end is not supported by densir trainers")
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -116,6 +120,13 @@ class DensirTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         logger.info("loading weights from %s", resume_from_checkpoint)
         self.accelerator.unwrap_model(model if model is not None else self.model).load_weights(resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        """``--load_best_model_at_end``: the best checkpoint's weights, through ``model.load_weights``
+        (HF's own loader expects a PreTrainedModel's state-dict names in ``model.safetensors``)."""
+        logger.info("loading the best model, %s (%s %s)", self.state.best_model_checkpoint,
+                    self.args.metric_for_best_model, self.state.best_metric)
+        self._load_from_checkpoint(self.state.best_model_checkpoint)
 
 
 # --------------------------------------------------------------------------- grad cache
@@ -141,8 +152,11 @@ def run_training(training_args, build: Callable[[], tuple["DensirTrainer", objec
     from transformers import set_seed
 
     from densir.io import write_json
+    from densir.threads import configure_cpu_threads
 
     resume = resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
+    if training_args.device.type == "cpu":
+        configure_cpu_threads()
     set_seed(training_args.seed)
     trainer, dataset = build()
     start = time.time()
@@ -154,6 +168,13 @@ def run_training(training_args, build: Callable[[], tuple["DensirTrainer", objec
                "train_seconds": round(time.time() - start, 1), "queries": len(dataset),
                "resumed_from": resume, "skipped": dataset.stats,
                "log_history": [h for h in trainer.state.log_history if "loss" in h]}
+    evals = [h for h in trainer.state.log_history if any(k.startswith("eval_") for k in h)]
+    if evals:  # validation during training: every evaluation, and the one the final model is
+        summary["eval_history"] = evals
+        summary["best_model_checkpoint"] = trainer.state.best_model_checkpoint
+        summary["best_metric"] = trainer.state.best_metric
+        summary["final_model_is"] = (trainer.state.best_model_checkpoint if training_args.load_best_model_at_end
+                                     and trainer.state.best_model_checkpoint else f"step {result.global_step}")
     if trainer.is_world_process_zero():
         write_json(Path(training_args.output_dir) / "train_summary.json", summary)
         print(f"trained {result.global_step} steps in {summary['train_seconds']} s, "

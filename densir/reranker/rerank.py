@@ -29,6 +29,7 @@ import logging
 from pathlib import Path
 
 from densir.precision import precision_from_flags, resolve_precision
+from densir.threads import configure_cpu_threads
 from densir.reranker.arguments import RerankArguments
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ def run_rerank(args: RerankArguments) -> Path:
     logger.info("shard %d/%d: %d queries, %d pairs, %d passages (%.1fs)", args.query_shard, args.num_query_shards,
                 len(run), sum(len(h) for h in run.values()), len(passages), time.time() - t0)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        configure_cpu_threads()
     reranker = CrossEncoderReranker.load(args.model_name_or_path, max_len=args.max_len,
                                          revision=args.model_revision).to(device)
     amp = resolve_precision(args.precision or precision_from_flags(args.fp16, args.bf16), device).name

@@ -47,6 +47,7 @@ from densir.formats import iter_corpus, iter_queries, passage_text
 from densir.io import InputError, usage_errors
 from densir.precision import REQUESTS as PRECISION_REQUESTS
 from densir.precision import autocast, precision_from_flags, resolve_precision
+from densir.threads import configure_cpu_threads
 from densir.retriever.arguments import EncodeArguments, ModelArguments
 from densir.retriever.modeling import DenseEncoder
 from densir.tokenization import tokenize_batch
@@ -69,6 +70,8 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
     check_encode_args(args)
 
     device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        configure_cpu_threads()
     encoder = DenseEncoder.load(model_args.model_name_or_path, pooling=model_args.pooling,
                                 normalize=model_args.normalize, query_prefix=model_args.query_prefix,
                                 passage_prefix=model_args.passage_prefix, revision=model_args.model_revision,
