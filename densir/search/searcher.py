@@ -1,0 +1,501 @@
+"""Retrieve & Re-Rank over a round the pipeline already built: a Python API, no re-encoding.
+
+    from densir.search.searcher import Searcher
+    searcher = Searcher.from_run_dir("runs/scifact/round2", reranker="runs/scifact/rerank/model")
+    for hit in searcher.search("what causes malaria?", k=10, rerank_depth=100):
+        print(hit.rank, hit.docid, hit.score, hit.title)
+
+Reads (nothing is written) from one round directory ``R`` of ``scripts/stages.sh``:
+  R/model/                  the bi-encoder (``densir_config.json`` marks it complete; without
+                            R/model/, as in the zero-shot round, the model the shards name); its
+                            weights' fingerprint must match the shards', so a retrained model
+                            over old shards is refused instead of searched
+  R/enc/corpus.<i>.{npy,ids,json}  every corpus shard (or R/enc/corpus.*), checked complete by
+                            :func:`densir.embeddings.resolve_shards`
+  R/enc/queries.*.json      if present: the query ``max_len`` and precision run.sh encoded with
+  the corpus JSONL          the path in the shards' ``"source"`` (``corpus=`` overrides): titles and
+                            texts of hits, and the passages the re-ranker reads
+optionally a re-ranker dir (rerank.sh's ``OUT_DIR/rerank/model``) and get_data.sh's
+``DATA_DIR/bm25_index`` (a BM25 first stage instead of the dense one).
+
+The first stage is exact inner product over all shards (``IndexFlatIP``; any FAISS factory
+string instead), scores rounded and ties broken by docid as :mod:`densir.search.faiss_index`
+and the reducer do, so ``search(q, k)`` is the query's top-k of ``R/<split>.run``. Re-ranking
+scores the first stage's top ``rerank_depth`` with the cross-encoder (raw logits) and sorts them
+as ``python -m densir.driver.rerank`` writes them (logit desc, docid asc; 6 decimals);
+``interpolate=alpha`` fuses both as rerank.sh's ``RERANK_ALPHA`` step does
+(``tools/fuse_runs.py``: :func:`densir.search.fusion.interpolate_hits` over the 6-decimal runs). Queries are encoded one batch at a time, so a single query
+can differ from the batch encoding of ``run.sh`` in the last float bits (scores agree to 1e-6).
+
+Memory: the FAISS index holds the vectors (fp32; ``fp16_storage`` halves it), the docids are one
+bytes array. Texts are *not* loaded: the first lookup scans the corpus JSONL once for the byte
+offset of every record (8 bytes a record, 70 MB for MS MARCO's 8.8M passages, no JSON parsed);
+a hit's text is then one seek and one line parsed. The shards' rows are the corpus records in
+round-robin order (record g -> shard g % n), so a row's record is known without a docid map,
+and each record read is checked against the docid the shards hold for it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from densir.embeddings import EmbeddingShard, model_fingerprint, resolve_shards
+from densir.io import InputError, read_json
+
+logger = logging.getLogger(__name__)
+
+RETRIEVERS = ("dense", "bm25")
+
+
+@dataclass
+class Hit:
+    """One result. ``score`` is what the list is ranked by: the fused score with ``interpolate``,
+    else the re-ranker's logit when re-ranked, else the first stage's score."""
+
+    docid: str
+    rank: int
+    score: float
+    title: str | None = None
+    text: str | None = None
+    first_score: float | None = None  # the first stage's (dense inner product, or BM25) score
+    rerank_score: float | None = None  # the cross-encoder's raw logit, when re-ranked
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- re-ranker
+class Reranker:
+    """A cross-encoder for ad-hoc lists: ``rank(query, docs)`` as sentence-transformers' ``CrossEncoder.rank``.
+
+    Wraps :class:`densir.reranker.modeling.CrossEncoderReranker` (scores are its raw logits).
+    """
+
+    def __init__(self, model, batch_size: int = 64, precision: str = "fp32"):
+        from densir.precision import resolve_precision
+
+        self.model = model.eval()
+        self.batch_size = batch_size
+        self.precision = resolve_precision(precision, next(model.parameters()).device).name
+
+    @classmethod
+    def load(cls, path, max_len: int | None = None, device: str | None = None, batch_size: int = 64,
+             precision: str = "fp32") -> Reranker:
+        """A re-ranker dir (``rerank.sh``'s ``OUT_DIR/rerank`` or its ``model/``), or any cross-encoder.
+
+        A local dir must be a finished densir re-ranker (``densir_reranker.json``) or a
+        sequence-classification checkpoint: an encoder without a head would get a random one.
+        ``precision``: fp32 | fp16 | bf16 | auto (:func:`densir.precision.resolve_precision`);
+        ``python -m densir.driver.rerank`` scores as rerank.sh's PRECISION says.
+        """
+        from densir.reranker.modeling import CONFIG_NAME, CrossEncoderReranker
+
+        path = Path(path)
+        if (path / "model" / CONFIG_NAME).exists():
+            path = path / "model"
+        if path.exists():
+            if not path.is_dir():
+                raise InputError(path, None, "not a re-ranker directory")
+            if not (path / CONFIG_NAME).exists():
+                config = path / "config.json"
+                archs = (read_json(config).get("architectures") or []) if config.exists() else []
+                if not any(a.endswith("ForSequenceClassification") for a in archs):
+                    raise InputError(path / CONFIG_NAME, None, "missing: not a finished re-ranker "
+                                     "(rerank.sh's train stage writes it last) nor a cross-encoder checkpoint")
+        elif path.is_absolute() or str(path).startswith("."):
+            raise InputError(path, None, "no such re-ranker directory")
+        # anything else is a hub id, resolved (cache first) by densir.models
+        model = CrossEncoderReranker.load(str(path), max_len=max_len)
+        return cls(model.to(_device(device)), batch_size=batch_size, precision=precision)
+
+    def predict(self, pairs: Sequence[tuple]) -> np.ndarray:
+        """Raw-logit scores of (query, passage) pairs, input order."""
+        return self.model.predict(pairs, batch_size=self.batch_size, amp=self.precision)
+
+    def rank(self, query: str, documents: Sequence[str], top_k: int | None = None,
+             return_documents: bool = False) -> list[dict]:
+        """``[{"corpus_id": i, "score": s[, "text": documents[i]]}, ...]`` best first (ties: input order).
+
+        The shape ``sentence_transformers.CrossEncoder.rank`` returns; e.g. the paragraphs of one
+        document: ``reranker.rank(query, hit.text.split("\\n\\n"), top_k=3)``.
+        """
+        ranked = self.model.rank(query, documents, top_k=top_k, batch_size=self.batch_size, amp=self.precision)
+        if return_documents:
+            for r in ranked:
+                r["text"] = documents[r["corpus_id"]]
+        return ranked
+
+
+# --------------------------------------------------------------------------- searcher
+class Searcher:
+    """Dense (or BM25) first stage over built shards, optional cross-encoder re-ranking."""
+
+    def __init__(self, encoder, passage_shards: Sequence[EmbeddingShard], corpus=None, reranker: Reranker | None = None,
+                 bm25_index=None, device: str | None = None, q_max_len: int | None = None,
+                 precision: str | None = None, batch_size: int = 128, index_factory: str = "Flat",
+                 use_gpu: bool | None = None, fp16_storage: bool = False, nprobe: int | None = None,
+                 load_index=None):
+        from densir.precision import resolve_precision
+
+        self.device = _device(device)
+        self.encoder = encoder.eval().to(self.device)
+        self.shards = list(passage_shards)
+        _check_encoder(self.encoder, self.shards[0])
+        meta = self.shards[0].meta
+        self.q_max_len = q_max_len or _default_q_max_len(self.encoder)
+        recorded = precision or meta.get("precision") or "fp32"
+        self.precision = resolve_precision(recorded, self.device).name
+        self.batch_size = batch_size
+        self.index = _ShardIndex(self.shards, index_factory, use_gpu, fp16_storage, nprobe, load_index)
+        self.corpus = _CorpusTexts(corpus, self.shards, self.index.ids) if corpus is not None else None
+        self.reranker = reranker
+        self.bm25_index = str(bm25_index) if bm25_index is not None else None
+
+    @classmethod
+    def from_run_dir(cls, round_dir, corpus=None, reranker=None, bm25_index=None, device: str | None = None,
+                     texts: bool = True, **kwargs) -> Searcher:
+        """Load round ``round_dir`` (``OUT_DIR/round2``) as run.sh left it; see the module docstring.
+
+        ``corpus``: the corpus JSONL (default: the shards' recorded ``source``); ``texts=False``
+        loads none (hits without title/text, no re-ranking). ``reranker``: a dir (see
+        :meth:`Reranker.load`) or a :class:`Reranker`. ``bm25_index``: get_data.sh's
+        ``bm25_index/`` for ``search(..., retriever="bm25")``. Other keywords go to
+        :class:`Searcher` (``q_max_len``, ``precision``, ``index_factory``, ``fp16_storage`` ...).
+        """
+        from densir.retriever.modeling import CONFIG_NAME, DenseEncoder
+
+        round_dir = Path(round_dir)
+        if not round_dir.is_dir():
+            raise InputError(round_dir, None, "no such round directory (expected OUT_DIR/<round> with model/ and enc/)")
+        enc = round_dir / "enc"
+        single = enc / "corpus"
+        spec = single if (Path(f"{single}.json").exists() or Path(f"{single}.npy").exists()) else f"{enc}/corpus.*"
+        shards = resolve_shards(spec, kind="passage")
+        model_dir = round_dir / "model"
+        if model_dir.exists():
+            if not (model_dir / CONFIG_NAME).exists():
+                raise InputError(model_dir / CONFIG_NAME, None, "missing: the round's encoder is not trained yet "
+                                 "(run its train stage)")
+        else:  # the zero-shot round encodes with MODEL itself, which its shards name
+            model_dir = shards[0].meta.get("model")
+            if not model_dir:
+                raise InputError(round_dir / "model", None, "missing, and the shards name no model")
+        queries_meta = _query_shard_meta(enc)
+        kwargs.setdefault("q_max_len", queries_meta.get("max_len"))
+        kwargs.setdefault("precision", queries_meta.get("precision"))
+        if texts:
+            corpus = _corpus_path(corpus, shards)
+        elif reranker is not None:
+            raise ValueError("a re-ranker needs the passage texts: texts=False excludes reranker=")
+        if reranker is not None and not isinstance(reranker, Reranker):
+            reranker = Reranker.load(reranker, device=device)
+        if bm25_index is not None and not any(Path(bm25_index).glob("segments_*")):
+            raise InputError(bm25_index, None, "not a Lucene index (get_data.sh writes DATA_DIR/bm25_index)")
+        encoder = DenseEncoder.load(str(model_dir))
+        logger.info("%s: %d shard(s), %d passages", round_dir, len(shards), sum(s.count for s in shards))
+        return cls(encoder, shards, corpus=corpus if texts else None, reranker=reranker, bm25_index=bm25_index,
+                   device=device, **kwargs)
+
+    # ------------------------------------------------------------------ searching
+    def search(self, query: str, k: int = 10, rerank_depth: int | None = 100, interpolate: float | None = None,
+               retriever: str = "dense", depth: int | None = None) -> list[Hit]:
+        """The top ``k`` hits for one query; see :meth:`search_batch`."""
+        return self.search_batch([query], k, rerank_depth, interpolate, retriever, depth)[0]
+
+    def search_batch(self, queries: Sequence[str], k: int = 10, rerank_depth: int | None = 100,
+                     interpolate: float | None = None, retriever: str = "dense",
+                     depth: int | None = None) -> list[list[Hit]]:
+        """The top ``k`` hits of each query, in query order.
+
+        With a re-ranker loaded and ``rerank_depth`` > 0, the first stage's top ``rerank_depth``
+        are re-ranked and the top ``k`` of those returned (``k <= rerank_depth``); ``interpolate``
+        (``alpha`` in [0, 1]) ranks by ``alpha * z(first) + (1 - alpha) * z(cross-encoder)``.
+        ``depth``: first-stage candidates searched (default: ``rerank_depth`` when re-ranking,
+        else ``k``). Only exact score ties at the cut depend on it; pass the run's depth (run.sh's
+        EVAL_DEPTH) to reproduce its run to the last tie.
+        """
+        if isinstance(queries, str):
+            raise TypeError("search_batch takes a list of queries; use search() for one")
+        rerank = self.reranker is not None and bool(rerank_depth)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if rerank and k > rerank_depth:
+            raise ValueError(f"k={k} is more than rerank_depth={rerank_depth}: only re-ranked hits are returned")
+        if rerank and self.corpus is None:
+            raise ValueError("re-ranking needs the passage texts (this searcher was loaded with texts=False)")
+        if interpolate is not None and not rerank:
+            raise ValueError("interpolate needs a re-ranker (and rerank_depth > 0)")
+        if interpolate is not None and not 0.0 <= interpolate <= 1.0:
+            raise ValueError(f"interpolate must be in [0, 1], got {interpolate}")
+        cut = rerank_depth if rerank else k
+        if depth is not None and depth < cut:
+            raise ValueError(f"depth={depth} is less than the {cut} hits needed")
+        first = [hits[:cut] for hits in self.retrieve(queries, depth or cut, retriever)]
+        if not rerank:
+            return [self._hits([(d, s, s, None) for d, s in hits]) for hits in first]
+        return [self._hits(hits[:k]) for hits in self._rerank(queries, first, interpolate)]
+
+    def retrieve(self, queries: Sequence[str], depth: int, retriever: str = "dense") -> list[list[tuple[str, float]]]:
+        """First stage only: ``[(docid, score), ...]`` per query, best first, as in run.sh's runs."""
+        if retriever not in RETRIEVERS:
+            raise ValueError(f"retriever must be one of {RETRIEVERS}, got {retriever!r}")
+        if not queries:
+            return []
+        if retriever == "bm25":
+            if self.bm25_index is None:
+                raise ValueError("retriever='bm25' needs bm25_index= (get_data.sh's DATA_DIR/bm25_index)")
+            from densir.search import bm25
+
+            keyed = {str(i): q for i, q in enumerate(queries)}
+            run = bm25.search(self.bm25_index, keyed, k=depth, remove_query=False)
+            return [run.get(str(i), []) for i in range(len(queries))]
+        return self.index.search(self.encode_queries(queries), depth)
+
+    def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+        """Query embeddings [n, dim] float32, as run.sh's encode stage makes them."""
+        from densir.retriever.encode import encode_texts
+
+        return encode_texts(self.encoder, list(queries), "query", self.q_max_len, self.batch_size,
+                            self.precision, self.device)
+
+    def document(self, docid: str) -> tuple[str, str]:
+        """``(title, text)`` of a passage."""
+        if self.corpus is None:
+            raise ValueError("no corpus texts loaded (texts=False)")
+        return self.corpus.get([docid])[docid]
+
+    # ------------------------------------------------------------------ helpers
+    def _rerank(self, queries, first, interpolate):
+        """Re-rank each query's first-stage hits: ``[(docid, score, first, ce), ...]`` best first.
+
+        As rerank.sh: the cross-encoder run is what ``densir.driver.rerank`` writes (sorted by
+        logit, ties by docid, 6 decimals), and the fused run is ``tools/fuse_runs.py``'s
+        :func:`~densir.search.fusion.interpolate_hits` of the first-stage run and that
+        6-decimal run, sorted by fused score (ties by docid) as ``write_run`` writes it.
+        """
+        from densir.formats import passage_text
+        from densir.search.faiss_index import SCORE_DECIMALS
+        from densir.search.fusion import interpolate_hits
+
+        docs = self.corpus.get({d for hits in first for d, _ in hits})
+        pairs = [(q, passage_text(*docs[d])) for q, hits in zip(queries, first) for d, _ in hits]
+        scores = self.reranker.predict(pairs)
+        out, i = [], 0
+        for hits in first:
+            ce = sorted(((d, float(scores[i + j])) for j, (d, _) in enumerate(hits)), key=lambda h: (-h[1], h[0]))
+            i += len(hits)
+            ce = [(d, round(s, SCORE_DECIMALS)) for d, s in ce]
+            ranked = ce
+            if interpolate is not None:
+                ranked = sorted(interpolate_hits(hits, ce, interpolate), key=lambda h: (-h[1], h[0]))
+            first_of, ce_of = dict(hits), dict(ce)
+            out.append([(d, s, first_of[d], ce_of[d]) for d, s in ranked])
+        return out
+
+    def _hits(self, ranked) -> list[Hit]:
+        docs = self.corpus.get([d for d, *_ in ranked]) if self.corpus is not None else {}
+        return [Hit(docid=d, rank=r, score=s, title=docs.get(d, (None, None))[0], text=docs.get(d, (None, None))[1],
+                    first_score=f, rerank_score=c)
+                for r, (d, s, f, c) in enumerate(ranked, 1)]
+
+
+# --------------------------------------------------------------------------- first stage
+class _ShardIndex:
+    """FAISS indexes over all passage shards, built (or loaded) once and kept: an interactive searcher.
+
+    :func:`densir.search.faiss_index.search` builds its indexes per call and streams them (a batch
+    job); this keeps them, built by the same :func:`~densir.search.faiss_index.build_index` on
+    the same :class:`~densir.search.faiss_index.Placement`, and ranks as run.sh's search + reduce
+    steps do: each shard (its torchrun pieces together) gives its own top ``depth`` from
+    ``depth + TIE_MARGIN`` candidates, scores rounded to the run files' decimals and sorted
+    (score desc, docid asc); the shards' lists are then merged as the reducer merges shard runs.
+    ``load_index``: a name saved by ``--save_index`` (ANN factories).
+    """
+
+    def __init__(self, shards, index_factory="Flat", use_gpu=None, fp16_storage=False, nprobe=None, load_index=None):
+        from densir.search import faiss_index as fi
+
+        self.placement = fi.placement_for(use_gpu)
+        self.nprobe = nprobe
+        self.groups: dict[int, list] = {}  # shard index -> [(faiss index, first global row)], one per piece
+        offset, ids = 0, []
+        for j, shard in enumerate(shards):
+            if load_index is not None:
+                index, factory = fi.load_saved_index(fi.saved_index_name(load_index, j, len(shards)), shard,
+                                                     index_factory)
+                index, where = self.placement.place(index, fp16_storage, factory)
+                if nprobe is not None:
+                    fi.set_nprobe(index, nprobe, where, factory)
+            else:
+                index = fi.build_index(shard.vectors(), index_factory, self.placement, fp16_storage, nprobe)
+            self.groups.setdefault(int(shard.meta.get("shard_index", 0)), []).append((index, offset))
+            offset += shard.count
+            ids.append(_read_ids(shard))
+        self.ids = np.concatenate(ids)  # bytes, row -> docid
+
+    def search(self, queries: np.ndarray, depth: int) -> list[list[tuple[str, float]]]:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        per_shard = [self._search_shard(pieces, queries, depth) for pieces in self.groups.values()]
+        out = []
+        for lists in zip(*per_shard):  # the reducer's merge of shard runs
+            hits = sorted((h for hits in lists for h in hits), key=lambda h: (-h[1], h[0]))
+            out.append(hits[:depth])
+        return out
+
+    def _search_shard(self, pieces, queries, depth):
+        """One shard's top ``depth`` per query, as its run file ``runs/<split>.<i>.run`` holds it."""
+        from densir.search.faiss_index import SCORE_DECIMALS, fit_limits, merge_topk
+
+        placement, pool = fit_limits(self.placement, depth, self.nprobe)
+        if placement != self.placement:
+            raise ValueError(f"depth {depth} is above faiss' GPU limit of {self.placement.max_k}: "
+                             "load the searcher with use_gpu=False for such depths")
+        top_scores = np.full((len(queries), pool), -np.inf, dtype=np.float32)
+        top_rows = np.full((len(queries), pool), -1, dtype=np.int64)
+        for index, offset in pieces:
+            scores, rows = index.search(queries, min(pool, index.ntotal))
+            rows = np.where(rows >= 0, rows + offset, -1)
+            scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
+            top_scores, top_rows = merge_topk(top_scores, top_rows, scores, rows, pool)
+        out = []
+        for scores, rows in zip(top_scores, top_rows):
+            hits = [(self.ids[r].decode("utf-8"), round(float(s), SCORE_DECIMALS)) for s, r in zip(scores, rows) if r >= 0]
+            hits.sort(key=lambda h: (-h[1], h[0]))
+            out.append(hits[:depth])
+        return out
+
+
+# --------------------------------------------------------------------------- corpus texts
+class _CorpusTexts:
+    """Titles and texts of passages, read on demand from the corpus JSONL the shards were encoded from.
+
+    Built on first use: one pass over the file records each record's byte offset (blank lines
+    skipped, as :func:`densir.io.iter_jsonl` does). Shard row -> corpus record follows the encode
+    stage's round-robin split, so no docid -> record map is needed; a docid -> row lookup is a
+    binary search over the sorted docids (for BM25 hits).
+    """
+
+    def __init__(self, path, shards, ids: np.ndarray):
+        self.path = str(path)
+        self._ids = ids
+        self._record_of_row = np.concatenate([_records_of(s) for s in shards])
+        self._offsets = None
+        self._sorted = None
+
+    def get(self, docids) -> dict[str, tuple[str, str]]:
+        from densir.io import require
+
+        self._build()
+        docids = sorted(set(docids))
+        out = {}
+        with open(self.path, "rb") as f:
+            for docid in docids:
+                record = int(self._record_of_row[self._row(docid)])
+                f.seek(int(self._offsets[record]))
+                obj = json.loads(f.readline())
+                if str(obj.get("docid")) != docid:
+                    raise InputError(self.path, None, f"record {record + 1} is docid {obj.get('docid')!r}, but the "
+                                     f"embedding shards hold {docid!r} there: not the corpus that was encoded", "docid")
+                out[docid] = (obj.get("title") or "", require(obj, "text", self.path, None, kind=(str, list)))
+        return out
+
+    def _row(self, docid: str) -> int:
+        if self._sorted is None:
+            order = np.argsort(self._ids, kind="stable")
+            self._sorted = (self._ids[order], order)
+        keys, order = self._sorted
+        key = docid.encode("utf-8")
+        i = int(np.searchsorted(keys, key))
+        if i == len(keys) or keys[i] != key:
+            raise KeyError(f"docid {docid!r} is not in the embedding shards")
+        return int(order[i])
+
+    def _build(self) -> None:
+        if self._offsets is not None:
+            return
+        offsets, pos = [], 0
+        with open(self.path, "rb") as f:
+            for line in f:
+                if line.strip():
+                    offsets.append(pos)
+                pos += len(line)
+        if len(offsets) != len(self._record_of_row):
+            raise InputError(self.path, None, f"{len(offsets)} records, but the embedding shards hold "
+                             f"{len(self._record_of_row)}: not the corpus that was encoded")
+        self._offsets = np.asarray(offsets, dtype=np.int64)
+
+
+def _records_of(shard: EmbeddingShard) -> np.ndarray:
+    """Corpus record index of each row of a shard (piece): record g -> shard g % n, rank by every W-th."""
+    m = shard.meta
+    n, w = int(m.get("num_shards", 1)), int(m.get("world_size", 1))
+    start = int(m.get("shard_index", 0)) + int(m.get("rank", 0)) * n
+    return start + np.arange(shard.count, dtype=np.int64) * n * w
+
+
+# --------------------------------------------------------------------------- loading helpers
+def _read_ids(shard: EmbeddingShard) -> np.ndarray:
+    with open(shard.name + ".ids", "rb") as f:
+        ids = f.read().split(b"\n")
+    if ids and ids[-1] == b"":
+        ids.pop()
+    if len(ids) != shard.count:
+        raise InputError(shard.name + ".ids", None, f"{len(ids)} ids, but {shard.json_path} says count={shard.count}")
+    return np.array(ids, dtype=bytes) if ids else np.array([], dtype="S1")
+
+
+def _check_encoder(encoder, shard: EmbeddingShard) -> None:
+    """The encoder must be the one the shards were made with (weights fingerprint, pooling, normalize, dim)."""
+    models = (encoder.q_model,) if not encoder.config.untied else (encoder.q_model, encoder.p_model)
+    mine = {"model_fingerprint": model_fingerprint(*models), "pooling": encoder.config.pooling,
+            "normalize": bool(encoder.config.normalize), "dim": encoder.p_model.config.hidden_size}
+    for key, value in mine.items():
+        if key in shard.meta and shard.meta[key] != value:
+            raise InputError(shard.json_path, None, f"{key}={shard.meta[key]!r}, but the round's model has {value!r}: "
+                             "the shards were encoded by another model (re-run the round's encode stage)", key)
+
+
+def _query_shard_meta(enc: Path) -> dict:
+    """max_len and precision of the round's query shards (run.sh's Q_MAX_LEN, PRECISION), if any."""
+    metas = []
+    for p in sorted(enc.glob("queries*.json")):
+        try:
+            metas.append(read_json(p))
+        except InputError:
+            continue
+    metas = [m for m in metas if m.get("kind") == "query"]
+    if not metas:
+        return {}
+    if len({(m.get("max_len"), m.get("precision")) for m in metas}) > 1:
+        logger.warning("query shards in %s disagree on max_len/precision; using %s's", enc, metas[0])
+    return {k: metas[0].get(k) for k in ("max_len", "precision")}
+
+
+def _default_q_max_len(encoder) -> int:
+    """What ``densir.driver.encode`` uses without ``--q_max_len``: the checkpoint's, else 32."""
+    from densir.retriever.encode import resolve_max_len
+
+    return resolve_max_len("query", None, encoder.config.max_seq_length)
+
+
+def _corpus_path(corpus, shards) -> str:
+    if corpus is None:
+        sources = {s.meta.get("source") for s in shards}
+        if len(sources) != 1 or None in sources:
+            raise InputError(shards[0].json_path, None, "the shards record no single corpus path: pass corpus=",
+                             "source")
+        corpus = sources.pop()
+    if not Path(corpus).is_file():
+        raise InputError(corpus, None, "no such corpus file (the shards' recorded source; pass corpus= if it moved)")
+    return str(corpus)
+
+
+def _device(device):
+    import torch
+
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
