@@ -7,6 +7,9 @@ from typing import Optional
 
 from densir.arguments import BaseTrainingArguments
 
+VALIDATION_METRICS = ("nDCG@10", "MRR@10", "Recall@100")  # logged as eval_nDCG@10, ...
+DISTILL_LOSS_NAMES = ("margin_mse", "kl")  # densir.retriever.loss.DISTILL_LOSSES
+
 
 @dataclass
 class ModelArguments:
@@ -42,17 +45,34 @@ class DataArguments:
     train_n_passages: int = field(default=8, metadata={"help": "passages per query: 1 positive + n-1 negatives"})
     pad_to_multiple_of: Optional[int] = field(default=None, metadata={
         "help": "pad batches to a multiple of this (8 helps tensor cores on GPU); default: the longest item"})
+    # validation during training (densir.validation), every --eval_steps with --eval_strategy steps
+    eval_queries: Optional[str] = field(default=None, metadata={
+        "help": "held-out queries JSONL {query_id, query} searched at every evaluation (with --eval_qrels)"})
+    eval_qrels: Optional[str] = field(default=None, metadata={"help": "their qrels (TREC or BEIR)"})
+    eval_corpus: Optional[str] = field(default=None, metadata={
+        "help": "corpus JSONL searched; default: corpus.jsonl beside --eval_queries (get_data.sh's layout)"})
+    eval_sample_bm25_run: Optional[str] = field(default=None, metadata={
+        "help": "search a sample instead of the whole corpus: every judged passage of the eval queries plus "
+                "the top --eval_sample_depth passages of this (BM25) run for each of them"})
+    eval_sample_depth: int = field(default=100, metadata={"help": "distractors per eval query from that run"})
 
     def __post_init__(self):
         if not self.train_dir and not self.dataset_name:
             raise ValueError("give --train_dir (train-group JSONL) or --dataset_name")
         if self.train_n_passages < 1:
             raise ValueError("--train_n_passages must be >= 1")
+        if bool(self.eval_queries) != bool(self.eval_qrels):
+            raise ValueError("--eval_queries and --eval_qrels go together")
+        if (self.eval_corpus or self.eval_sample_bm25_run) and not self.eval_queries:
+            raise ValueError("--eval_corpus / --eval_sample_bm25_run need --eval_queries and --eval_qrels")
+        if self.eval_sample_depth < 0:
+            raise ValueError(f"--eval_sample_depth must be >= 0, got {self.eval_sample_depth}")
 
 
 @dataclass
 class DenseTrainingArguments(BaseTrainingArguments):
-    """Bi-encoder training: the contrastive loss, cross-device negatives, grad cache."""
+    """Bi-encoder training: the contrastive loss, cross-device negatives, grad cache, distillation,
+    validation settings."""
 
     temperature: float = field(default=1.0, metadata={
         "help": "scores are q.p / temperature (0.01-0.05 for normalized embeddings, 1 for raw dot products)"})
@@ -62,6 +82,43 @@ class DenseTrainingArguments(BaseTrainingArguments):
         "help": "gradient cache (Gao et al. 2021): exact large-batch gradients in chunks of bounded memory"})
     gc_q_chunk_size: int = field(default=4, metadata={"help": "queries per chunk with --grad_cache"})
     gc_p_chunk_size: int = field(default=32, metadata={"help": "passages per chunk with --grad_cache"})
+    # distillation from teacher scores carried by the train groups (densir.retriever.loss)
+    distill_loss: Optional[str] = field(default=None, metadata={
+        "help": "margin_mse (MarginMSE, Hofstaetter et al. 2020) | kl (listwise KL over each query's group, "
+                "RocketQAv2); student scores are q.p / --temperature; needs teacher scores in the train groups"})
+    distill_weight: float = field(default=1.0, metadata={"help": "weight of the distillation loss"})
+    contrastive_weight: float = field(default=1.0, metadata={
+        "help": "weight of the contrastive loss; 0 with --distill_loss = distillation alone"})
+    teacher_temperature: float = field(default=1.0, metadata={
+        "help": "--distill_loss kl: the teacher's distribution is softmax(teacher scores / this)"})
+    # validation during training: the data flags are DataArguments' --eval_queries/--eval_qrels/...
+    eval_depth: int = field(default=100, metadata={"help": "passages retrieved per eval query"})
+    eval_metrics: list[str] = field(default_factory=lambda: list(VALIDATION_METRICS), metadata={
+        "help": "metrics logged as eval_<name> (densir.evaluation names or ir_measures ones)"})
+    per_device_eval_batch_size: int = field(default=128, metadata={
+        "help": "texts per forward pass when validation encodes (densir.driver.encode's default)"})
+
+    def __post_init__(self):
+        if self.distill_loss is not None and self.distill_loss not in DISTILL_LOSS_NAMES:
+            raise ValueError(f"--distill_loss must be one of {', '.join(DISTILL_LOSS_NAMES)}, got {self.distill_loss!r}")
+        if self.distill_weight < 0 or self.contrastive_weight < 0:
+            raise ValueError("--distill_weight and --contrastive_weight must be >= 0")
+        if self.contrastive_weight == 0 and not self.distill_loss:
+            raise ValueError("--contrastive_weight 0 leaves nothing to train on without --distill_loss")
+        if self.teacher_temperature <= 0:
+            raise ValueError(f"--teacher_temperature must be > 0, got {self.teacher_temperature}")
+        if self.eval_depth < 1:
+            raise ValueError(f"--eval_depth must be >= 1, got {self.eval_depth}")
+        # the best model is chosen on nDCG@10 unless told otherwise (HF would pick eval_loss,
+        # which densir's validation does not compute); names match case-insensitively
+        if self.load_best_model_at_end and self.metric_for_best_model is None:
+            self.metric_for_best_model = "nDCG@10"
+        if self.metric_for_best_model:
+            bare = self.metric_for_best_model.removeprefix("eval_")
+            names = {m.lower(): m for m in self.eval_metrics}
+            if bare.lower() in names:
+                self.metric_for_best_model = names[bare.lower()]
+        super().__post_init__()
 
 
 @dataclass

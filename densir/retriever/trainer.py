@@ -1,7 +1,8 @@
-"""Bi-encoder training: :class:`DenseTrainer` (the contrastive objective of
-:mod:`densir.retriever.loss` on :class:`densir.training.DensirTrainer`) and, with ``--grad_cache``,
-the gradient cache (:func:`grad_cache_step`); :func:`train` builds encoder, data and trainer and
-hands them to :func:`densir.training.run_training`.
+"""Bi-encoder training: :class:`DenseTrainer` (the objective of :mod:`densir.retriever.loss`:
+contrastive, distillation or both, on :class:`densir.training.DensirTrainer`), with ``--grad_cache``
+the gradient cache (:func:`grad_cache_step`), and validation during training
+(:class:`densir.validation.RetrievalValidator` behind :meth:`DenseTrainer.evaluate`); :func:`train`
+builds encoder, data, validator and trainer and hands them to :func:`densir.training.run_training`.
 """
 from __future__ import annotations
 
@@ -10,27 +11,70 @@ import logging
 from typing import Callable
 
 import torch
+import torch.distributed as dist
+from torch import nn
 
-from densir.retriever.loss import ContrastiveLoss
+from densir.retriever.collator import TEACHER_SCORES_KEY
+from densir.retriever.loss import build_loss
 from densir.training import DensirTrainer
 
 logger = logging.getLogger(__name__)
 
 
 class DenseTrainer(DensirTrainer):
-    """Bi-encoder training with :class:`densir.retriever.loss.ContrastiveLoss` (and optionally grad cache).
+    """Bi-encoder training with the objective of :func:`densir.retriever.loss.build_loss` (and optionally grad cache).
 
-    Batches are ``{"query": tensors, "passage": tensors}`` from :class:`densir.retriever.collator.TrainCollator`.
+    Batches are ``{"query": tensors, "passage": tensors[, "scores": teacher scores]}`` from
+    :class:`densir.retriever.collator.TrainCollator`. ``validator`` (a
+    :class:`densir.validation.RetrievalValidator`) is the eval set: :meth:`evaluate` searches it
+    with the encoder being trained (HF calls it every ``--eval_steps``).
     """
 
-    def __init__(self, *args, loss_fn: ContrastiveLoss | None = None, **kwargs):
+    def __init__(self, *args, loss_fn: nn.Module | None = None, validator=None, **kwargs):
+        if validator is not None:
+            kwargs["eval_dataset"] = validator
         super().__init__(*args, **kwargs)
-        self.loss_fn = loss_fn or ContrastiveLoss(self.args.temperature, self.args.negatives_x_device)
+        self.loss_fn = loss_fn or build_loss(self.args)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         q_reps, p_reps = model(query=inputs["query"], passage=inputs["passage"])
-        loss = self.loss_fn(q_reps, p_reps)
+        loss = self.loss_fn(q_reps, p_reps, **self._loss_kwargs(inputs))
         return (loss, (q_reps, p_reps)) if return_outputs else loss
+
+    def _loss_kwargs(self, inputs) -> dict:
+        """The teacher scores, for an objective that distils; nothing otherwise."""
+        if not getattr(self.loss_fn, "needs_teacher_scores", False):
+            return {}
+        if TEACHER_SCORES_KEY not in inputs:
+            raise ValueError("--distill_loss needs teacher scores in the train groups (a per-passage score); "
+                             "these groups carry none")
+        return {"teacher_scores": inputs[TEACHER_SCORES_KEY]}
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Retrieval metrics of the encoder as it is now, logged as ``eval_nDCG@10`` etc.
+
+        Rank 0 evaluates (see :mod:`densir.validation`), every rank gets the metrics, so HF's
+        best-model bookkeeping (``--load_best_model_at_end``) agrees everywhere.
+        """
+        from densir.precision import precision_from_flags, resolve_precision
+        from densir.validation import RetrievalValidator
+
+        validator = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if not isinstance(validator, RetrievalValidator):
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        metrics = None
+        if self.is_world_process_zero():
+            device = self.args.device
+            precision = resolve_precision(precision_from_flags(self.args.fp16, self.args.bf16), device).name
+            encoder = self.accelerator.unwrap_model(self.model)
+            metrics = {f"{metric_key_prefix}_{k}": v for k, v in validator.evaluate(encoder, device, precision).items()}
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            box = [metrics]
+            dist.broadcast_object_list(box, src=0, device=self.args.device if self.args.device.type == "cuda" else None)
+            metrics = box[0]
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if not self.args.grad_cache:
@@ -39,7 +83,7 @@ class DenseTrainer(DensirTrainer):
         inputs = self._prepare_inputs(inputs)
         return grad_cache_step(
             model, inputs["query"], inputs["passage"], self.loss_fn,
-            self.args.gc_q_chunk_size, self.args.gc_p_chunk_size,
+            self.args.gc_q_chunk_size, self.args.gc_p_chunk_size, loss_kwargs=self._loss_kwargs(inputs),
             backward=self.accelerator.backward,
             no_sync=lambda: self.accelerator.no_sync(model),
             # HF divides a step's loss by the accumulation steps before backward; so do we
@@ -49,7 +93,7 @@ class DenseTrainer(DensirTrainer):
 
 def grad_cache_step(model, query: dict, passage: dict, loss_fn: Callable, q_chunk_size: int, p_chunk_size: int,
                     backward: Callable = torch.Tensor.backward, no_sync: Callable = contextlib.nullcontext,
-                    scale: float = 1.0) -> torch.Tensor:
+                    scale: float = 1.0, loss_kwargs: dict | None = None) -> torch.Tensor:
     """Gradient cache (Gao et al., 2021, "Scaling Deep Contrastive Learning Batch Size under Memory
     Limited Setup"): forward and backward the same loss as a full-batch step, in chunks.
 
@@ -62,6 +106,8 @@ def grad_cache_step(model, query: dict, passage: dict, loss_fn: Callable, q_chun
     chunk backwards but the last run in ``no_sync``; the last forward takes the last query and the
     last passage chunk in one call, so every parameter (both encoders when untied) joins its
     all-reduce.
+    ``loss_kwargs`` go to ``loss_fn`` beside the representations (the teacher scores of a
+    distillation loss: per query, not per chunk, so they need no splitting).
     Returns the loss (detached, times ``scale``) like ``Trainer.training_step``.
     """
     q_chunks, p_chunks = _split(query, q_chunk_size), _split(passage, p_chunk_size)
@@ -83,7 +129,7 @@ def grad_cache_step(model, query: dict, passage: dict, loss_fn: Callable, q_chun
     q_all = torch.cat(q_reps).detach().float().requires_grad_()
     p_all = torch.cat(p_reps).detach().float().requires_grad_()
     with torch.enable_grad():
-        loss = loss_fn(q_all, p_all) * scale
+        loss = loss_fn(q_all, p_all, **(loss_kwargs or {})) * scale
     q_all_grad, p_all_grad = torch.autograd.grad(loss, [q_all, p_all])
     q_grads = q_all_grad.split([len(r) for r in q_reps])
     p_grads = p_all_grad.split([len(r) for r in p_reps])
@@ -161,7 +207,25 @@ def train(model_args, data_args, training_args, callbacks: list | None = None) -
                                  encoder.config.query_prefix, encoder.config.passage_prefix,
                                  data_args.pad_to_multiple_of)
         trainer = DenseTrainer(model=encoder, args=training_args, train_dataset=dataset, data_collator=collator,
-                               callbacks=callbacks)
+                               callbacks=callbacks, validator=build_validator(data_args, training_args))
         return trainer, dataset
 
     return run_training(training_args, build)
+
+
+def build_validator(data_args, training_args):
+    """The :class:`densir.validation.RetrievalValidator` that ``--eval_queries`` & co. name, or None."""
+    evaluating = str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) != "no"
+    if not data_args.eval_queries:
+        if evaluating:
+            raise ValueError(f"--eval_strategy {training_args.eval_strategy} needs --eval_queries and --eval_qrels")
+        return None
+    if not evaluating:
+        raise ValueError("--eval_queries needs --eval_strategy steps (and --eval_steps N) or epoch")
+    from densir.validation import RetrievalValidator
+
+    return RetrievalValidator.from_files(
+        data_args.eval_queries, data_args.eval_qrels, data_args.eval_corpus,
+        sample_run=data_args.eval_sample_bm25_run, sample_depth=data_args.eval_sample_depth,
+        q_max_len=data_args.q_max_len, p_max_len=data_args.p_max_len, depth=training_args.eval_depth,
+        metrics=training_args.eval_metrics, batch_size=training_args.per_device_eval_batch_size)

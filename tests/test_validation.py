@@ -1,0 +1,188 @@
+"""Validation during bi-encoder training (densir.validation) on real SciFact: 20 train queries held
+out (tools/holdout_split.py's split), searched over a sample of the corpus (their judged passages
+plus BM25 distractors), every 2 steps.
+
+- the metrics logged for the best step equal ``python -m densir.driver.encode`` +
+  ``python -m densir.faiss_retriever`` + ``tools/evaluate.py`` on the model the run saved (1e-6),
+  the sample corpus being rebuilt here from the qrels and the run's rank column;
+- ``--load_best_model_at_end`` (nDCG@10) leaves the best checkpoint's weights in the output dir;
+- ``--report_to tensorboard`` writes the metrics into an event file;
+- evaluating changes nothing about training (dropout on: same weights with and without it).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_cmd
+from safetensors.torch import load_file
+
+from densir.arguments import parse_args
+from densir.retriever.arguments import (
+    DataArguments,
+    DenseTrainingArguments,
+    ModelArguments,
+)
+from densir.retriever.trainer import train
+
+N_HELDOUT, SAMPLE_DEPTH, Q_LEN, P_LEN = 20, 5, 24, 64
+METRICS = ("nDCG@10", "MRR@10", "Recall@100")
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory, scifact_data) -> Path:
+    from densir.holdout import split_heldout
+
+    out = tmp_path_factory.mktemp("scifact-heldout")
+    split_heldout(scifact_data, out, n=N_HELDOUT, seed=0)
+    (out / "small.jsonl").write_text("".join(line + "\n" for line in _lines(out / "train.bm25.jsonl")[:24]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def sample_corpus(heldout) -> Path:
+    """The validation sample, computed independently: qrels lines and the run's rank column."""
+    queries = {json.loads(line)["query_id"] for line in _lines(heldout / "queries.heldout.jsonl")}
+    keep = {line.split()[-2] for line in _lines(heldout / "qrels.heldout.tsv") if line.split()[0] in queries}
+    for line in _lines(heldout / "bm25.heldout.run"):
+        qid, _, docid, rank, _, _ = line.split()
+        if qid in queries and int(rank) <= SAMPLE_DEPTH:
+            keep.add(docid)
+    out = heldout / "sample.corpus.jsonl"
+    with open(heldout / "corpus.jsonl") as f, open(out, "w") as g:
+        g.writelines(line for line in f if json.loads(line)["docid"] in keep)
+    return out
+
+
+def _lines(path) -> list[str]:
+    return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _argv(model, heldout, out, *extra):
+    return ["--model_name_or_path", str(model), "--train_dir", str(heldout / "small.jsonl"), "--output_dir", str(out),
+            "--q_max_len", Q_LEN, "--p_max_len", P_LEN, "--train_n_passages", 2, "--per_device_train_batch_size", 4,
+            "--temperature", 0.05, "--disable_tqdm", "true", "--logging_steps", 1,
+            "--eval_queries", heldout / "queries.heldout.jsonl", "--eval_qrels", heldout / "qrels.heldout.tsv",
+            "--eval_corpus", heldout / "corpus.jsonl", "--eval_sample_bm25_run", heldout / "bm25.heldout.run",
+            "--eval_sample_depth", SAMPLE_DEPTH, *extra]
+
+
+def _train(argv):
+    return train(*parse_args(ModelArguments, DataArguments, DenseTrainingArguments, argv=[str(a) for a in argv]))
+
+
+def test_sample_is_judged_plus_bm25_top(heldout, sample_corpus):
+    from densir.validation import RetrievalValidator
+
+    v = RetrievalValidator.from_files(heldout / "queries.heldout.jsonl", heldout / "qrels.heldout.tsv",
+                                      heldout / "corpus.jsonl", sample_run=heldout / "bm25.heldout.run",
+                                      sample_depth=SAMPLE_DEPTH, q_max_len=Q_LEN, p_max_len=P_LEN)
+    expected = [json.loads(line)["docid"] for line in _lines(sample_corpus)]
+    assert v.passage_ids == expected and len(v) == N_HELDOUT
+    assert N_HELDOUT < len(expected) <= N_HELDOUT * (SAMPLE_DEPTH + 5)
+    # without a run: the whole corpus beside the queries (get_data.sh's layout)
+    whole = RetrievalValidator.from_files(heldout / "queries.heldout.jsonl", heldout / "qrels.heldout.tsv",
+                                          q_max_len=Q_LEN, p_max_len=P_LEN)
+    assert len(whole.passage_ids) == 5183
+
+
+@pytest.mark.slow
+def test_logged_metrics_equal_the_stage_clis_and_the_best_model_is_kept(tmp_path, heldout, sample_corpus,
+                                                                        minilm_path, monkeypatch):
+    """all-MiniLM-L6-v2, 6 steps at a learning rate high enough to hurt it, evaluated and saved
+    every 2 steps, --load_best_model_at_end: the output dir holds the best step's weights, and
+    the stage CLIs on it give exactly the metrics logged at that step."""
+    pytest.importorskip("tensorboard")
+    # HF's TensorBoardCallback logs model.config.to_json_string(); until densir's EncoderConfig has
+    # it (densir/retriever/modeling.py), lend it one here
+    import dataclasses
+
+    from densir.retriever.modeling import EncoderConfig
+
+    if not hasattr(EncoderConfig, "to_json_string"):
+        monkeypatch.setattr(EncoderConfig, "to_json_string",
+                            lambda self: json.dumps(dataclasses.asdict(self), indent=2), raising=False)
+    out = tmp_path / "run"
+    summary = _train(_argv(minilm_path, heldout, out, "--max_steps", 6, "--learning_rate", 2e-3,
+                           "--lr_scheduler_type", "constant", "--eval_strategy", "steps", "--eval_steps", 2,
+                           "--save_steps", 2, "--load_best_model_at_end", "--report_to", "tensorboard"))
+    evals = {h["step"]: h for h in summary["eval_history"]}
+    print({s: round(h["eval_nDCG@10"], 4) for s, h in evals.items()})
+    assert sorted(evals) == [2, 4, 6]
+    for h in evals.values():
+        assert set(METRICS) <= {k.removeprefix("eval_") for k in h} and 0 <= h["eval_nDCG@10"] <= 1
+    best_step = max(evals, key=lambda s: (evals[s]["eval_nDCG@10"], -s))  # HF keeps the first of equals
+    assert summary["best_model_checkpoint"].endswith(f"checkpoint-{best_step}")
+    assert summary["best_metric"] == evals[best_step]["eval_nDCG@10"]
+    assert best_step != 6, evals  # so loading the best model really changed the weights
+
+    # the final model is the best checkpoint's, not the last step's
+    final = load_file(out / "model.safetensors")
+    best, last = load_file(out / f"checkpoint-{best_step}" / "model.safetensors"), load_file(
+        out / "checkpoint-6" / "model.safetensors")
+    assert final.keys() == best.keys()
+    assert all(torch.equal(final[k], best[k]) for k in final)
+    assert any(not torch.equal(final[k], last[k]) for k in final)
+
+    # the stage CLIs on the saved model, over the same passages, with the same lengths
+    emb, run = tmp_path / "emb", tmp_path / "best.run"
+    encode = ["python", "-m", "densir.driver.encode", "--model_name_or_path", str(out),
+              "--q_max_len", str(Q_LEN), "--p_max_len", str(P_LEN)]
+    run_cmd(encode + ["--encode_in_path", str(heldout / "queries.heldout.jsonl"), "--encode_is_qry",
+                      "--encoded_save_path", str(emb / "queries")])
+    run_cmd(encode + ["--encode_in_path", str(sample_corpus), "--encoded_save_path", str(emb / "corpus")])
+    run_cmd(["python", "-m", "densir.faiss_retriever", "--query_reps", str(emb / "queries"), "--passage_reps",
+             str(emb / "corpus"), "--depth", "100", "--save_ranking_to", str(run)])
+    run_cmd(["python", "tools/evaluate.py", str(heldout / "qrels.heldout.tsv"), str(run),
+             "--metrics", *METRICS, "--save", str(tmp_path / "best.json")])
+    cli = json.loads((tmp_path / "best.json").read_text())
+    for m in METRICS:
+        assert evals[best_step][f"eval_{m}"] == pytest.approx(cli[m], abs=1e-6), m
+    assert cli["queries"] == N_HELDOUT
+
+    # tensorboard: one event file with every evaluation
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = list(out.glob("runs/*/events.out.tfevents.*"))
+    assert len(files) == 1, files
+    acc = EventAccumulator(str(files[0]))
+    acc.Reload()
+    logged = {e.step: e.value for e in acc.Scalars("eval/nDCG@10")}
+    assert sorted(logged) == [2, 4, 6]
+    assert all(logged[s] == pytest.approx(evals[s]["eval_nDCG@10"], abs=1e-6) for s in logged)
+
+
+def test_evaluation_does_not_change_training(tmp_path, heldout, tiny_bert_dir):
+    """Dropout on: 4 steps evaluated at steps 2 and 4 end with the weights of 4 steps never
+    evaluated (the encoder goes back to train mode, no RNG is drawn)."""
+    common = ("--max_steps", 4, "--learning_rate", 1e-3, "--save_strategy", "no", "--pooling", "mean",
+              "--normalize", "true")
+    _train(_argv(tiny_bert_dir, heldout, tmp_path / "evaluated", *common, "--eval_strategy", "steps",
+                 "--eval_steps", 2))
+    plain = _argv(tiny_bert_dir, heldout, tmp_path / "plain", *common)
+    _train(plain[:plain.index("--eval_queries")] + list(common))
+    a, b = load_file(tmp_path / "evaluated" / "model.safetensors"), load_file(tmp_path / "plain" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    summary = json.loads((tmp_path / "evaluated" / "train_summary.json").read_text())
+    assert [h["step"] for h in summary["eval_history"]] == [2, 4]
+
+
+def test_flags_are_checked(tmp_path, heldout, tiny_bert_dir):
+    with pytest.raises(ValueError, match="--eval_strategy steps"):
+        _train(_argv(tiny_bert_dir, heldout, tmp_path / "a", "--max_steps", 1))
+    with pytest.raises(ValueError, match="go together"):
+        DataArguments(train_dir=["x"], eval_queries="q.jsonl")
+    args = DenseTrainingArguments(output_dir=str(tmp_path), eval_strategy="steps", eval_steps=2, save_steps=2,
+                                  load_best_model_at_end=True)
+    assert args.metric_for_best_model == "nDCG@10" and args.greater_is_better
+    args = DenseTrainingArguments(output_dir=str(tmp_path), eval_strategy="steps", eval_steps=2, save_steps=2,
+                                  load_best_model_at_end=True, metric_for_best_model="eval_mrr@10")
+    assert args.metric_for_best_model == "MRR@10"
+    # a trainer without an eval set refuses --load_best_model_at_end in words
+    from densir.retriever.modeling import DenseEncoder
+    from densir.retriever.trainer import DenseTrainer
+
+    with pytest.raises(ValueError, match="needs validation during training"):
+        DenseTrainer(model=DenseEncoder.build(tiny_bert_dir), args=args, train_dataset=[])
