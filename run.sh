@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # run.sh — round 1 of densir: train a bi-encoder on get_data.sh's BM25-negative groups, encode the
 # corpus in NUM_SHARDS shards and the evaluation queries, search every shard, merge the shard runs,
-# write the TREC run and its MS MARCO copy, score it and print it next to BM25.
+# write the TREC run and its MS MARCO copy, score it, fuse it with BM25 (the hybrid run, HYBRID) and
+# score that, and print both next to BM25.
 #
 # Usage: bash run.sh [--model M] [--data_dir D] [--out_dir O] [--stage S] [--shard i] [--<setting> V]...
 # Every setting is an env var of the same name (flags win); the shared ones are listed below.
@@ -10,13 +11,14 @@
 #                                                         (default DATA_DIR/train.bm25.jsonl)
 #   ZERO_SHOT      1 = also encode, search and score MODEL untrained, as OUT_DIR/zeroshot/ (default 0)
 #   STAGE          all | train | encode-corpus | encode-queries | search | reduce   (default all)
-#                  (reduce = merge shard runs, MS MARCO copy, evaluate, table)
+#                  (reduce = merge shard runs, MS MARCO copy, evaluate, hybrid run, table)
 #
 # Writes under OUT_DIR (see the round layout below; a rerun skips every complete step and a
 # killed training resumes from its last checkpoint):
 #   round1/model/  round1/enc/corpus.<i>.*  round1/enc/queries.<EVAL_SPLIT>.*
 #   round1/runs/<EVAL_SPLIT>.<i>.run  round1/<EVAL_SPLIT>.run  round1/<EVAL_SPLIT>.marco.tsv
-#   round1/<EVAL_SPLIT>.metrics.json  <EVAL_SPLIT>.table.txt  timings.tsv   [zeroshot/...]
+#   round1/<EVAL_SPLIT>.metrics.json  round1/<EVAL_SPLIT>.hybrid.run  round1/<EVAL_SPLIT>.hybrid.metrics.json
+#   <EVAL_SPLIT>.table.txt  timings.tsv   [zeroshot/...]
 set -euo pipefail
 { # read whole before running: editing this file mid-run cannot derail a running copy
 DENSIR_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,9 +26,10 @@ DENSIR_SCRIPT=run
 USAGE_EXTRA="$DENSIR_HOME/scripts/stages.sh"
 source "$DENSIR_HOME/scripts/lib.sh"
 source "$DENSIR_HOME/scripts/stages.sh"
-FLAG_VARS="$PIPELINE_VARS TRAIN_GROUPS ZERO_SHOT"
+FLAG_VARS="$PIPELINE_VARS $HYBRID_VARS TRAIN_GROUPS ZERO_SHOT"
 parse_flags "$@"
 pipeline_defaults
+hybrid_defaults
 TRAIN_GROUPS=${TRAIN_GROUPS:-$DATA_DIR/train.bm25.jsonl}
 ZERO_SHOT=${ZERO_SHOT:-0}
 check_stage train encode-corpus encode-queries search reduce
@@ -45,11 +48,13 @@ for r in "${ROUNDS[@]}"; do
   if want reduce; then
     reduce_runs "$r" "$EVAL_SPLIT" "$EVAL_DEPTH"
     evaluate_round "$r" "$EVAL_SPLIT" "$r"
+    hybrid_round "$r" "$EVAL_SPLIT"
   fi
 done
 if want reduce; then
   log "done: $OUT_DIR/round1/$EVAL_SPLIT.run"
-  print_table zeroshot round1
+  mapfile -t rows < <(with_hybrid zeroshot round1)
+  print_table "${rows[@]}"
 fi
 exit 0
 }

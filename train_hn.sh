@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # train_hn.sh — round 2 of densir (Tevatron's recipe): train on the BM25 groups and the mined
 # hard-negative groups together, from the initial checkpoint (or from the round-1 model), then
-# encode, search, merge, score, and print round 1 vs round 2 vs BM25.
+# encode, search, merge, score, fuse with BM25 (the hybrid run, HYBRID) and score that, and print
+# round 1 vs round 2 vs BM25 (and their hybrids).
 #
 # Usage: bash train_hn.sh [--init model|round1] [--hn_groups F] [--stage S] [--<setting> V]...
 # Every setting is an env var of the same name (flags win); the shared ones are listed below.
@@ -14,7 +15,8 @@
 #   STAGE          all | train | encode-corpus | encode-queries | search | reduce   (default all)
 #
 # Writes under OUT_DIR/ROUND the round layout below (model/, enc/, runs/, <EVAL_SPLIT>.run,
-# .marco.tsv, .metrics.json), and OUT_DIR/<EVAL_SPLIT>.table.txt; a rerun skips complete steps.
+# .marco.tsv, .metrics.json, .hybrid.run, .hybrid.metrics.json), and OUT_DIR/<EVAL_SPLIT>.table.txt;
+# a rerun skips complete steps.
 set -euo pipefail
 { # read whole before running: editing this file mid-run cannot derail a running copy
 DENSIR_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,9 +24,10 @@ DENSIR_SCRIPT=train_hn
 USAGE_EXTRA="$DENSIR_HOME/scripts/stages.sh"
 source "$DENSIR_HOME/scripts/lib.sh"
 source "$DENSIR_HOME/scripts/stages.sh"
-FLAG_VARS="$PIPELINE_VARS INIT ROUND BM25_GROUPS HN_GROUPS HN_EPOCHS HN_MAX_STEPS HN_LR"
+FLAG_VARS="$PIPELINE_VARS $HYBRID_VARS INIT ROUND BM25_GROUPS HN_GROUPS HN_EPOCHS HN_MAX_STEPS HN_LR"
 parse_flags "$@"
 pipeline_defaults
+hybrid_defaults
 INIT=${INIT:-model}
 ROUND=${ROUND:-round2}
 BM25_GROUPS=${BM25_GROUPS:-$DATA_DIR/train.bm25.jsonl}
@@ -49,8 +52,10 @@ if want search; then search_shards "$ROUND" "$EVAL_SPLIT" "$EVAL_DEPTH"; fi
 if want reduce; then
   reduce_runs "$ROUND" "$EVAL_SPLIT" "$EVAL_DEPTH"
   evaluate_round "$ROUND" "$EVAL_SPLIT" "$ROUND"
+  hybrid_round "$ROUND" "$EVAL_SPLIT"
   log "done: $OUT_DIR/$ROUND/$EVAL_SPLIT.run"
-  print_table zeroshot round1 "$ROUND"
+  mapfile -t rows < <(with_hybrid zeroshot round1 "$ROUND")
+  print_table "${rows[@]}"
 fi
 exit 0
 }

@@ -12,8 +12,9 @@
 #   POOLING           cls | mean | last               (default: what MODEL's config says, else cls)
 #   NORMALIZE         1 = L2-normalise embeddings, 0 = not (default: what MODEL's config says, else 0)
 #   TEMPERATURE       contrastive softmax temperature                       (default 1.0)
-#   PRECISION         bf16 | fp16 | fp32 for training and encoding; auto = bf16 when nvidia-smi
-#                     lists a GPU, else fp32 (CPU bf16 is emulated and slow)  (default auto)
+#   PRECISION         auto | bf16 | fp16 | fp32 for training, encoding and re-ranking; auto = bf16
+#                     where the device has it (GPU sm_80+, CPU avx512_bf16/AMX), else fp16 on a GPU,
+#                     else fp32 (python -m densir.precision)                 (default auto)
 #   NPROC             training processes per node; > 1 runs torchrun with --negatives_x_device
 #                     (gloo on CPU, NCCL on GPUs)                           (default 1)
 #   BATCH             queries per device per training step                 (default 8)
@@ -32,6 +33,14 @@
 #   SHARD             with STAGE=encode-corpus or search: only this shard (a SLURM array task)
 #   TIMINGS           each step that ran appends "script step seconds" here (default OUT_DIR/timings.tsv)
 #   PYTHON            python interpreter                                   (default python)
+# Settings of the hybrid run of run.sh and train_hn.sh (each round's EVAL_SPLIT run fused with
+# DATA_DIR/bm25.<EVAL_SPLIT>.run by tools/fuse_runs.py; chosen on held-out train queries by
+# benchmarks/hybrid_sweep.py, never on test; a changed setting needs R/<split>.hybrid.* deleted):
+#   HYBRID            rrf (reciprocal rank fusion) | weighted (sum of per-query normalised
+#                     scores) | none                                        (default rrf)
+#   HYBRID_K          rrf: each run adds 1 / (HYBRID_K + rank)              (default 60)
+#   HYBRID_WEIGHT     weighted: weight of the dense run; BM25 gets 1 - it   (default 0.5)
+#   HYBRID_NORM       weighted: minmax | zscore, per query and run          (default zscore)
 #
 # Layout of one round R under OUT_DIR (every file appears only when complete):
 #   R/model/                          trained encoder (HF + sentence-transformers dir; densir_config.json
@@ -42,6 +51,8 @@
 #   R/runs/<split>.<i>.run            top-k of one corpus shard for the split's queries
 #   R/<split>.run                     merged TREC run       R/<split>.marco.tsv   MS MARCO format
 #   R/<split>.metrics.json            MRR@10 nDCG@10 Recall@100 Recall@1000
+#   R/<split>.hybrid.run              R/<split>.run fused with BM25 (HYBRID), EVAL_DEPTH hits a query
+#   R/<split>.hybrid.metrics.json     its scores (the table's "R-hybrid" row)
 
 PIPELINE_VARS="MODEL DATA_DIR OUT_DIR EVAL_SPLIT NUM_SHARDS Q_MAX_LEN P_MAX_LEN POOLING NORMALIZE
   TEMPERATURE PRECISION NPROC BATCH TRAIN_N_PASSAGES LR EPOCHS MAX_STEPS WARMUP SAVE_STEPS SEED
@@ -64,9 +75,9 @@ pipeline_defaults() {
   PRECISION=${PRECISION:-auto}
   HAVE_GPU=0
   if command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q GPU; then HAVE_GPU=1; fi
-  if [ "$PRECISION" = auto ]; then
-    if [ "$HAVE_GPU" = 1 ]; then PRECISION=bf16; else PRECISION=fp32; fi
-  fi
+  # the one precision policy (densir.precision), resolved on the node that runs the job
+  PRECISION=$("${PYTHON:-python}" -m densir.precision --device auto --requested "$PRECISION") \
+    || die "PRECISION must be auto, bf16, fp16 or fp32, not '$PRECISION'"
   NPROC=${NPROC:-1}
   BATCH=${BATCH:-8}
   TRAIN_N_PASSAGES=${TRAIN_N_PASSAGES:-8}
@@ -96,6 +107,23 @@ pipeline_defaults() {
   mkdir -p "$OUT_DIR"
   # shellcheck disable=SC2086
   export $PIPELINE_VARS
+}
+
+HYBRID_VARS="HYBRID HYBRID_K HYBRID_WEIGHT HYBRID_NORM"
+
+# hybrid_defaults: fill in, check and export the hybrid settings (run.sh, train_hn.sh)
+hybrid_defaults() {
+  HYBRID=${HYBRID:-rrf}
+  HYBRID_K=${HYBRID_K:-60}
+  HYBRID_WEIGHT=${HYBRID_WEIGHT:-0.5}
+  HYBRID_NORM=${HYBRID_NORM:-zscore}
+  case "$HYBRID" in rrf|weighted|none) ;; *) die "HYBRID must be rrf, weighted or none, not '$HYBRID'" ;; esac
+  case "$HYBRID_NORM" in minmax|zscore) ;; *) die "HYBRID_NORM must be minmax or zscore, not '$HYBRID_NORM'" ;; esac
+  awk -v k="$HYBRID_K" 'BEGIN { exit !(k ~ /^[0-9]+([.][0-9]*)?$/) }' || die "HYBRID_K must be a number >= 0, not '$HYBRID_K'"
+  awk -v w="$HYBRID_WEIGHT" 'BEGIN { exit !(w ~ /^[0-9]*([.][0-9]*)?$/ && w != "" && w + 0 <= 1) }' ||
+    die "HYBRID_WEIGHT must be a number in [0, 1], not '$HYBRID_WEIGHT'"
+  # shellcheck disable=SC2086
+  export $HYBRID_VARS
 }
 
 # want STAGE_NAME: true when this invocation runs that stage
@@ -261,6 +289,33 @@ evaluate_run() {
   else
     log "no qrels for $split: $run is not scored"
   fi
+}
+
+# hybrid_round ROUND SPLIT: ROUND's SPLIT run fused with DATA_DIR's BM25 run of SPLIT (HYBRID) into
+# ROUND/SPLIT.hybrid.run, then scored as ROUND-hybrid; nothing with HYBRID=none or without that BM25 run
+hybrid_round() {
+  local round=$1 split=$2 dir=$OUT_DIR/$1 bm25=$DATA_DIR/bm25.$2.run
+  local out=$dir/$split.hybrid.run args
+  [ "$HYBRID" = none ] && return 0
+  if [ ! -f "$bm25" ]; then log "no $bm25: no hybrid run for $round"; return 0; fi
+  args=(--runs "$dir/$split.run" "$bm25" --method "$HYBRID" --depth "$EVAL_DEPTH" --out "$out" --tag densir-hybrid)
+  case "$HYBRID" in
+    rrf) args+=(--rrf_k "$HYBRID_K") ;;
+    weighted) args+=(--weights "$HYBRID_WEIGHT" "$(awk -v w="$HYBRID_WEIGHT" 'BEGIN { print 1 - w }')"
+                     --norm "$HYBRID_NORM") ;;
+  esac
+  step "hybrid-$round-$split" "$out" "$PYTHON" "$DENSIR_HOME/tools/fuse_runs.py" "${args[@]}"
+  evaluate_run "evaluate-$round-hybrid-$split" "$out" "$dir/$split.hybrid.metrics.json" "$round-hybrid" "$split"
+}
+
+# with_hybrid ROUND...: the ROUNDs for print_table, each followed by its hybrid row when that is scored
+with_hybrid() {
+  local r m
+  for r in "$@"; do
+    echo "$r"
+    m=$OUT_DIR/$r/$EVAL_SPLIT.hybrid.metrics.json
+    if [ "$HYBRID" != none ] && [ -f "$m" ]; then echo "$r-hybrid=$m"; fi
+  done
 }
 
 # print_table [ROUND | NAME=METRICS.json ...]: BM25 and each round (default: zeroshot round1 round2)
