@@ -2,32 +2,35 @@
 
     python benchmarks/scale.py [--sizes 100000,1000000,4000000] [--dims 384,768] [--queries 1000] \\
         [--depth 1000] [--shard_rows 1000000] [--work_dir /tmp/densir-scale] [--quick] \\
-        [--skip_search] [--skip_data] [--skip_encode] [--save benchmarks/results/scale.json]
+        [--sections search,mine,query_memory,data,encode] [--merge] [--save benchmarks/results/scale.json]
 
-Search: synthetic L2-normalised float32 vectors (the dims given) at each size, written with
-``densir.embeddings.ShardWriter`` (streamed, 65,536 rows at a time) as shards of ``--shard_rows``
-rows under ``--work_dir`` (deleted after each size), and ``--queries`` query vectors. Each shard is
-searched by its own ``python -m densir.faiss_retriever`` process (exact ``Flat``, ``--depth``), one
-job per shard as the SLURM array runs them, then ``python -m densir.faiss_retriever.reducer``
-merges the shard runs. Per process: wall time and peak RSS (``os.wait4``'s rusage of that one
-child: ``ru_maxrss``, which counts the pages of the memory-mapped shard the process touched).
-One more job, at the largest size's first shard and the largest dim, searches 10x the queries at
-depth 100 (the hard-negative mining search) for the query-count rate.
+search: synthetic L2-normalised float32 vectors (the dims given) at each size, written with
+    ``densir.embeddings.ShardWriter`` (streamed, 65,536 rows at a time) as shards of
+    ``--shard_rows`` rows under ``--work_dir`` (deleted after each size), and ``--queries`` query
+    vectors. Each shard is searched by its own ``python -m densir.faiss_retriever`` process (exact
+    ``Flat``, ``--depth``), one job per shard as the SLURM array runs them, then
+    ``python -m densir.faiss_retriever.reducer`` merges the shard runs.
+mine: one full shard (largest dim) searched at depth 100, the hard-negative mining search, with
+    1x and 2x ``--queries``: the CPU time per query.
+query_memory: depth-100 jobs over a 10k-row shard with ``--memory_queries`` queries: the search
+    job's memory per query (query vectors, top-k pools, docids), which the 1,000-query jobs hide.
+data: a synthetic MS MARCO-like corpus JSONL (random words; passages as long on average as the real
+    MS MARCO passages in ../shared/data/msmarco-dl19-mini), queries, one positive each in the
+    qrels, and a run of depth 100; ``tools/build_train.py`` (BM25 groups) and
+    ``tools/build_train_hn.py`` (hard negatives) at three (passages, queries) points, fitted as
+    c + a*passages + b*queries and extrapolated -- linearly, an assumption -- to MS MARCO's
+    8,841,823 passages and 502,939 train queries.
+encode: ``python -m densir.driver.encode`` with the bundled all-MiniLM-L6-v2 (fp32, p_max_len 128)
+    over 64 and 2,048 real MS MARCO passages; the rate is the difference (start-up excluded).
 
-Data: a synthetic MS MARCO-like corpus JSONL (random words, passages as long on average as the
-real MS MARCO passages in ../shared/data/msmarco-dl19-mini), queries, one positive each in the
-qrels, and a run of depth 100; ``tools/build_train.py`` (BM25 groups) and
-``tools/build_train_hn.py`` (hard negatives) over it at three (passages, queries) points, so that
-peak RSS and wall time can be fitted as c + a*passages + b*queries and extrapolated -- linearly,
-which is an assumption -- to MS MARCO's 8,841,823 passages and 502,939 train queries.
-
-Encode: ``python -m densir.driver.encode`` with the bundled all-MiniLM-L6-v2 (fp32, p_max_len
-128) over 64 and 2,048 real MS MARCO passages; the rate is the difference (start-up excluded).
-
-Every rate is a CPU rate of the machine it ran on (lscpu in the JSON); no GPU is used or
-measured. Writes the JSON (``--save``; default benchmarks/results/scale.json, with --quick
-WORK_DIR/scale-quick.json) with every measurement, the commands, and ``plan``: the MS MARCO
-figures derived from them (benchmarks/scale.py's README section quotes only those).
+Per process: wall time, CPU time (user + sys over its threads) and peak RSS (``ru_maxrss``, which
+counts the pages of a memory-mapped shard that the process touched), from ``os.wait4`` in a small
+launcher process (see LAUNCHER). Every rate is a CPU rate of the machine it ran on (lscpu in
+the JSON); no GPU is used or measured. Writes the JSON (``--save``; default
+benchmarks/results/scale.json, with --quick WORK_DIR/scale-quick.json): every measurement, the
+commands' settings, the machine of each run, and ``plan``: the MS MARCO figures derived from the
+measurements, which are all that README's "MS MARCO on a cluster" section quotes.
+``--merge`` reruns only ``--sections`` into an existing JSON and derives the plan again.
 """
 from __future__ import annotations
 
@@ -58,6 +61,9 @@ CHUNK = 1 << 16
 EVAL_DEPTH, MINE_DEPTH = 1000, 100
 
 
+SECTIONS = ("search", "mine", "query_memory", "data", "encode")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100000,1000000,4000000", help="passage counts, comma-separated")
@@ -67,17 +73,30 @@ def main(argv=None):
     ap.add_argument("--shard_rows", type=int, default=1_000_000, help="rows per passage shard (one search job each)")
     ap.add_argument("--data_points", default="250000:100000,1000000:100000,1000000:25000",
                     help="passages:queries of the data-stage runs (three points fit c + a*P + b*Q)")
+    ap.add_argument("--memory_queries", default="10000,100000",
+                    help="query counts of the two query-memory jobs (depth 100 over a 10k-row shard)")
     ap.add_argument("--encode_passages", type=int, default=2048)
     ap.add_argument("--work_dir", default="/tmp/densir-scale")
     ap.add_argument("--quick", action="store_true", help="100k passages, small data stage: a smoke test")
-    ap.add_argument("--skip_search", action="store_true")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"which to run, of {','.join(SECTIONS)}")
+    ap.add_argument("--skip_search", action="store_true", help="drop search and mine from --sections")
     ap.add_argument("--skip_data", action="store_true")
     ap.add_argument("--skip_encode", action="store_true")
+    ap.add_argument("--merge", action="store_true",
+                    help="update the sections run in the existing --save JSON (the others are kept), re-derive the plan")
     ap.add_argument("--save", default=None)
     args = ap.parse_args(argv)
     if args.quick:
-        args.sizes, args.shard_rows = "100000", 50_000
+        args.sizes, args.shard_rows, args.memory_queries = "100000", 50_000, "2000,10000"
         args.data_points, args.encode_passages = "25000:10000,100000:10000,100000:2500", 256
+    sections = [x for x in args.sections.split(",") if x]
+    for flag, dropped in ((args.skip_search, ("search", "mine")), (args.skip_data, ("data",)),
+                          (args.skip_encode, ("encode",))):
+        if flag:
+            sections = [x for x in sections if x not in dropped]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        ap.error(f"unknown --sections {sorted(unknown)}; choose from {','.join(SECTIONS)}")
     sizes = [int(s) for s in args.sizes.split(",")]
     dims = [int(d) for d in args.dims.split(",")]
     work = Path(args.work_dir)
@@ -85,26 +104,33 @@ def main(argv=None):
                                                else REPO / "benchmarks" / "results" / "scale.json")
     work.mkdir(parents=True, exist_ok=True)
 
-    results = {"benchmark": "benchmarks/scale.py", "argv": sys.argv[1:] if argv is None else list(argv),
-               "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "git_commit": _git_commit(),
-               "machine": _machine(), "msmarco": MSMARCO,
-               "settings": {"sizes": sizes, "dims": dims, "queries": args.queries, "depth": args.depth,
-                            "shard_rows": args.shard_rows, "index": "Flat (exact inner product, CPU)",
-                            "mine_queries": 10 * args.queries, "mine_depth": MINE_DEPTH}}
-    print(f"machine: {results['machine']['cpu_model']}, {results['machine']['cores']} cores, "
-          f"load {results['machine']['loadavg_start']}", flush=True)
-    if not args.skip_search:
+    argv_used = sys.argv[1:] if argv is None else list(argv)
+    results = json.loads(save.read_text()) if args.merge else {}
+    machine = _machine()
+    print(f"machine: {machine['cpu_model']}, {machine['cores']} cores, load {machine['loadavg_start']}", flush=True)
+    results.setdefault("benchmark", "benchmarks/scale.py")
+    results.setdefault("msmarco", MSMARCO)
+    results.setdefault("runs", []).append({"argv": argv_used, "sections": sections, "git_commit": _git_commit(),
+                                           "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine})
+    settings = results.setdefault("settings", {})
+    if "search" in sections:
+        settings.update(sizes=sizes, dims=dims, queries=args.queries, depth=args.depth, shard_rows=args.shard_rows,
+                        index="Flat (exact inner product, CPU)")
         results["search"] = [bench_search(work, n, d, args) for d in dims for n in sizes]
-        results["mine_search"] = bench_mine_search(work, max(sizes), max(dims), args)
         results["search_fit"] = fit_search(results["search"])
-    if not args.skip_data:
+    if "mine" in sections:
+        results["mine_search"] = bench_mine_search(work, max(sizes), max(dims), args)
+    if "query_memory" in sections:
+        counts = [int(x) for x in args.memory_queries.split(",")]
+        results["query_memory"] = bench_query_memory(work, max(dims), counts)
+    if "data" in sections:
         points = [tuple(int(x) for x in p.split(":")) for p in args.data_points.split(",")]
         results["data"] = bench_data(work, points)
-    if not args.skip_encode:
+    if "encode" in sections:
         results["encode"] = bench_encode(work, args.encode_passages)
-    results["machine"]["loadavg_end"] = list(np.round(os.getloadavg(), 2))
-    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    if all(k in results for k in ("search", "data")):
+    results["runs"][-1]["machine"]["loadavg_end"] = list(np.round(os.getloadavg(), 2))
+    results["runs"][-1]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    if all(k in results for k in ("search", "mine_search", "data")):
         results["plan"] = plan(results)
     save.parent.mkdir(parents=True, exist_ok=True)
     save.write_text(json.dumps(results, indent=2) + "\n")
@@ -216,6 +242,26 @@ def bench_mine_search(work: Path, passages: int, dim: int, args) -> dict:
     (a, b) = jobs
     per_query = {key: round((b[key] - a[key]) / (b["queries"] - a["queries"]), 4) for key in ("wall_s", "cpu_s")}
     return {"rows": rows, "dim": dim, "depth": MINE_DEPTH, "jobs": jobs, "per_query_s": per_query}
+
+
+def bench_query_memory(work: Path, dim: int, counts: list[int]) -> dict:
+    """Two depth-100 jobs over a small (10k-row) shard with many queries: the search job's memory per query."""
+    d = work / "search" / "qmem"
+    shutil.rmtree(d, ignore_errors=True)
+    rows = 10_000
+    print(f"query memory: {rows} passages x dim {dim}, {counts} queries, depth {MINE_DEPTH}", flush=True)
+    write_vectors(d / "corpus", rows, dim, 10, dict(META, kind="passage"))
+    jobs = []
+    for n in counts:
+        write_vectors(d / f"queries{n}", n, dim, 3, dict(META, kind="query"))
+        m = measure([sys.executable, "-m", "densir.faiss_retriever", "--query_reps", str(d / f"queries{n}"),
+                     "--passage_reps", str(d / "corpus"), "--depth", str(MINE_DEPTH),
+                     "--save_ranking_to", str(d / f"shard{n}.run")], d / f"search{n}.log")
+        jobs.append(dict(m, queries=n))
+    shutil.rmtree(d)
+    a, b = jobs[0], jobs[-1]
+    return {"rows": rows, "dim": dim, "depth": MINE_DEPTH, "jobs": jobs,
+            "rss_kib_per_query": round((b["peak_rss_mib"] - a["peak_rss_mib"]) * 1024 / (b["queries"] - a["queries"]), 2)}
 
 
 def fit_search(entries: list[dict]) -> dict:
@@ -419,6 +465,10 @@ def plan(r: dict) -> dict:
     largest = max((e for e in r["search"] if e["dim"] == dim), key=lambda e: e["passages"])
     red = largest["reduce"]
     cpu_per_line = red["cpu_s"] / red["run_lines_in"]
+    qmem = r.get("query_memory")
+    mine_rss_mib = None
+    if qmem:  # the 1M-row job's RSS plus the query side (vectors, top-k pools, docids) of all train queries
+        mine_rss_mib = job["peak_rss_mib_max"] + qmem["rss_kib_per_query"] / 1024 * (MSMARCO["train_queries"] - q)
     enc = r.get("encode") or {}
     enc_rate = enc.get("passages_per_cpu_s")
     data = r["data"]["fit"]
@@ -442,6 +492,8 @@ def plan(r: dict) -> dict:
         "eval_search_task_core_h": round(eval_cpu / hours, 1),
         "mine_search_task_core_h": round(mine_cpu / hours, 1),
         "mine_cpu_ms_per_query": round(mine["per_query_s"]["cpu_s"] * 1000, 1),
+        "search_rss_kib_per_query": qmem["rss_kib_per_query"] if qmem else None,
+        "mine_search_task_peak_rss_gib": round(mine_rss_mib / 1024, 1) if mine_rss_mib else None,
         "reduce_peak_rss_mib": round(red["peak_rss_mib"]),
         "reduce_cpu_us_per_line": round(cpu_per_line * 1e6, 2),
         "eval_reduce_core_min": round(cpu_per_line * MSMARCO["dev_queries"] * depth * shards / 60, 1),

@@ -23,7 +23,8 @@ BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
 REQUIRED = ("num_shards", "rows_per_shard", "slurm_tasks", "search_job_peak_rss_gib", "search_job_cpu_s_measured",
             "eval_search_task_core_h", "mine_search_task_core_h", "reduce_peak_rss_mib", "eval_reduce_core_min",
             "mine_reduce_core_min", "encode_passages_per_cpu_s", "encode_task_core_h_minilm",
-            "build_train_peak_rss_gib", "build_train_hn_peak_rss_gib", "build_train_hn_core_min", "shard_gib")
+            "build_train_peak_rss_gib", "build_train_hn_peak_rss_gib", "build_train_hn_core_min", "shard_gib",
+            "mine_search_task_peak_rss_gib")
 NUMBER = re.compile(r"(?<![\w.\-])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(k|M)?(?![\w.]*\d)")
 
 
@@ -116,6 +117,7 @@ def test_scale_benchmark_writes_the_plan_figures(tmp_path):
     out = tmp_path / "scale.json"
     run_cmd([sys.executable, "benchmarks/scale.py", "--sizes", "1500,3000", "--dims", "8,16", "--queries", "10",
              "--depth", "5", "--shard_rows", "1000", "--data_points", "300:40,600:40,600:20", "--skip_encode",
+             "--memory_queries", "50,100",
              "--work_dir", str(tmp_path / "work"), "--save", str(out)])
     r = json.loads(out.read_text())
     assert [e["shards"] for e in r["search"]] == [2, 3, 2, 3]
@@ -126,4 +128,5 @@ def test_scale_benchmark_writes_the_plan_figures(tmp_path):
     assert all(x["groups"] == x["queries"] for x in r["data"]["runs"])
     assert r["plan"]["num_shards"] == 8842 and r["plan"]["slurm_tasks"] == 5 * 8842 + 9
     assert set(REQUIRED) - {"encode_passages_per_cpu_s", "encode_task_core_h_minilm"} <= set(r["plan"])
+    assert r["plan"]["mine_search_task_peak_rss_gib"] is not None
     assert not (tmp_path / "work" / "search").exists() and not (tmp_path / "work" / "data").exists()
