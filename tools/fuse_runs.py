@@ -43,7 +43,7 @@ def main():
     rr.add_argument("--alpha", type=float, nargs="+", help="weight of the first stage, in [0, 1]")
     ap.add_argument("--out", help="write the fused run here (re-ranker mode: one --alpha only)")
     ap.add_argument("--qrels", help="score the fused run(s) against these qrels and print a table")
-    ap.add_argument("--sweep", "--save", dest="save", help="with --qrels: write the metrics as JSON here")
+    ap.add_argument("--sweep", "--save", dest="save", metavar="JSON", help="with --qrels: write the metrics as JSON here")
     ap.add_argument("--tag", default=None, help="run tag (default densir-hybrid / densir-fused)")
     args = ap.parse_args()
     if bool(args.runs) == bool(args.first or args.rerank):

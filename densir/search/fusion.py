@@ -170,8 +170,11 @@ def interpolate_runs(first: dict, rerank: dict, alpha: float, queries: Iterable[
 def duplicate_hit(run: Run) -> tuple[str, str] | None:
     """The first ``(qid, docid)`` that a query of ``run`` lists twice, or None."""
     for qid, hits in run.items():
+        docs = [d for d, _ in hits]
+        if len(set(docs)) == len(docs):
+            continue
         seen: set[str] = set()
-        for d, _ in hits:
+        for d in docs:
             if d in seen:
                 return qid, d
             seen.add(d)
