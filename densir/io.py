@@ -32,9 +32,50 @@ class InputError(ValueError):
         super().__init__(f"{where}: {message}")
         self.path, self.line, self.field = str(path), line, field
 
+    @classmethod
+    def in_run(cls, path, qid: str, message: str, field: str | None = None, docid: str | None = None) -> "InputError":
+        """An error about query ``qid`` (or its hit ``docid``) of the TREC run ``path``, at the line of
+        its first appearance (found by reading the run again: the error path only)."""
+        line = None
+        with contextlib.suppress(OSError), open(path, encoding="utf-8") as f:
+            for lineno, text in enumerate(f, 1):
+                parts = text.split()
+                if len(parts) >= 3 and parts[0] == qid and (docid is None or parts[2] == docid):
+                    line = lineno
+                    break
+        return cls(path, line, message, field)
+
+
+class UsageError(ValueError):
+    """Flags or arguments that do not go together (no input file at fault): one line, exit status 1."""
+
+
+# the exceptions that mean "the input is bad", not "densir is broken" (see cli_errors)
+BAD_INPUT = (InputError, UsageError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
 
 def cli_errors(main):
-    """Decorate a CLI ``main``: bad input ends the process with one clear line and exit code 1."""
+    """Decorate a CLI ``main``: bad input ends the process with one line on stderr and exit status 1.
+
+    The line is ``error: <file>:<line>: field '<f>': <message>`` (file, line and field as far as
+    they are known: that is :class:`InputError`'s message). Bad input is exactly:
+
+    - :class:`InputError`: a reader or a stage found bad data and says where (readers turn a
+      ``json.JSONDecodeError`` into one, naming file and line: :func:`iter_jsonl`, :func:`read_json`);
+    - :class:`UsageError`: flags that do not go together (:func:`usage_errors` turns the
+      ``ValueError`` of an argument check into one);
+    - ``FileNotFoundError``, ``IsADirectoryError``, ``NotADirectoryError``, ``PermissionError``:
+      a path given on the command line that cannot be read or written as asked.
+
+    Everything else is a bug (or the machine failing: out of memory, a dead GPU) and keeps its
+    traceback, including a bare ``ValueError``/``KeyError`` and a ``json.JSONDecodeError`` that no
+    reader attributed to a file: the fix for those is in the code that raised them.
+
+    Under torchrun every rank runs ``main``; each rank that meets the error prints the same one
+    line and exits 1 (the data and flags are the same on every rank, so they fail alike; a rank
+    that fails alone still says why). Output files never appear on error: every writer goes
+    through :func:`atomic_write` / :func:`atomic_dir` or :class:`densir.embeddings.ShardWriter`.
+    """
     import functools
     import sys
 
@@ -42,10 +83,42 @@ def cli_errors(main):
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except (InputError, FileNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr)
+        except BAD_INPUT as e:
+            print(f"error: {describe_error(e)}", file=sys.stderr, flush=True)
             sys.exit(1)
     return wrapper
+
+
+def describe_error(e: BaseException) -> str:
+    """The one-line message for a bad-input exception (an ``OSError`` as ``<path>: <reason>``)."""
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or e}"
+    return " ".join(str(e).split())  # one line, whatever the message held
+
+
+@contextlib.contextmanager
+def usage_errors(argv: Sequence[str] | None = None) -> Iterator[None]:
+    """Around argument parsing and flag checks: their ``ValueError`` is a :class:`UsageError`.
+
+    An argument check (a dataclass ``__post_init__``, ``precision_from_flags``) raises a plain
+    ``ValueError`` for flags that do not go together; inside this block that becomes a usage
+    error. When ``argv`` is one ``.json`` file (the argument file of
+    :func:`densir.arguments.parse_args`) the error names that file, and its invalid JSON the
+    line. An :class:`InputError` passes unchanged.
+    """
+    args_file = argv[0] if argv is not None and len(argv) == 1 and str(argv[0]).endswith(".json") else None
+    try:
+        yield
+    except InputError:
+        raise
+    except json.JSONDecodeError as e:
+        if args_file is None:
+            raise
+        raise InputError(args_file, e.lineno, f"invalid JSON ({e.msg} at column {e.colno})") from None
+    except ValueError as e:
+        if args_file is not None:
+            raise InputError(args_file, None, str(e)) from None
+        raise UsageError(str(e)) from None
 
 
 # --------------------------------------------------------------------------- atomic writes
