@@ -26,22 +26,27 @@ file and line at fault.
 from __future__ import annotations
 
 import logging
+import sys
 
+from densir.arguments import parse_args
+from densir.io import UsageError, cli_errors, usage_errors
+from densir.reranker import rerank as _rerank
 from densir.reranker.arguments import RerankArguments
-from densir.reranker.rerank import UsageError, run_rerank
+from densir.reranker.rerank import run_rerank
 
 __all__ = ["main", "run_rerank"]
 
-def main():
-    from densir.arguments import parse_args
-    from densir.io import cli_errors
 
+@cli_errors
+def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    (args,) = parse_args(RerankArguments)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    with usage_errors(argv):
+        (args,) = parse_args(RerankArguments, argv=argv)
     try:
-        cli_errors(run_rerank)(args)
-    except UsageError as e:
-        raise SystemExit(f"error: {e}") from None
+        run_rerank(args)
+    except _rerank.UsageError as e:  # the stage's own flag checks (densir.io's class once it imports that one)
+        raise UsageError(str(e)) from None
 
 
 if __name__ == "__main__":

@@ -38,8 +38,10 @@ Example (SciFact BM25 groups, MiniLM encoder + new head, CPU):
 """
 from __future__ import annotations
 
+import sys
+
 from densir.arguments import parse_args
-from densir.io import cli_errors
+from densir.io import cli_errors, usage_errors
 from densir.reranker.arguments import (
     RerankerDataArguments,
     RerankerModelArguments,
@@ -53,8 +55,10 @@ __all__ = ["main", "train"]
 
 @cli_errors
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, training_args = parse_args(
-        RerankerModelArguments, RerankerDataArguments, RerankerTrainingArguments, argv=argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    with usage_errors(argv):  # flags that do not go together: one line, not a traceback
+        model_args, data_args, training_args = parse_args(
+            RerankerModelArguments, RerankerDataArguments, RerankerTrainingArguments, argv=argv)
     setup_logging(training_args)
     return train(model_args, data_args, training_args)
 
