@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from densir.io import cli_errors
+from densir.io import UsageError, cli_errors
 from densir.search.reducer import __doc__ as _REDUCER_DOC
 from densir.search.reducer import reduce_runs
 
@@ -23,6 +23,8 @@ def main(argv=None) -> None:
     parser.add_argument("--save_ranking_to", required=True, help="merged TREC run to write")
     parser.add_argument("--tag", default="densir")
     args = parser.parse_args(argv)
+    if args.depth < 1:
+        raise UsageError(f"--depth must be >= 1, got {args.depth}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     n = reduce_runs(args.runs, args.save_ranking_to, args.depth, args.num_shards, args.tag)
     print(f"{args.save_ranking_to}: {n} queries, depth {args.depth}")

@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from densir.io import InputError, atomic_write, iter_run, write_run_hits
+from densir.io import InputError, UsageError, atomic_write, iter_run, write_run_hits
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 def merge_runs(paths: Sequence, depth: int) -> Iterator[tuple[str, list[tuple[str, float]]]]:
     """Yield ``(qid, hits)`` with the top-``depth`` hits over all runs, best first."""
     if not paths:
-        raise ValueError("no runs to merge")
+        raise UsageError("no runs to merge")
     streams = [iter_run(p) for p in paths]
     while True:
         items = [next(s, None) for s in streams]
