@@ -25,18 +25,21 @@ Precision: fp32 by default; ``--bf16``/``--fp16`` autocast on CUDA; ``--bf16`` a
 from __future__ import annotations
 
 import logging
+import sys
 
 from densir.arguments import parse_args
-from densir.io import cli_errors
+from densir.io import cli_errors, usage_errors
 from densir.retriever.arguments import EncodeArguments, ModelArguments
 from densir.retriever.encode import encode_file
 
 __all__ = ["main", "encode_file"]
 
 @cli_errors
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    model_args, encode_args = parse_args(ModelArguments, EncodeArguments)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    with usage_errors(argv):
+        model_args, encode_args = parse_args(ModelArguments, EncodeArguments, argv=argv)
     shard = encode_file(model_args, encode_args)
     print(f"{shard.name}: {shard.count} x {shard.dim} {shard.meta['dtype']} "
           f"({shard.meta['kind']}, max_len {shard.meta['max_len']}, {shard.meta['precision']})")
