@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Iterable, Iterator, Mapping
 
+from densir.io import InputError
 from densir.rng import seeded_rng
 
 logger = logging.getLogger(__name__)
@@ -24,11 +25,15 @@ logger = logging.getLogger(__name__)
 def build_train_groups(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]],
                        run: Iterable[tuple[str, list[tuple[str, float]]]],
                        corpus: Mapping[str, tuple[str, str]], depth: int = 200, n_sample: int = 30,
-                       seed: int = 42, skip: int = 0, stats: dict | None = None) -> Iterator[dict]:
+                       seed: int = 42, skip: int = 0, stats: dict | None = None, run_path=None,
+                       queries_path=None) -> Iterator[dict]:
     """Yield train-group records; fill ``stats`` with counts of what was kept and skipped.
 
     ``run`` yields ``(qid, hits)`` best first (``densir.io.iter_run``). ``corpus`` maps
-    docid -> (title, text). Only queries with qrels are considered.
+    docid -> (title, text). Only queries with qrels are considered. A judged query whose text is
+    missing, or a docid in its top ``depth`` that the corpus lacks (a run over another corpus),
+    is an :class:`densir.io.InputError` naming ``run_path`` and the line (``queries_path``, the
+    corpus: named in the message).
     """
     stats = stats if stats is not None else {}
     stats.update(groups=0, queries_in_run=0, no_positive=0, no_negative=0, fewer_than_n_sample=0,
@@ -41,6 +46,7 @@ def build_train_groups(queries: Mapping[str, str], qrels: Mapping[str, Mapping[s
         if not positives:
             stats["no_positive"] += 1
             continue
+        _check_known(qid, hits[:depth], queries, corpus, run_path, queries_path)
         pos_set = set(positives)
         candidates = [d for d, _ in hits[skip:depth] if d not in pos_set]
         if not candidates:
@@ -54,8 +60,6 @@ def build_train_groups(queries: Mapping[str, str], qrels: Mapping[str, Mapping[s
         stats["groups"] += 1
         stats["positives"] += len(positives)
         stats["negatives"] += len(negatives)
-        if qid not in queries:
-            raise KeyError(f"query {qid!r} is in the run and qrels but has no text")
         yield {
             "query_id": qid,
             "query": queries[qid],
@@ -65,11 +69,18 @@ def build_train_groups(queries: Mapping[str, str], qrels: Mapping[str, Mapping[s
     stats["not_in_run"] = sum(1 for q, docs in qrels.items() if q not in seen and any(r > 0 for r in docs.values()))
 
 
+def _check_known(qid: str, hits, queries: Mapping, corpus: Mapping, run_path, queries_path) -> None:
+    run_name = run_path if run_path is not None else "run"
+    if qid not in queries:
+        raise InputError.in_run(run_name, qid, f"query {qid!r} is in the run and the qrels but not in the queries"
+                                f"{f' {queries_path}' if queries_path else ''}", "qid")
+    for docid, _ in hits:
+        if docid not in corpus:
+            raise InputError.in_run(run_name, qid, f"docid {docid!r} is not in the corpus", "docid", docid=docid)
+
+
 def _passage(corpus, docid: str) -> dict:
-    try:
-        title, text = corpus[docid]
-    except KeyError:
-        raise KeyError(f"docid {docid!r} is not in the corpus") from None
+    title, text = corpus[docid]  # every docid was checked by _check_known (positives by read_qrels)
     return {"docid": docid, "title": title, "text": text}
 
 
@@ -92,13 +103,26 @@ def build_train_file(queries_path, qrels_path, run_path, corpus_path, out, depth
 
     corpus = read_corpus(corpus_path)
     qrels = read_qrels(qrels_path, doc_ids=set(corpus))
+    queries = read_queries(queries_path)
+    if not queries:
+        raise InputError(queries_path, None, "no queries")
     stats: dict = {}
-    groups = build_train_groups(read_queries(queries_path), qrels, iter_run(run_path), corpus,
-                                depth=depth, n_sample=n_sample, seed=seed, skip=skip, stats=stats)
-    write_jsonl(out, groups)
+    groups = build_train_groups(queries, qrels, iter_run(run_path), corpus,
+                                depth=depth, n_sample=n_sample, seed=seed, skip=skip, stats=stats,
+                                run_path=run_path, queries_path=queries_path)
+    write_jsonl(out, _at_least_one(groups, stats, run_path))
     stats.update(depth=depth, skip=skip, n_sample=n_sample, seed=seed, run=str(run_path))
     write_json(Path(str(out)).with_suffix(".stats.json"), stats)
     return stats
+
+
+def _at_least_one(groups: Iterator[dict], stats: dict, run_path) -> Iterator[dict]:
+    """``groups``, then an error (inside the atomic write, so no file appears) if there were none."""
+    yield from groups
+    if not stats["queries_in_run"]:
+        raise InputError(run_path, None, "run is empty")
+    if not stats["groups"]:
+        raise InputError(run_path, None, f"no train group: {describe_stats(stats)}")
 
 
 def build_train_cli(description: str, defaults: dict | None = None, argv=None) -> None:
