@@ -10,7 +10,7 @@ import logging
 
 from densir.search import bm25
 from densir.formats import read_queries
-from densir.io import cli_errors
+from densir.io import InputError, cli_errors
 
 
 @cli_errors
@@ -34,7 +34,10 @@ def main():
     if args.cmd == "index":
         bm25.build_index(args.corpus, args.index, threads=args.threads)
     else:
-        n = bm25.search_to_file(args.index, read_queries(args.queries), args.run, k=args.depth,
+        queries = read_queries(args.queries)
+        if not queries:
+            raise InputError(args.queries, None, "no queries")
+        n = bm25.search_to_file(args.index, queries, args.run, k=args.depth,
                                 threads=args.threads, remove_query=not args.keep_query_doc)
         print(f"BM25: {n} queries -> {args.run}")
 

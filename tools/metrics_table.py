@@ -6,10 +6,9 @@
 Each argument is NAME=PATH to a metrics JSON written by tools/evaluate.py.
 """
 import argparse
-import sys
 
 from densir.evaluation import DEFAULT_METRICS, format_table
-from densir.io import atomic_write, cli_errors, read_json
+from densir.io import InputError, UsageError, atomic_write, cli_errors, read_json
 
 
 @cli_errors
@@ -23,8 +22,10 @@ def main():
     for item in args.systems:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            sys.exit(f"error: expected NAME=PATH, got {item!r}")
+            raise UsageError(f"expected NAME=PATH, got {item!r}")
         rows[name] = read_json(path)
+        if not isinstance(rows[name], dict):
+            raise InputError(path, None, f"expected a JSON object of metrics, got {type(rows[name]).__name__}")
     table = format_table(rows, args.metrics)
     print(table)
     if args.save:

@@ -7,7 +7,7 @@ query by descending score (file order among equal scores). Default output: ``RUN
 """
 import argparse
 
-from densir.io import cli_errors, run_to_marco
+from densir.io import InputError, cli_errors, iter_run, run_to_marco
 
 
 @cli_errors
@@ -18,6 +18,8 @@ def main():
     ap.add_argument("--depth", type=int, default=None, help="keep the top DEPTH hits per query")
     args = ap.parse_args()
     out = args.out or args.run + ".marco"
+    if next(iter_run(args.run), None) is None:
+        raise InputError(args.run, None, "run is empty: nothing to submit")
     n = run_to_marco(args.run, out, args.depth)
     print(f"{out}: {n} queries")
 
