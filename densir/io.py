@@ -33,7 +33,7 @@ class InputError(ValueError):
         self.path, self.line, self.field = str(path), line, field
 
     @classmethod
-    def in_run(cls, path, qid: str, message: str, field: str | None = None, docid: str | None = None) -> "InputError":
+    def in_run(cls, path, qid: str, message: str, field: str | None = None, docid: str | None = None) -> InputError:
         """An error about query ``qid`` (or its hit ``docid``) of the TREC run ``path``, at the line of
         its first appearance (found by reading the run again: the error path only)."""
         line = None
