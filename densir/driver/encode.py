@@ -19,8 +19,8 @@ Memory: records are streamed ``encode_chunk_size`` at a time, sorted by length i
 (less padding), encoded in batches and written straight into the npy, so memory is bounded by
 chunk + batch, never by the corpus. Rows stay in input order.
 
-Precision: fp32 by default; ``--bf16``/``--fp16`` autocast on CUDA; ``--bf16`` autocast on CPU
-(fast on CPUs with avx512_bf16 or AMX, emulated and slow otherwise: a warning says so).
+Precision: ``--precision auto|fp32|fp16|bf16`` (or the ``--fp16``/``--bf16`` flags; neither: fp32),
+resolved by the one policy, :mod:`densir.precision`, and written into the shard json.
 """
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ class RerankerModelArguments:
     model_name_or_path: str = field(metadata={
         "help": "a cross-encoder (densir, HF one-label classifier, sentence-transformers CrossEncoder) "
                 "or an encoder to put a fresh one-logit head on"})
+    model_revision: Optional[str] = field(default=None, metadata={"help": "hub revision of a hub id (default main)"})
+    cache_dir: Optional[str] = field(default=None, metadata={"help": "Hugging Face cache dir (default: HF_HOME's)"})
 
 
 @dataclass
@@ -76,6 +78,9 @@ class RerankArguments:
     max_len: Optional[int] = field(default=None, metadata={
         "help": "max tokens of query + passage; default: the reranker's saved max_len, else min(tokenizer, 512)"})
     batch_size: int = field(default=64, metadata={"help": "pairs per forward pass"})
+    model_revision: Optional[str] = field(default=None, metadata={"help": "hub revision of a hub id (default main)"})
+    precision: Optional[str] = field(default=None, metadata={
+        "help": "auto | fp32 | fp16 | bf16 (densir.precision); default: from --fp16/--bf16, else fp32"})
     bf16: bool = field(default=False, metadata={"help": "bf16 autocast"})
     fp16: bool = field(default=False, metadata={"help": "fp16 autocast (GPU)"})
     query_shard: int = field(default=0, metadata={"help": "this job's query range, 0..num_query_shards-1"})

@@ -20,6 +20,9 @@ class ModelArguments:
         "help": "cls | mean | last; default: what the checkpoint says (densir or sentence-transformers dir), else cls"})
     normalize: Optional[bool] = field(default=None, metadata={
         "help": "L2-normalize embeddings; default: what the checkpoint says, else off"})
+    model_revision: Optional[str] = field(default=None, metadata={
+        "help": "hub revision (branch, tag or commit) of a hub id; default main"})
+    cache_dir: Optional[str] = field(default=None, metadata={"help": "Hugging Face cache dir (default: HF_HOME's)"})
     untie_encoder: bool = field(default=False, metadata={"help": "separate query and passage encoders"})
     query_prefix: Optional[str] = field(default=None, metadata={"help": "text put before every query, e.g. 'query: '"})
     passage_prefix: Optional[str] = field(default=None, metadata={"help": "text put before every passage"})
@@ -135,6 +138,9 @@ class EncodeArguments:
     p_max_len: Optional[int] = field(default=None, metadata={
         "help": "passage token budget; default: the checkpoint's max_seq_length, else 128"})
     per_device_eval_batch_size: int = field(default=128, metadata={"help": "texts per forward pass, per process"})
+    precision: Optional[str] = field(default=None, metadata={
+        "help": "auto | fp32 | fp16 | bf16 (densir.precision: auto = bf16 where the device has it, else fp16 on "
+                "CUDA, else fp32); default: from --fp16/--bf16, else fp32"})
     fp16: bool = field(default=False, metadata={"help": "fp16 autocast (CUDA only; fp32 on CPU)"})
     bf16: bool = field(default=False, metadata={"help": "bf16 autocast (CUDA, or CPU: fast only with avx512_bf16/AMX)"})
     shard_index: int = field(default=0, metadata={"help": "which of --num_shards round-robin slices of the input"})

@@ -220,4 +220,9 @@ def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     sizes = [torch.zeros_like(size) for _ in range(world)]
     dist.all_gather(sizes, size)
     sizes = [int(s.item()) for s in sizes]
+    if len(set(sizes)) > 1:
+        # mean_r L_r is the global batch's loss only when every rank has as many queries;
+        # accelerate's even_batches (on by default) guarantees it, so this is a broken setup
+        raise RuntimeError(f"unequal local batches across ranks ({sizes} passages): the mean of the ranks' "
+                           "losses would not be the loss of the global batch; keep accelerate's even_batches on")
     return _GatherWithGrad.apply(x, sizes, rank), sum(sizes[:rank])

@@ -197,10 +197,9 @@ def train(model_args, data_args, training_args, callbacks: list | None = None) -
     def build():
         encoder = DenseEncoder.build(model_args.model_name_or_path, pooling=model_args.pooling,
                                      normalize=model_args.normalize, untie_encoder=model_args.untie_encoder,
-                                     query_prefix=model_args.query_prefix, passage_prefix=model_args.passage_prefix)
+                                     query_prefix=model_args.query_prefix, passage_prefix=model_args.passage_prefix,
+                                     revision=model_args.model_revision, cache_dir=model_args.cache_dir)
         encoder.config.max_seq_length = data_args.p_max_len  # what a sentence-transformers user gets
-        logger.info("encoder %s: pooling=%s normalize=%s untied=%s", model_args.model_name_or_path,
-                    encoder.config.pooling, encoder.config.normalize, encoder.config.untied)
         seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
         dataset = TrainDataset(train_group_source(data_args), data_args.train_n_passages, seed=seed)
         collator = TrainCollator(encoder.tokenizer, data_args.q_max_len, data_args.p_max_len,
