@@ -29,8 +29,7 @@ import logging
 import sys
 
 from densir.arguments import parse_args
-from densir.io import UsageError, cli_errors, usage_errors
-from densir.reranker import rerank as _rerank
+from densir.io import cli_errors, usage_errors
 from densir.reranker.arguments import RerankArguments
 from densir.reranker.rerank import run_rerank
 
@@ -43,10 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     with usage_errors(argv):
         (args,) = parse_args(RerankArguments, argv=argv)
-    try:
-        run_rerank(args)
-    except _rerank.UsageError as e:  # the stage's own flag checks (densir.io's class once it imports that one)
-        raise UsageError(str(e)) from None
+    run_rerank(args)
 
 
 if __name__ == "__main__":

@@ -28,16 +28,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from densir.io import UsageError
 from densir.precision import precision_from_flags, resolve_precision
 from densir.threads import configure_cpu_threads
 from densir.reranker.arguments import RerankArguments
 
 logger = logging.getLogger(__name__)
 
-
-
-class UsageError(ValueError):
-    """Flags that do not go together (exit status 1 with one line, no traceback)."""
 
 
 def run_rerank(args: RerankArguments) -> Path:
@@ -150,7 +147,7 @@ def load_texts(run_path, run: dict, queries_path, corpus_path) -> tuple[dict, di
     all_queries = read_queries(queries_path)
     for qid in run:
         if qid not in all_queries:
-            raise InputError(run_path, _run_line(run_path, qid), f"query {qid!r} is not in {queries_path}", "qid")
+            raise InputError.in_run(run_path, qid, f"query {qid!r} is not in {queries_path}", "qid")
     queries = {qid: all_queries[qid] for qid in run}
     needed = {d for hits in run.values() for d, _ in hits}
     passages = {}
@@ -161,8 +158,8 @@ def load_texts(run_path, run: dict, queries_path, corpus_path) -> tuple[dict, di
         for qid, hits in run.items():
             for docid, _ in hits:
                 if docid not in passages:
-                    raise InputError(run_path, _run_line(run_path, qid, docid),
-                                     f"docid {docid!r} is not in the corpus {corpus_path}", "docid")
+                    raise InputError.in_run(run_path, qid, f"docid {docid!r} is not in the corpus {corpus_path}",
+                                            "docid", docid=docid)
     return queries, passages
 
 
@@ -184,7 +181,7 @@ def merge_query_shards(paths, out) -> int:
     for p in paths:
         for qid, _ in iter_run(p):  # also validates each shard's format
             if qid in seen:
-                raise InputError(p, _run_line(p, qid), f"query {qid!r} is also in {seen[qid]}", "qid")
+                raise InputError.in_run(p, qid, f"query {qid!r} is also in {seen[qid]}", "qid")
             seen[qid] = str(p)
     with atomic_write(out) as f:
         for p in paths:
@@ -193,14 +190,3 @@ def merge_query_shards(paths, out) -> int:
                     if line.strip():
                         f.write(line if line.endswith("\n") else line + "\n")
     return len(seen)
-
-
-def _run_line(path, qid: str, docid: str | None = None) -> int | None:
-    """Line number of a query's first line (or of one of its hits) in a run; error path only."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if len(parts) >= 3 and parts[0] == qid and (docid is None or parts[2] == docid):
-                return lineno
-    return None
-
