@@ -85,6 +85,8 @@ def main(argv=None):
     ap.add_argument("--merge", action="store_true",
                     help="update the sections run in the existing --save JSON (the others are kept), re-derive the plan")
     ap.add_argument("--save", default=None)
+    ap.add_argument("--readme", action="store_true",
+                    help="print README's 'MS MARCO on a cluster' section from the --save JSON; run nothing")
     args = ap.parse_args(argv)
     if args.quick:
         args.sizes, args.shard_rows, args.memory_queries = "100000", 50_000, "2000,10000"
@@ -102,6 +104,9 @@ def main(argv=None):
     work = Path(args.work_dir)
     save = Path(args.save) if args.save else (work / "scale-quick.json" if args.quick
                                                else REPO / "benchmarks" / "results" / "scale.json")
+    if args.readme:
+        print(render_readme(json.loads(save.read_text())), end="")
+        return
     work.mkdir(parents=True, exist_ok=True)
 
     argv_used = sys.argv[1:] if argv is None else list(argv)
@@ -110,8 +115,10 @@ def main(argv=None):
     print(f"machine: {machine['cpu_model']}, {machine['cores']} cores, load {machine['loadavg_start']}", flush=True)
     results.setdefault("benchmark", "benchmarks/scale.py")
     results.setdefault("msmarco", MSMARCO)
-    results.setdefault("runs", []).append({"argv": argv_used, "sections": sections, "git_commit": _git_commit(),
-                                           "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine})
+    runs = results.setdefault("runs", [])
+    if sections:  # --merge --sections '' only derives the plan again
+        runs.append({"argv": argv_used, "sections": sections, "git_commit": _git_commit(),
+                     "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine})
     settings = results.setdefault("settings", {})
     if "search" in sections:
         settings.update(sizes=sizes, dims=dims, queries=args.queries, depth=args.depth, shard_rows=args.shard_rows,
@@ -128,8 +135,9 @@ def main(argv=None):
         results["data"] = bench_data(work, points)
     if "encode" in sections:
         results["encode"] = bench_encode(work, args.encode_passages)
-    results["runs"][-1]["machine"]["loadavg_end"] = list(np.round(os.getloadavg(), 2))
-    results["runs"][-1]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    if sections:
+        runs[-1]["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+        runs[-1]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     if all(k in results for k in ("search", "mine_search", "data")):
         results["plan"] = plan(results)
     save.parent.mkdir(parents=True, exist_ok=True)
@@ -450,7 +458,7 @@ def plan(r: dict) -> dict:
     (an assumption) in passages, queries and run lines; wall time on a node with C free cores
     is at best CPU time / C. Memory is measured peak RSS, or its linear fit for the data stage.
     """
-    dim = int(max(r["settings"]["dims"]))
+    dim, small_dim = int(max(r["settings"]["dims"])), int(min(r["settings"]["dims"]))
     fit = r["search_fit"][str(dim)]
     job = fit["full_shard_jobs"]
     shards = math.ceil(MSMARCO["passages"] / job["rows"])
@@ -485,6 +493,10 @@ def plan(r: dict) -> dict:
         "sbatch_jobs": 14, "array_jobs": 5, "single_jobs": 9, "slurm_tasks": 5 * shards + 9,
         "search_job_rows_measured": job["rows"], "search_jobs_measured": job["n"],
         "search_job_peak_rss_gib": round(job["peak_rss_mib_max"] / 1024, 1),
+        "search_job_peak_rss_gib_min": round(job["peak_rss_mib_min"] / 1024, 1),
+        "small_dim": small_dim,
+        "search_job_peak_rss_gib_small_dim": round(
+            r["search_fit"][str(small_dim)]["full_shard_jobs"]["peak_rss_mib_max"] / 1024, 1),
         "search_job_cpu_s_measured": job_cpu,
         "search_job_wall_s_measured": job["wall_s_max"],
         "search_linear_max_rel_residual_pct": round(100 * fit.get("max_rel_residual", 0.0), 1),
@@ -511,10 +523,93 @@ def plan(r: dict) -> dict:
     }
 
 
+# --------------------------------------------------------------------------- README section
+def render_readme(r: dict) -> str:
+    """README's "MS MARCO on a cluster" section: every figure in it is a value of ``r``."""
+    p, fit, m = r["plan"], r["search_fit"][str(r["plan"]["dim"])], r["runs"][0]["machine"]
+    qmem = r["query_memory"]
+    search_run = next(x for x in r["runs"] if "search" in x["sections"])
+    load = search_run["machine"]
+    per_m = fit["cpu_s_per_million"]
+    sizes = ", ".join(f"{c} ({_size(n)})" for c, n in zip(per_m, fit["sizes"]))
+    full = fit["full_shard_jobs"]
+    big = max((e for e in r["search"] if e["dim"] == p["dim"]), key=lambda e: e["passages"])
+    mine = r["mine_search"]
+    q, depth, row = r["settings"]["queries"], r["settings"]["depth"], _size(r["settings"]["shard_rows"])
+    dev, train = f"{r['msmarco']['dev_queries']:,}", f"{r['msmarco']['train_queries']:,}"
+    n_enc = f"{r['encode']['runs'][-1]['passages']:,}"
+    per_size = ", ".join(f"{sum(j['rows'] == full['rows'] for j in e['jobs'])} at {_size(e['passages'])}"
+                         for e in r["search"] if e["dim"] == p["dim"] and any(j["rows"] == full["rows"] for j in e["jobs"]))
+    return f"""{BEGIN}
+## MS MARCO on a cluster
+
+`slurm/submit_pipeline.sh` (section 3 of "Running the pipeline") submits the whole pipeline as
+{p['sbatch_jobs']} jobs: {p['array_jobs']} job arrays with one task per corpus shard and {p['single_jobs']} single jobs. For MS MARCO's
+{p['msmarco_passages_millions']}M passages, `NUM_SHARDS={p['num_shards']}` gives {p['num_shards']} shards of {p['rows_per_shard']:,} passages, the shard size
+measured below, and {p['slurm_tasks']} tasks in all. Every arrow is `--dependency=afterok`; the job script of each is in `slurm/`:
+
+```
+get_data.sbatch      get_data: BM25 run + tools/build_train.py -> train.bm25.jsonl
+train.sbatch         train-round1 (srun torchrun, NODES x GPUS_PER_NODE GPUs)
+encode.sbatch        ├─> encode-corpus-round1   [array, task i = shard i, 1 GPU]  ─┐
+encode.sbatch        ├─> encode-queries-round1  [1 GPU]                            ─┴─> search-round1 [array, 1 GPU] ─> reduce-round1
+encode.sbatch        └─> encode-queries-mine    [1 GPU] ─┐                                search.sbatch                  reduce.sbatch
+search.sbatch            (+ encode-corpus-round1) ──────┴─> search-mine [array, 1 GPU] ─> build-hn (reducer + tools/build_train_hn.py)
+train.sbatch         build-hn ─> train-round2
+encode.sbatch        ├─> encode-corpus-round2   [array, 1 GPU]  ─┐
+encode.sbatch        └─> encode-queries-round2  [1 GPU]          ─┴─> search-round2 [array, 1 GPU] ─> reduce-round2 (+ table; after reduce-round1 too)
+```
+
+On N GPUs the training jobs hold `--nodes` x `--gpus_per_node` of them and every encode or search
+task holds one, so an array of `NUM_SHARDS` tasks runs in ceil(NUM_SHARDS / N) waves; get_data,
+the reduce jobs and build-hn need no GPU. `--mem` is the host memory per job:
+
+| job (per task) | host memory (peak RSS) | where the figure comes from |
+|---|---|---|
+| search, evaluation ({dev} dev queries) | {p['search_job_peak_rss_gib']} GiB | measured: exact search of a {row}-row, {p['dim']}-dim shard, {q:,} queries (largest of {full['n']} jobs; {p['search_job_peak_rss_gib_small_dim']} GiB at {p['small_dim']} dims) |
+| search-mine ({train} train queries) | {p['mine_search_task_peak_rss_gib']} GiB | the above plus {p['search_rss_kib_per_query']} KiB a query (measured with {qmem['jobs'][0]['queries']:,} and {qmem['jobs'][-1]['queries']:,} queries), extrapolated linearly |
+| reduce, build-hn's reduce | {p['reduce_peak_rss_mib']} MiB | measured: {big['shards']} shard runs x {q:,} queries x depth {depth:,}; streaming, O(shards x depth) |
+| get_data's tools/build_train.py | {p['build_train_peak_rss_gib']} GiB | fitted to 3 measured runs (up to {p['data_measured_passages_millions']}M passages, {p['data_measured_peak_rss_gib']} GiB), extrapolated linearly to {p['msmarco_passages_millions']}M passages |
+| build-hn's tools/build_train_hn.py | {p['build_train_hn_peak_rss_gib']} GiB | the same fit: `read_corpus` holds the whole corpus, {p['data_rss_mib_per_million_passages']} MiB per million passages |
+| encode-corpus, encode-queries | {p['encode_peak_rss_gib']} GiB | measured for MiniLM over {n_enc} passages; bounded by `--encode_chunk_size`, not by the corpus |
+| train-round1, train-round2 | not measured | |
+
+A search task on a GPU also holds its shard in GPU memory: {p['rows_per_shard']:,} x {p['dim']} x 4 bytes = {p['shard_gib']} GiB
+(computed, not measured).
+
+Time per task, from rates measured by `python benchmarks/scale.py` on this machine's CPU only ({m['cpu_model']},
+{m['cores']} cores shared with other engineers' jobs: load average {load['loadavg_start'][0]} when the search jobs started). The
+figures are CPU time (user + sys over all threads) scaled linearly in passages, queries and run lines; a node
+with C free cores needs at least CPU time / C of wall time. GPU rates are not measured (no GPU was available):
+encode, search and training times on GPUs cannot be derived from these figures.
+
+| task | CPU time per task | measured rate it is scaled from |
+|---|---|---|
+| encode-corpus, all-MiniLM-L6-v2 fp32, 128 tokens | {p['encode_task_core_h_minilm']} core-hours | {p['encode_passages_per_cpu_s']} passages per CPU-second over real MS MARCO passages (bert-base-uncased not measured) |
+| search, evaluation ({dev} queries, depth {depth:,}) | {p['eval_search_task_core_h']} core-hours | {p['search_job_cpu_s_measured']} CPU-seconds for {q:,} queries x {row} passages x {p['dim']} dims |
+| search-mine ({train} queries, depth {mine['depth']}) | {p['mine_search_task_core_h']} core-hours | {p['mine_cpu_ms_per_query']} ms a query on a {row}-row shard (measured with {mine['jobs'][0]['queries']:,} and {mine['jobs'][1]['queries']:,} queries) |
+| reduce, evaluation / build-hn's reduce | {p['eval_reduce_core_min']} / {p['mine_reduce_core_min']} core-minutes | {p['reduce_cpu_us_per_line']} µs a run line |
+| tools/build_train.py / tools/build_train_hn.py | {p['build_train_core_min']} / {p['build_train_hn_core_min']} core-minutes | the fit above (single-threaded) |
+| train-round1, train-round2 | not measured | |
+
+Search time is linear in passages and memory per job is bounded by the shard: at {p['dim']} dims the search
+takes {sizes} CPU-seconds per million passages, and the {full['n']} jobs over {row}-row shards ({per_size})
+took {full['wall_s_min']}-{full['wall_s_max']} s of wall time and {p['search_job_peak_rss_gib_min']}-{p['search_job_peak_rss_gib']} GiB each, whatever the corpus size.
+{END}
+"""
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:g}M" if n >= 1e6 else f"{n / 1e3:g}k"
+
+
+BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
+
+
 # --------------------------------------------------------------------------- machine
 def _machine() -> dict:
     info = {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "loadavg_start": list(np.round(os.getloadavg(), 2)),
+            "loadavg_start": [round(x, 2) for x in os.getloadavg()],
             "note": "CPU rates only: no GPU was used; the machine's cores are shared with other engineers' jobs"}
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout

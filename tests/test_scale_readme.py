@@ -25,7 +25,8 @@ REQUIRED = ("num_shards", "rows_per_shard", "slurm_tasks", "search_job_peak_rss_
             "mine_reduce_core_min", "encode_passages_per_cpu_s", "encode_task_core_h_minilm",
             "build_train_peak_rss_gib", "build_train_hn_peak_rss_gib", "build_train_hn_core_min", "shard_gib",
             "mine_search_task_peak_rss_gib")
-NUMBER = re.compile(r"(?<![\w.\-])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(k|M)?(?![\w.]*\d)")
+# a number not inside a word (fp16, MiniLM-L6, round1); after '-' only as the end of a range (2.25-2.48)
+NUMBER = re.compile(r"(?<![\w.])(?<![^\d\s]-)(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(k|M)?(?![\w.]*\d)")
 
 
 def section(text: str) -> str | None:
@@ -108,6 +109,7 @@ def test_the_checker_catches_a_stale_figure():
     assert check_section(stale, results) == ["'12.9' in the section is no value of scale.json"]
     results["plan"]["num_shards"] = 2.5  # a rerun changed a plan figure the section quotes
     assert "plan figure num_shards=2.5 is not quoted in the section" in check_section(ok, results)
+    assert [f[0] for f in figures("MiniLM-L6-v2 fp16 round1 x86 2.25-2.48 s, (3) |7|")] == ["2.25", "2.48", "3", "7"]
     assert figures("1,000 queries, 6.2 GiB, 4M rows, 100k") == [
         ("1,000", 1000.0, 0, 1.0), ("6.2", 6.2, 1, 1.0), ("4M", 4.0, 0, 1e6), ("100k", 100.0, 0, 1e3)]
 
