@@ -4,6 +4,7 @@ negatives per query, a pure function of ``(seed, epoch, index)``) and :class:`Ep
 from __future__ import annotations
 
 import logging
+import math
 
 from densir.formats import TrainGroupSource, passage_text
 from densir.io import InputError
@@ -21,7 +22,17 @@ _SKIP_ACTIONS = {
 
 
 class TrainDataset:
-    """Train groups -> ``{"query": q, "passages": [positive, negative_1, ..]}`` items.
+    """Train groups -> ``{"query": q, "passages": [positive, negative_1, ..], "relevance": [..],
+    "score": [..], "query_id": qid, "docids": [..], "where": (file, line)}`` items.
+
+    ``relevance``, ``score`` and ``docids`` run beside ``passages``: each passage's graded label
+    (its ``"relevance"`` in the group, else 1 for a positive and 0 for a negative, so Tevatron's
+    layout reads as binary labels), its teacher score (its ``"score"``, else None) and its
+    ``"docid"`` (else None); ``query_id`` (else None) and ``where`` (the group's record) name the
+    group for error messages. The bi-encoder reads ``query`` and ``passages`` only; the
+    re-ranker's collator builds its relevance and teacher tensors from the rest. A
+    ``"relevance"`` or ``"score"`` that is not a finite number, or a positive's relevance that is
+    not > 0, raises an :class:`densir.io.InputError` at the scan.
 
     Item ``k`` is a pure function of ``(seed, epoch, group)`` with ``epoch, group = divmod(k,
     len(self))``: :class:`EpochShuffleSampler` hands out ``epoch * len + group``, so the dataset
@@ -51,6 +62,7 @@ class TrainDataset:
         first: dict[str, str] = {}
         for rec, g in source.scan():
             self.stats["records"] += 1
+            _check_labels(g, *source.where(rec))
             reason = self._problem(g)
             if reason is not None:
                 self.stats[reason] += 1
@@ -95,8 +107,8 @@ class TrainDataset:
     def __getitem__(self, k: int) -> dict:
         epoch, i = divmod(int(k), len(self.groups))
         g = self.source[self.groups[i]]
-        positives = [_item_text(p) for p in g["positive_passages"] if not _is_empty(p)]
-        negatives = [_item_text(p) for p in g["negative_passages"] if not _is_empty(p)]
+        positives = [p for p in g["positive_passages"] if not _is_empty(p)]
+        negatives = [p for p in g["negative_passages"] if not _is_empty(p)]
         rng = seeded_rng(self.seed, i)
         pos = positives[(rng.randrange(len(positives)) + epoch) % len(positives)]
         want = self.n_passages - 1
@@ -109,7 +121,12 @@ class TrainDataset:
         else:  # too few negatives: all of them, the rest drawn with replacement (counted at scan)
             extra = seeded_rng(self.seed, i, epoch)
             chosen = negatives + [extra.choice(negatives) for _ in range(want - len(negatives))]
-        return {"query": g["query"], "passages": [pos] + chosen}
+        passages = [pos] + chosen
+        relevance = [_label(p, "relevance", 1.0) for p in passages[:1]] + \
+                    [_label(p, "relevance", 0.0) for p in passages[1:]]
+        return {"query": g["query"], "passages": [passage_input(p) for p in passages], "relevance": relevance,
+                "score": [_label(p, "score", None) for p in passages], "query_id": g.get("query_id"),
+                "docids": [p.get("docid") for p in passages], "where": self.source.where(self.groups[i])}
 
 
 class EpochShuffleSampler:
@@ -142,10 +159,32 @@ class EpochShuffleSampler:
         return iter([base + j for j in order])
 
 
-def _item_text(p: dict):
-    """A passage's model input: ``passage_text(title, text)``, or its token ids as they are."""
+def passage_input(p: dict):
+    """A train-group passage's model input: ``passage_text(title, text)``, or its token ids as they are."""
     text = p["text"]
     return text if isinstance(text, list) else passage_text(p.get("title") or "", text)
+
+
+def _label(p: dict, field: str, default):
+    """A passage's ``relevance``/``score`` as a float (checked at scan), or ``default`` when absent
+    (None too: a Hugging Face dataset fills a field some rows lack with None)."""
+    value = p.get(field)
+    return default if value is None else float(value)
+
+
+def _check_labels(g: dict, path, lineno) -> None:
+    for field in ("positive_passages", "negative_passages"):
+        for j, p in enumerate(g[field]):
+            for key in ("relevance", "score"):
+                value = p.get(key)
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise InputError(path, lineno, f"item {j} ({p.get('docid')!r}): {key!r} must be a finite "
+                                                   f"number, got {value!r}", field)
+            if field == "positive_passages" and p.get("relevance") is not None and p["relevance"] <= 0:
+                raise InputError(path, lineno, f"item {j} ({p.get('docid')!r}): a positive's 'relevance' must be "
+                                               f"> 0, got {p['relevance']!r} (list it under negative_passages)", field)
 
 
 def _is_empty(p: dict) -> bool:

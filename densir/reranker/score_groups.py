@@ -1,0 +1,150 @@
+"""Labels on train groups: a teacher's scores (:func:`score_groups`, the stage behind
+``tools/score_groups.py``) and qrels grades (:func:`grade_groups`).
+
+    python tools/score_groups.py --model_name_or_path CROSS_ENCODER --groups IN.jsonl --out OUT.jsonl \\
+        [--batch_size 64] [--max_len 512] [--precision fp32|auto|fp16|bf16] [--device auto|cpu|cuda]
+
+Reads train groups (JSONL, Tevatron's layout; strings or pre-tokenized ids) and writes the same
+groups, record by record in input order, each passage, positive or negative, carrying
+``"score"``: the cross-encoder's raw logit for (query, passage), exactly
+:meth:`densir.reranker.modeling.CrossEncoderReranker.predict` on the pair the re-ranker trains
+on (``densir.dataset.passage_input``: title and text joined as training joins them). Any
+cross-encoder ``CrossEncoderReranker.load`` takes: a densir re-ranker, a sentence-transformers
+``CrossEncoder``, a HF one-label classifier. A score already on a passage is overwritten; every
+other field is kept. The groups stream through (a chunk of ``--batch_size * 16`` pairs at a
+time, so a file of MS MARCO size never sits in memory) and OUT appears only when complete
+(:func:`densir.io.atomic_write`). The distillation losses (``--loss margin_mse | kl``) train on
+these scores.
+
+:func:`grade_groups` puts qrels grades (e.g. TREC DL's 0-3 judgements) on groups as each
+passage's ``"relevance"``, for the graded losses (``lambda``, ``listmle``, ``plistmle``,
+``ranknet``, ``listwise``): apply it to what :func:`densir.train_groups.build_train_groups`
+yields before writing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BATCHES = 16  # pairs scored per predict call = batch_size * CHUNK_BATCHES (length bucketing inside)
+
+
+# --------------------------------------------------------------------------- teacher scores
+def score_groups(reranker, groups: Iterable[dict], batch_size: int = 64, amp: str | None = None) -> Iterator[dict]:
+    """Yield each group with ``"score"`` (float) set on every passage, in input order.
+
+    ``reranker`` is a :class:`densir.reranker.modeling.CrossEncoderReranker`; groups are scored
+    in chunks of about ``batch_size * 16`` pairs.
+    """
+    from densir.dataset import passage_input
+
+    chunk: list[dict] = []
+    pairs: list[tuple] = []
+    for g in groups:
+        chunk.append(g)
+        pairs.extend((g["query"], passage_input(p)) for p in _passages(g))
+        if len(pairs) >= batch_size * CHUNK_BATCHES:
+            yield from _attach(chunk, reranker.predict(pairs, batch_size=batch_size, amp=amp))
+            chunk, pairs = [], []
+    if chunk:
+        yield from _attach(chunk, reranker.predict(pairs, batch_size=batch_size, amp=amp))
+
+
+def score_groups_file(model_name_or_path: str, groups_path, out, batch_size: int = 64, max_len: int | None = None,
+                      precision: str = "fp32", device: str = "auto") -> dict:
+    """``groups_path`` -> ``out`` (atomic) with teacher scores on every passage; returns counts."""
+    import torch
+
+    from densir.formats import iter_train_groups
+    from densir.io import atomic_write
+    from densir.precision import resolve_device, resolve_precision
+    from densir.reranker.modeling import CrossEncoderReranker
+
+    if not Path(groups_path).is_file():  # before loading a model
+        raise FileNotFoundError(f"{groups_path}: no such train-group file")
+    device = resolve_device(device)
+    amp = resolve_precision(precision, device).name
+    reranker = CrossEncoderReranker.load(model_name_or_path, max_len=max_len).to(device)
+    stats = {"groups": 0, "passages": 0, "model": str(model_name_or_path), "max_len": reranker.max_len,
+             "precision": amp}
+    with torch.inference_mode(), atomic_write(out) as f:
+        for g in score_groups(reranker, (g for _, g in iter_train_groups(groups_path)), batch_size, amp):
+            f.write(json.dumps(g, ensure_ascii=False))
+            f.write("\n")
+            stats["groups"] += 1
+            stats["passages"] += sum(1 for _ in _passages(g))
+    return stats
+
+
+def score_groups_cli(argv: list[str] | None = None) -> dict:
+    """The CLI of ``tools/score_groups.py`` (see the module docstring)."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model_name_or_path", required=True, help="the teacher: any cross-encoder")
+    ap.add_argument("--groups", required=True, help="train-group JSONL to score")
+    ap.add_argument("--out", required=True, help="the same groups with 'score' on every passage")
+    ap.add_argument("--batch_size", type=int, default=64, help="pairs per forward pass")
+    ap.add_argument("--max_len", type=int, default=None,
+                    help="query + passage tokens; default: the model's saved max_len, else min(tokenizer, 512)")
+    ap.add_argument("--precision", default="fp32", help="fp32 | auto | fp16 | bf16 (densir.precision)")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when there is one) | cpu | cuda[:i]")
+    args = ap.parse_args(argv)
+    if args.batch_size < 1:
+        ap.error(f"--batch_size must be positive, got {args.batch_size}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stats = score_groups_file(args.model_name_or_path, args.groups, args.out, batch_size=args.batch_size,
+                              max_len=args.max_len, precision=args.precision, device=args.device)
+    print(f"{args.out}: {stats['groups']} groups, {stats['passages']} passages scored by {args.model_name_or_path}")
+    return stats
+
+
+# --------------------------------------------------------------------------- qrels grades
+def grade_groups(groups: Iterable[dict], qrels: Mapping[str, Mapping[str, int]], relevant_min: int = 1,
+                 stats: dict | None = None) -> Iterator[dict]:
+    """Yield each group with its qrels grades as every passage's ``"relevance"``.
+
+    A passage's grade is ``qrels[query_id][docid]``, 0 when unjudged. Passages graded at least
+    ``relevant_min`` are the positives, the others the negatives, in their order (positives
+    first, then negatives). With ``relevant_min=2`` on TREC DL (where 2 = highly relevant, the
+    official binary cut), a grade-1 passage ("related") becomes a negative that still ranks
+    above the ungraded ones in the listwise losses. A group left without a positive is dropped
+    and counted (``stats["no_positive"]``); ``stats`` also counts groups, and passages per grade.
+    """
+    if relevant_min < 1:
+        raise ValueError(f"relevant_min must be >= 1 (a positive's relevance is > 0), got {relevant_min}")
+    stats = stats if stats is not None else {}
+    stats.update(groups=0, no_positive=0, grades={})
+    for g in groups:
+        qid = g.get("query_id")
+        if qid is None:
+            raise ValueError("grade_groups: a group without 'query_id' cannot be matched to the qrels")
+        judged = qrels.get(str(qid), {})
+        positives, negatives = [], []
+        for p in list(g.get("positive_passages", [])) + list(g.get("negative_passages", [])):
+            grade = judged.get(str(p.get("docid")), 0)
+            stats["grades"][grade] = stats["grades"].get(grade, 0) + 1
+            (positives if grade >= relevant_min else negatives).append({**p, "relevance": grade})
+        if not positives:
+            stats["no_positive"] += 1
+            continue
+        stats["groups"] += 1
+        yield {**g, "positive_passages": positives, "negative_passages": negatives}
+
+
+# --------------------------------------------------------------------------- helpers
+def _passages(g: dict):
+    yield from g["positive_passages"]
+    yield from g["negative_passages"]
+
+
+def _attach(groups: list[dict], scores) -> Iterator[dict]:
+    k = 0
+    for g in groups:
+        for p in _passages(g):
+            p["score"] = float(scores[k])
+            k += 1
+        yield g

@@ -1,0 +1,260 @@
+"""Graded labels and teacher scores end to end: DL19 mini's graded dev qrels (0-3) become train
+groups whose passages carry "relevance" (densir.reranker.score_groups.grade_groups on what
+densir.train_groups.build_train_groups yields), TrainDataset and RerankCollator carry the grades to
+the loss unchanged, and the re-ranker trains on them with LambdaLoss and ListMLE through the real
+trainer; tools/score_groups.py writes a cross-encoder's scores onto groups for the distillation
+losses; Tevatron's layout (no labels) still reads as positive 1, negatives 0."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED_DATA, run_cmd
+
+from densir.dataset import TrainDataset, passage_input
+from densir.formats import TrainGroupSource, read_qrels
+from densir.io import InputError
+from densir.reranker.collator import RerankCollator
+from densir.reranker.losses import build_loss, loss_target
+from densir.reranker.modeling import CrossEncoderReranker
+from densir.reranker.score_groups import grade_groups
+
+DL19 = SHARED_DATA / "msmarco-dl19-mini"
+N_QUERIES, N_PASSAGES, MAX_LEN = 8, 5, 64
+
+
+def _tsv(path, keep=None) -> dict[str, str]:
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            key, text = line.rstrip("\n").split("\t", 1)
+            if keep is None or key in keep:
+                out[key] = text
+    return out
+
+
+@pytest.fixture(scope="module")
+def dl19_graded(tmp_path_factory):
+    """Train groups for 8 DL19 dev queries from the graded qrels: positives graded 2-3, negatives
+    graded 1 (DL's "related") or 0, every passage with its grade as "relevance"."""
+    if not (DL19 / "qrels.dev.graded.txt").exists():
+        pytest.skip(f"DL19 mini not found at {DL19}")
+    from densir.train_groups import build_train_groups
+
+    qrels = read_qrels(DL19 / "qrels.dev.graded.txt")
+    qids = sorted(qrels)[:N_QUERIES]
+    qrels = {q: qrels[q] for q in qids}
+    docids = {d for q in qids for d in qrels[q]}
+    corpus = {d: ("", text) for d, text in _tsv(DL19 / "collection.tsv", keep=docids).items()}
+    queries = _tsv(DL19 / "queries.dev.small.tsv", keep=set(qids))
+    # the judged pool as the run the negatives are drawn from (the qrels' order)
+    run = [(q, [(d, 0.0) for d in qrels[q]]) for q in qids]
+    built: dict = {}
+    groups = list(build_train_groups(queries, qrels, run, corpus, depth=1000, n_sample=12, seed=1, stats=built))
+    stats: dict = {}
+    graded = list(grade_groups(groups, qrels, relevant_min=2, stats=stats))
+    for g in graded:  # compact groups (2 positives, 2 + 2 negatives), so that a few steps can fit them
+        g["positive_passages"] = g["positive_passages"][:2]
+        g["negative_passages"] = [p for p in g["negative_passages"] if p["relevance"] == 1][:2] + \
+                                 [p for p in g["negative_passages"] if p["relevance"] == 0][:N_PASSAGES - 3]
+    path = tmp_path_factory.mktemp("dl19-graded") / "train.graded.jsonl"
+    path.write_text("".join(json.dumps(g) + "\n" for g in graded))
+    return path, qrels, graded, stats
+
+
+def test_graded_groups_carry_the_qrels_grades(dl19_graded):
+    _, qrels, graded, stats = dl19_graded
+    assert stats["groups"] == len(graded) == N_QUERIES and stats["no_positive"] == 0
+    seen = set()
+    for g in graded:
+        judged = qrels[g["query_id"]]
+        assert all(p["relevance"] == judged[p["docid"]] >= 2 for p in g["positive_passages"])
+        assert all(p["relevance"] == judged.get(p["docid"], 0) < 2 for p in g["negative_passages"])
+        seen |= {p["relevance"] for p in g["positive_passages"] + g["negative_passages"]}
+    assert seen == {0, 1, 2, 3}
+    assert set(stats["grades"]) == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="relevant_min"):
+        list(grade_groups(graded, qrels, relevant_min=0))
+
+
+def test_collator_relevance_is_the_qrels_grades(dl19_graded, tiny_bert_dir):
+    path, qrels, _, _ = dl19_graded
+    ds = TrainDataset(TrainGroupSource(files=[path]), N_PASSAGES, seed=3)
+    collate = RerankCollator(CrossEncoderReranker.load(tiny_bert_dir).tokenizer, MAX_LEN)
+    items = [ds[k] for k in range(3 * len(ds))]  # three epochs
+    batch = collate(items)
+    expected = torch.tensor([[qrels[it["query_id"]].get(d, 0) for d in it["docids"]] for it in items],
+                            dtype=torch.float32)
+    assert torch.equal(batch["relevance"], expected)
+    assert set(batch["relevance"][:, 0].tolist()) == {2.0, 3.0}       # positives: DL's relevant grades
+    assert set(batch["relevance"][:, 1:].unique().tolist()) == {0.0, 1.0}  # graded negatives among them
+    assert batch["pairs"]["input_ids"].shape[0] == len(items) * N_PASSAGES
+    assert "teacher" not in batch
+
+
+@pytest.mark.parametrize("loss", ["lambda", "listmle"])
+def test_a_listwise_loss_trains_on_the_dl19_grades(loss, dl19_graded, tiny_bert_dir, tmp_path, monkeypatch):
+    from densir.driver.train_reranker import main
+    from densir.reranker import losses
+    from densir.reranker.arguments import RerankerTrainingArguments
+
+    path, _, _, _ = dl19_graded
+    seen = []  # what the trainer hands the loss: the grades, not binary labels
+
+    def spy_builder(args):
+        inner = losses.LOSS_CLASSES[args.loss]()
+
+        class Spy(torch.nn.Module):
+            def forward(self, scores, relevance):
+                seen.append(relevance.detach().clone())
+                return inner(scores, relevance)
+
+        return Spy()
+
+    monkeypatch.setattr(losses, "build_loss_from_args", spy_builder)
+    start = tmp_path / "start"
+    torch.manual_seed(0)
+    CrossEncoderReranker.load(tiny_bert_dir, max_len=MAX_LEN).save(start)
+    epochs = 8
+    summary = main(["--model_name_or_path", str(start), "--train_dir", str(path), "--output_dir", str(tmp_path / "out"),
+                    "--loss", loss, "--train_n_passages", str(N_PASSAGES), "--max_len", str(MAX_LEN),
+                    "--per_device_train_batch_size", "4", "--learning_rate", "5e-3", "--num_train_epochs", str(epochs),
+                    "--save_steps", "1000", "--seed", "42", "--logging_steps", "4", "--lr_scheduler_type", "constant"])
+    assert summary["global_step"] == epochs * N_QUERIES // 4 == len(seen)
+    labels = torch.cat(seen)
+    assert set(labels.unique().tolist()) == {0.0, 1.0, 2.0, 3.0} and bool((labels[:, 0] >= 2).all())
+    monkeypatch.undo()
+
+    loss_fn = losses.build_loss_from_args(RerankerTrainingArguments(output_dir=str(tmp_path), loss=loss))
+    before = _mean_loss(start, path, loss_fn, epochs)
+    after = _mean_loss(tmp_path / "out", path, loss_fn, epochs)
+    print(f"{loss}: mean loss {before:.4f} -> {after:.4f}")
+    assert after < 0.8 * before, (loss, before, after)
+
+
+def _mean_loss(model_dir, groups, loss_fn, epochs) -> float:
+    """Mean loss of a saved re-ranker (eval mode) over the items training drew in ``epochs``."""
+    r = CrossEncoderReranker.load(str(model_dir)).eval()
+    ds = TrainDataset(TrainGroupSource(files=[groups]), N_PASSAGES, seed=42)
+    collate = RerankCollator(r.tokenizer, MAX_LEN)
+    losses = []
+    with torch.no_grad():
+        for k in range(0, epochs * len(ds), 8):
+            batch = collate([ds[i] for i in range(k, min(k + 8, epochs * len(ds)))])
+            losses.append(float(loss_fn(r(batch["pairs"]).view(batch["relevance"].shape), batch["relevance"])))
+    return sum(losses) / len(losses)
+
+
+# --------------------------------------------------------------------------- teacher scores
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory, tiny_bert_dir):
+    """A tiny cross-encoder with spread-out scores, as a teacher."""
+    torch.manual_seed(1)
+    r = CrossEncoderReranker.load(tiny_bert_dir, max_len=MAX_LEN)
+    with torch.no_grad():
+        r.model.classifier.weight.normal_(0.0, 30.0)
+    out = tmp_path_factory.mktemp("teacher") / "model"
+    r.save(out)
+    return out
+
+
+def test_score_groups_writes_the_cross_encoders_scores(dl19_graded, teacher_dir, tmp_path):
+    _, _, graded, _ = dl19_graded
+    few = tmp_path / "few.jsonl"
+    few.write_text("".join(json.dumps(g) + "\n" for g in graded[:6]))
+    out = tmp_path / "scored.jsonl"
+    # --batch_size 1: chunks of 16 pairs, so the 6 groups (6 passages each) stream through in three chunks
+    proc = run_cmd(["python", "tools/score_groups.py", "--model_name_or_path", str(teacher_dir), "--groups", str(few),
+                    "--out", str(out), "--batch_size", "1"])
+    n = sum(len(g["positive_passages"]) + len(g["negative_passages"]) for g in graded[:6])
+    assert f"6 groups, {n} passages" in proc.stdout
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(scored) == 6
+    teacher = CrossEncoderReranker.load(str(teacher_dir))
+    for g, s in zip(graded[:6], scored):
+        assert s["query_id"] == g["query_id"]
+        for field in ("positive_passages", "negative_passages"):
+            assert [{k: v for k, v in p.items() if k != "score"} for p in s[field]] == g[field]  # all else kept
+        passages = s["positive_passages"] + s["negative_passages"]
+        expected = teacher.predict([(s["query"], passage_input(p)) for p in passages], batch_size=4)
+        np.testing.assert_allclose([p["score"] for p in passages], expected, atol=1e-5)
+        assert np.ptp(expected) > 1e-2
+
+    # the scores reach a distillation loss's teacher tensor, next to the grades
+    ds = TrainDataset(TrainGroupSource(files=[out]), N_PASSAGES, seed=0)
+    items = [ds[k] for k in range(len(ds))]
+    batch = RerankCollator(teacher.tokenizer, MAX_LEN, teacher=True)(items)
+    by_doc = {(g["query_id"], p["docid"]): p["score"] for g in scored for p in g["positive_passages"] + g["negative_passages"]}
+    assert torch.allclose(batch["teacher"], torch.tensor([[by_doc[it["query_id"], d] for d in it["docids"]]
+                                                          for it in items]))
+    assert set(batch["relevance"][:, 0].tolist()) <= {2.0, 3.0}
+    assert loss_target(build_loss("margin_mse"), batch) is batch["teacher"]
+
+
+def test_distillation_needs_a_score_on_every_passage(tmp_path, tiny_bert_dir):
+    groups = tmp_path / "g.jsonl"
+    rows = [{"query_id": "q1", "query": "what is a cat",
+             "positive_passages": [{"docid": "p1", "text": "a cat is an animal", "score": 2.5}],
+             "negative_passages": [{"docid": "n1", "text": "dogs bark", "score": -1.0},
+                                   {"docid": "n2", "text": "the sky is blue"}]}]
+    groups.write_text("\n" + "".join(json.dumps(r) + "\n" for r in rows))  # the group is on line 2
+    ds = TrainDataset(TrainGroupSource(files=[groups]), 3, seed=0)
+    tok = CrossEncoderReranker.load(tiny_bert_dir).tokenizer
+    assert ds[0]["score"][0] == 2.5 and None in ds[0]["score"]
+    RerankCollator(tok, MAX_LEN)([ds[0]])  # the graded losses do not need scores
+    with pytest.raises(InputError, match=rf"{groups}:2: a negative \('n2'\) has no teacher 'score'"):
+        RerankCollator(tok, MAX_LEN, teacher=True)([ds[0]])
+
+
+def test_score_groups_cli_errors_are_one_line(tmp_path, teacher_dir, capsys):
+    from densir.io import cli_errors
+    from densir.reranker.score_groups import score_groups_cli
+
+    main = cli_errors(score_groups_cli)  # what tools/score_groups.py runs
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "q", "positive_passages": [{"docid": "a", "text": "x"}]}\n{"query": 3}\n')
+    for groups, message in [(tmp_path / "missing.jsonl", f"error: {tmp_path / 'missing.jsonl'}: no such train-group file"),
+                            (bad, f"error: {bad}:2: field 'query': missing, or neither a string nor token ids")]:
+        out = tmp_path / "out.jsonl"
+        with pytest.raises(SystemExit) as exit_:
+            main(["--model_name_or_path", str(teacher_dir), "--groups", str(groups), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 1 and err.strip().splitlines()[-1] == message, err
+        assert not out.exists() and not list(tmp_path.glob("out.jsonl.tmp-*"))
+
+
+# --------------------------------------------------------------------------- the train-group layout
+def test_tevatron_layout_reads_as_binary_and_bad_labels_name_the_line(tmp_path):
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"query_id": "1", "query": "q", "positive_passages": [{"docid": "p", "text": "pos"}],
+                                 "negative_passages": [{"docid": f"n{j}", "text": f"neg {j}"} for j in range(3)]}) + "\n")
+    item = TrainDataset(TrainGroupSource(files=[plain]), 4, seed=0)[0]
+    assert item["relevance"] == [1.0, 0.0, 0.0, 0.0] and item["score"] == [None] * 4
+    assert item["where"] == (str(plain), 1) and item["docids"][0] == "p"
+
+    # a Hugging Face dataset fills labels some rows lack with None: absent, i.e. the defaults
+    datasets = pytest.importorskip("datasets")
+    rows = [{"query_id": "1", "query": "q", "positive_passages": [{"docid": "p", "text": "pos", "relevance": 3}],
+             "negative_passages": [{"docid": "n", "text": "neg", "relevance": 1}]},
+            {"query_id": "2", "query": "r", "positive_passages": [{"docid": "p2", "text": "pos", "relevance": None}],
+             "negative_passages": [{"docid": "m", "text": "neg", "relevance": None}]}]
+    hf = TrainDataset(TrainGroupSource(hf_dataset=datasets.Dataset.from_list(rows), hf_name="hf"), 2, seed=0)
+    assert [hf[0]["relevance"], hf[1]["relevance"]] == [[3.0, 1.0], [1.0, 0.0]]
+
+    good = {"query_id": "1", "query": "q", "positive_passages": [{"docid": "p", "text": "pos", "relevance": 2}],
+            "negative_passages": [{"docid": "n", "text": "neg", "relevance": 1, "score": 0.5}]}
+    cases = [
+        ({"negative_passages": [{"docid": "n", "text": "neg", "relevance": "high"}]},
+         r"bad.jsonl:2: field 'negative_passages': item 0 \('n'\): 'relevance' must be a finite number, got 'high'"),
+        ({"negative_passages": [{"docid": "n", "text": "neg", "score": float("nan")}]},
+         r"bad.jsonl:2: field 'negative_passages': item 0 \('n'\): 'score' must be a finite number"),
+        ({"positive_passages": [{"docid": "p", "text": "pos", "relevance": 0}]},
+         r"bad.jsonl:2: field 'positive_passages': item 0 \('p'\): a positive's 'relevance' must be > 0"),
+    ]
+    for change, message in cases:
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(json.dumps(good) + "\n" + json.dumps({**good, **change}) + "\n")
+        with pytest.raises(InputError, match=message):
+            TrainDataset(TrainGroupSource(files=[bad]), 2, seed=0)
