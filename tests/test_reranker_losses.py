@@ -124,7 +124,7 @@ def kl_reference(student, teacher, temperature=1.0) -> float:
 
 # --------------------------------------------------------------------------- sentence-transformers
 st_losses = pytest.importorskip("sentence_transformers.cross_encoder.losses")
-from sentence_transformers.cross_encoder import CrossEncoder  # noqa: E402
+from sentence_transformers.cross_encoder import CrossEncoder
 
 
 class FixedLogits(CrossEncoder):
