@@ -14,6 +14,10 @@ class BinaryCrossEntropyLoss(nn.Module):
     as in monoBERT (Nogueira & Cho, 2019, "Passage Re-ranking with BERT") and
     sentence-transformers' ``BinaryCrossEntropyLoss``. ``pos_weight`` (default 1) weighs the
     positives, e.g. ``n - 1`` to balance one positive against ``n - 1`` negatives.
+
+    Graded labels are binarised: every passage with relevance > 0 is a positive here, a graded
+    negative too (e.g. TREC DL's grade 1 "related" under ``grade_groups(relevant_min=2)``); the
+    listwise and pairwise losses use the grades themselves.
     """
 
     def __init__(self, pos_weight: float | None = None):
