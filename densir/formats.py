@@ -1,4 +1,4 @@
-"""Readers of the formats exchanged between stages (see DESIGN.md), and the training datasets.
+"""Readers of the formats exchanged between stages (see DESIGN.md), and the train-group source.
 
 Formats (UTF-8, every id a string):
 - corpus JSONL     ``{"docid", "title", "text"}``
@@ -9,6 +9,10 @@ Formats (UTF-8, every id a string):
                    "negative_passages": [...]}`` (Tevatron's public HF layout). A pre-tokenized
                    record carries token-id lists: ``query`` and each passage's ``text`` are
                    lists of ints without special tokens (title already folded into ``text``).
+                   A passage may carry ``"relevance"`` (a graded label, > 0 on positives; e.g.
+                   qrels grades) and/or ``"score"`` (a teacher's score, e.g. a cross-encoder's
+                   logit from tools/score_groups.py) for listwise losses and distillation;
+                   without them positives read as relevance 1, negatives as 0.
 
 Every reader fails on bad input with an :class:`densir.io.InputError` naming file, line, field.
 """
