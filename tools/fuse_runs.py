@@ -34,8 +34,8 @@ def main():
     hy.add_argument("--method", choices=("rrf", "weighted"), default="rrf")
     hy.add_argument("--rrf_k", type=float, default=60.0, help="RRF: 1 / (k + rank)  (default 60)")
     hy.add_argument("--weights", type=float, nargs="+", help="weighted: one weight per run (default: equal)")
-    hy.add_argument("--norm", choices=("minmax", "zscore"), default="zscore",
-                    help="weighted: per-query normalisation of each run's scores (default zscore)")
+    hy.add_argument("--norm", choices=("minmax", "zscore"), default="minmax",
+                    help="weighted: per-query normalisation of each run's scores (default minmax)")
     hy.add_argument("--depth", type=int, default=1000, help="hits kept per query of the fused run (default 1000)")
     rr = ap.add_argument_group("re-ranker + its first stage")
     rr.add_argument("--first", help="the run that was re-ranked (first stage)")

@@ -42,7 +42,7 @@ Run = Mapping[str, Hits]
 
 # --------------------------------------------------------------------------- fusion of runs
 def fuse(runs: Sequence[Run], method: str = "rrf", *, rrf_k: float = RRF_K, weights: Sequence[float] | None = None,
-         norm: str = "zscore", depth: int | None = None) -> dict[str, list[tuple[str, float]]]:
+         norm: str = "minmax", depth: int | None = None) -> dict[str, list[tuple[str, float]]]:
     """Fuse ``runs`` by ``method`` (``"rrf"`` or ``"weighted"``); see :func:`rrf_fuse` and :func:`weighted_fuse`."""
     if method == "rrf":
         return rrf_fuse(runs, rrf_k, depth)
@@ -66,7 +66,7 @@ def rrf_fuse(runs: Sequence[Run], k: float = RRF_K, depth: int | None = None) ->
     return out
 
 
-def weighted_fuse(runs: Sequence[Run], weights: Sequence[float] | None = None, norm: str = "zscore",
+def weighted_fuse(runs: Sequence[Run], weights: Sequence[float] | None = None, norm: str = "minmax",
                   depth: int | None = None) -> dict[str, list[tuple[str, float]]]:
     """``sum_i w_i * n_i(d)``, ``n_i`` run i's scores for the query normalised by ``norm`` (a
     document absent from run i gets run i's lowest ``n_i``); ``weights`` default to equal ones."""
