@@ -75,7 +75,7 @@ def mini(tmp_path_factory, minilm_path):
     reduce_runs([str(rnd / "runs/test.*.run")], rnd / "test.run", RUN_DEPTH, num_shards=N_SHARDS)
 
     torch.manual_seed(0)
-    ce = CrossEncoderReranker.load(minilm_path, max_len=64, num_hidden_layers=2)
+    ce = CrossEncoderReranker.load(minilm_path, max_len=64, num_hidden_layers=1)
     with torch.no_grad():
         ce.model.classifier.weight.normal_(0.0, 1.0)  # spread-out scores: no near-ties to blur the order
     ce.save(out / "rerank" / "model")
@@ -144,8 +144,8 @@ def test_reranked_equals_driver_rerank(mini, searcher):
         assert_hits_equal(hits, ce[qid])
         tol = fused_tolerance(first[qid][:RERANK_DEPTH], ce[qid], ALPHA)
         assert_same_up_to_near_ties(searcher.search(text, interpolate=ALPHA, **kwargs), fused[qid], tol)
-        top3 = searcher.search(text, k=3, rerank_depth=RERANK_DEPTH)
-        assert [h.docid for h in top3] == [d for d, _ in ce[qid][:3]]
+    top3 = searcher.search(queries["q0"], k=3, rerank_depth=RERANK_DEPTH)  # k below the depth: its top
+    assert [h.docid for h in top3] == [d for d, _ in ce["q0"][:3]]
 
 
 def fused_tolerance(first_hits, ce_hits, alpha: float, step: float = 2e-6) -> float:
@@ -374,14 +374,15 @@ def test_searcher_rerank_equals_rerank_sh(bash_pipeline, slice_data, rerank_roun
     searcher = Searcher.from_run_dir(out / "round2", reranker=reranker, batch_size=int(env["ENCODE_BATCH"]),
                                      device="cpu")
     kwargs = {"k": depth, "rerank_depth": depth, "depth": int(env["EVAL_DEPTH"])}
-    alone = searcher.search_batch(list(queries.values()), **kwargs)
-    mixed = searcher.search_batch(list(queries.values()), interpolate=alpha, **kwargs)
+    qids = list(queries)[:100]  # a third of the split: the cross-encoder on a CPU is the cost here
+    alone = searcher.search_batch([queries[q] for q in qids], **kwargs)
+    mixed = searcher.search_batch([queries[q] for q in qids], interpolate=alpha, **kwargs)
     differ = {"ce": 0, "fused": 0}
-    for qid, a, m in zip(queries, alone, mixed):
+    for qid, a, m in zip(qids, alone, mixed):
         differ["ce"] += assert_same_up_to_near_ties(a, ce[qid])
         differ["fused"] += assert_same_up_to_near_ties(m, fused[qid], fused_tolerance(first[qid][:depth], ce[qid], alpha))
-    assert differ["ce"] <= len(queries) // 10 and differ["fused"] <= len(queries) // 10, differ
-    for qid in list(queries)[:20]:  # one query at a time
+    assert differ["ce"] <= len(qids) // 10 and differ["fused"] <= len(qids) // 10, differ
+    for qid in qids[:10]:  # one query at a time
         assert_same_up_to_near_ties(searcher.search(queries[qid], **kwargs), ce[qid])
         assert_same_up_to_near_ties(searcher.search(queries[qid], interpolate=alpha, **kwargs), fused[qid],
                                     fused_tolerance(first[qid][:depth], ce[qid], alpha))
@@ -395,3 +396,19 @@ def test_cli_on_the_scifact_slice(bash_pipeline, slice_data):
     proc = run_cmd(["python", "-m", "densir.search", "--index", str(out / "round2"), "--json", query])
     hits = [Hit(**h) for h in json.loads(proc.stdout)["hits"]]
     assert_same_up_to_near_ties(hits, run[qid])
+
+
+@pytest.mark.slow
+def test_bm25_first_stage_equals_get_data_sh(bash_pipeline, slice_data):
+    """retriever="bm25" over get_data.sh's index: its BM25 run (which drops a hit whose docid is the
+    query's id, BEIR's --remove-query; the API does not know query ids), re-ranked or not."""
+    out, _, _ = bash_pipeline
+    run = read_run(slice_data / "bm25.test.run")
+    queries = read_queries(slice_data / "queries.test.jsonl")
+    searcher = Searcher.from_run_dir(out / "round2", bm25_index=slice_data / "bm25_index", device="cpu")
+    qids = list(queries)[:20]
+    for qid, hits in zip(qids, searcher.search_batch([queries[q] for q in qids], k=11, retriever="bm25",
+                                                     rerank_depth=0)):
+        kept = [(h.docid, h.score) for h in hits if h.docid != qid][:10]
+        assert [d for d, _ in kept] == [d for d, _ in run[qid][:10]], qid
+        np.testing.assert_allclose([s for _, s in kept], [s for _, s in run[qid][:10]], atol=1e-4, rtol=0)

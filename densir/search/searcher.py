@@ -18,14 +18,18 @@ Reads (nothing is written) from one round directory ``R`` of ``scripts/stages.sh
 optionally a re-ranker dir (rerank.sh's ``OUT_DIR/rerank/model``) and get_data.sh's
 ``DATA_DIR/bm25_index`` (a BM25 first stage instead of the dense one).
 
-The first stage is exact inner product over all shards (``IndexFlatIP``; any FAISS factory
-string instead), scores rounded and ties broken by docid as :mod:`densir.search.faiss_index`
-and the reducer do, so ``search(q, k)`` is the query's top-k of ``R/<split>.run``. Re-ranking
-scores the first stage's top ``rerank_depth`` with the cross-encoder (raw logits) and sorts them
-as ``python -m densir.driver.rerank`` writes them (logit desc, docid asc; 6 decimals);
-``interpolate=alpha`` fuses both as rerank.sh's ``RERANK_ALPHA`` step does
-(``tools/fuse_runs.py``: :func:`densir.search.fusion.interpolate_hits` over the 6-decimal runs). Queries are encoded one batch at a time, so a single query
-can differ from the batch encoding of ``run.sh`` in the last float bits (scores agree to 1e-6).
+The first stage is exact inner product (``IndexFlatIP``; any FAISS factory string, or an index
+saved by ``--save_index``, instead), ranked as run.sh's search and reduce steps rank: each shard's
+top ``depth`` (scores rounded to the run files' 6 decimals, ties by docid), merged as the reducer
+merges shard runs. So ``search_batch(queries, k)`` over a split's queries, encoded in run.sh's
+batches (``batch_size=ENCODE_BATCH``), is the split's run ``R/<split>.run`` hit for hit; one
+query alone is padded alone, so its vector can differ in the last float bit, which reorders
+only passages whose scores tie to ~1e-6. Re-ranking scores the first stage's top
+``rerank_depth`` with the cross-encoder (raw logits) and ranks them as rerank.sh's
+``<split>.ce.run`` (``python -m densir.driver.rerank``: logit desc, docid asc, 6 decimals);
+``interpolate=alpha`` fuses that 6-decimal run with the first stage as rerank.sh's
+``RERANK_ALPHA`` step does (``tools/fuse_runs.py``, :func:`densir.search.fusion.interpolate_hits`),
+giving its ``<split>.run``.
 
 Memory: the FAISS index holds the vectors (fp32; ``fp16_storage`` halves it), the docids are one
 bytes array. Texts are *not* loaded: the first lookup scans the corpus JSONL once for the byte
@@ -418,7 +422,9 @@ class _CorpusTexts:
     def _build(self) -> None:
         if self._offsets is not None:
             return
-        offsets, pos = [], 0
+        from array import array
+
+        offsets, pos = array("q"), 0  # 8 bytes a record, no Python int per line kept
         with open(self.path, "rb") as f:
             for line in f:
                 if line.strip():
@@ -427,7 +433,7 @@ class _CorpusTexts:
         if len(offsets) != len(self._record_of_row):
             raise InputError(self.path, None, f"{len(offsets)} records, but the embedding shards hold "
                              f"{len(self._record_of_row)}: not the corpus that was encoded")
-        self._offsets = np.asarray(offsets, dtype=np.int64)
+        self._offsets = np.frombuffer(offsets, dtype=np.int64)
 
 
 def _records_of(shard: EmbeddingShard) -> np.ndarray:
