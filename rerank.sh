@@ -23,7 +23,7 @@
 #   RERANK_MAX_STEPS   > 0: train this many steps instead                      (default -1)
 #   RERANK_DEPTH       re-rank each query's top RERANK_DEPTH                   (default 100)
 #   RERANK_ALPHA       final score = ALPHA * z(first-stage score) + (1 - ALPHA) * z(cross-encoder
-#                      score), z standardising each query's top RERANK_DEPTH (densir/fusion.py);
+#                      score), z standardising each query's top RERANK_DEPTH (densir/search/fusion.py);
 #                      0 = the cross-encoder alone. Choose it on held-out train queries
 #                      (tools/fuse_runs.py --alpha ... --qrels), never on test   (default 0)
 #   RERANK_EVAL_BATCH  pairs per forward pass when re-ranking                  (default 64)

@@ -15,6 +15,9 @@ export ENCODE_BATCH=${ENCODE_BATCH:-64} EVAL_DEPTH=${EVAL_DEPTH:-1000}
 export ZERO_SHOT=${ZERO_SHOT:-0}   # 1 = also measure the untrained model (one more corpus encoding)
 export DEPTH=${DEPTH:-100} SKIP=${SKIP:-3} N_SAMPLE=${N_SAMPLE:-30}
 export INIT=${INIT:-model}
+# hybrid (dense + BM25): weighted min-max at dense weight 0.5 was best of the sweep on the 100 held-out
+# train queries (benchmarks/results/hybrid_sweep.json: 0.7693 vs RRF k=60 0.7484; zero-shot dense run)
+export HYBRID=${HYBRID:-weighted} HYBRID_NORM=${HYBRID_NORM:-minmax} HYBRID_WEIGHT=${HYBRID_WEIGHT:-0.5}
 # the re-ranker (demo.sh with RERANK=1): MiniLM + a fresh one-logit head, listwise loss over
 # 1 positive + 3 negatives, query + passage cut at 128 tokens, 1 epoch over round 2's groups at
 # lr 2e-4 (5e-5 barely moved the loss), then 0.2 * z(round 2) + 0.8 * z(cross-encoder)
