@@ -258,16 +258,15 @@ ROWS = [
         bad=("queries", "empty"), outputs=("{out}/bm25.run",)),
     # ---- owned elsewhere: tools/fuse_runs.py, tools/score_groups.py
     Row("tools/fuse_runs.py", "run-bad-line", FUSE, bad=("run2", "columns"), outputs=("{out}/fused.run",)),
-    Row("tools/fuse_runs.py", "run-empty-file", FUSE, bad=("run2", "empty"), outputs=("{out}/fused.run",),
-        xfail="tools/fuse_runs.py / densir.search.fusion"),
+    Row("tools/fuse_runs.py", "run-empty-file", FUSE, bad=("run2", "empty"), outputs=("{out}/fused.run",)),
     Row("tools/fuse_runs.py", "rerank-unknown-qid", FUSE_RR, bad=("run2", "qid"), field="qid",
-        outputs=("{out}/fused.run",), xfail="tools/fuse_runs.py / densir.search.fusion"),
+        outputs=("{out}/fused.run",)),
     Row("tools/score_groups.py", "malformed-json", SCORE_GROUPS, bad=("groups", "json"),
         outputs=("{out}/scored.jsonl",)),
     Row("tools/score_groups.py", "missing-field", SCORE_GROUPS, bad=("groups", "field:positive_passages"),
         field="positive_passages", outputs=("{out}/scored.jsonl",)),
     Row("tools/score_groups.py", "empty-file", SCORE_GROUPS, bad=("groups", "empty"),
-        outputs=("{out}/scored.jsonl",), xfail="tools/score_groups.py"),
+        outputs=("{out}/scored.jsonl",)),
 ]
 
 

@@ -76,7 +76,7 @@ def hybrid(ap, args):
         ap.error("--rrf_k must be >= 0")
     if args.depth < 1:
         ap.error("--depth must be >= 1")
-    runs = [read_run(path) for path in args.runs]
+    runs = [read_nonempty_run(path) for path in args.runs]
     for path, run in zip(args.runs, runs):
         dup = duplicate_hit(run)
         if dup:
@@ -99,6 +99,13 @@ def hybrid(ap, args):
                                    "metrics": rows})
 
 
+def read_nonempty_run(path) -> dict:
+    run = read_run(path)
+    if not run:
+        raise InputError(path, None, "the run is empty: no query to fuse")
+    return run
+
+
 def describe(method, rrf_k, weights, norm) -> str:
     """A fusion setting in one short line (the table row, the log)."""
     if method == "rrf":
@@ -114,7 +121,11 @@ def rerank_interpolation(ap, args):
         ap.error("--out takes exactly one --alpha")
     from densir.search.fusion import interpolate_runs
 
-    first, rerank = read_run(args.first), read_run(args.rerank)
+    first, rerank = read_nonempty_run(args.first), read_nonempty_run(args.rerank)
+    for qid in rerank:
+        if qid not in first:
+            raise InputError.in_run(args.rerank, qid, f"query {qid!r} of the re-ranked run is not in the first-stage "
+                                    f"run {args.first}", "qid")
     fused = {a: interpolate_runs(first, rerank, a) for a in args.alpha}
     if args.out:
         write_run(args.out, fused[args.alpha[0]], tag=args.tag or "densir-fused")

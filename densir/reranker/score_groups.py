@@ -61,7 +61,7 @@ def score_groups_file(model_name_or_path: str, groups_path, out, batch_size: int
     import torch
 
     from densir.formats import iter_train_groups
-    from densir.io import atomic_write
+    from densir.io import InputError, atomic_write
     from densir.precision import resolve_device, resolve_precision
     from densir.reranker.modeling import CrossEncoderReranker
 
@@ -78,6 +78,8 @@ def score_groups_file(model_name_or_path: str, groups_path, out, batch_size: int
             f.write("\n")
             stats["groups"] += 1
             stats["passages"] += sum(1 for _ in _passages(g))
+        if not stats["groups"]:  # raised inside the atomic write: no output file appears
+            raise InputError(groups_path, None, "no train group in the file")
     return stats
 
 
