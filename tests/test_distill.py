@@ -4,6 +4,7 @@ with a distillation loss (same loss and gradients as the whole batch), and train
 SciFact groups scored by a real teacher (all-MiniLM-L6-v2) lowering the distillation loss."""
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -107,17 +108,21 @@ def test_collator_carries_teacher_scores(tiny_bert_dir):
     from densir.retriever.collator import TrainCollator
 
     collate = TrainCollator(AutoTokenizer.from_pretrained(tiny_bert_dir), 16, 24)
-    items = [{"query": "q one", "passages": ["pos", "neg a", "neg b"], "scores": [3.5, 1.0, -2.0]},
-             {"query": "q two", "passages": ["pos 2", "neg c", "neg d"], "scores": [0.5, 0.25, 0.0]}]
+    items = [{"query": "q one", "passages": ["pos", "neg a", "neg b"], "score": [3.5, 1.0, -2.0]},
+             {"query": "q two", "passages": ["pos 2", "neg c", "neg d"], "score": [0.5, 0.25, 0.0]}]
     batch = collate(items)
-    assert batch["scores"].dtype == torch.float32
-    assert batch["scores"].tolist() == [[3.5, 1.0, -2.0], [0.5, 0.25, 0.0]]
+    assert batch["teacher_scores"].dtype == torch.float32
+    assert batch["teacher_scores"].tolist() == [[3.5, 1.0, -2.0], [0.5, 0.25, 0.0]]
     assert batch["passage"]["input_ids"].size(0) == 6
-    assert "scores" not in collate([{k: v for k, v in it.items() if k != "scores"} for it in items])
-    with pytest.raises(ValueError, match="carry no teacher scores"):
+    # no score anywhere (a missing key, or TrainDataset's None per unscored passage): no tensor
+    assert "teacher_scores" not in collate([{k: v for k, v in it.items() if k != "score"} for it in items])
+    assert "teacher_scores" not in collate([dict(it, score=[None] * 3) for it in items])
+    with pytest.raises(ValueError, match="3 passages in a batch carry no teacher score"):
         collate([items[0], {"query": "q", "passages": ["a", "b", "c"]}])
+    with pytest.raises(ValueError, match="1 passages in a batch carry no teacher score"):
+        collate([dict(items[0], score=[1.0, None, 2.0])])
     with pytest.raises(ValueError, match="2 teacher scores for 3 passages"):
-        collate([dict(items[0], scores=[1.0, 2.0])])
+        collate([dict(items[0], score=[1.0, 2.0])])
 
 
 def _distill_reference(tiny_bert_dir, loss_fn, teacher, grad_cache):
@@ -178,7 +183,7 @@ def scored_items(scifact_data, minilm_path):
         q = teacher.encode_query(tokenize_batch(teacher.tokenizer, [it["query"] for it in items], 32))
         p = teacher.encode_passage(tokenize_batch(teacher.tokenizer, [x for it in items for x in it["passages"]], 96))
     scores = torch.einsum("bd,bnd->bn", q, p.view(24, 4, -1)) / 0.05
-    return [dict(it, scores=s.tolist()) for it, s in zip(items, scores)]
+    return [dict(it, score=s.tolist()) for it, s in zip(items, scores)]
 
 
 def _distill_loss_of(encoder, items, loss_fn):
@@ -188,7 +193,7 @@ def _distill_loss_of(encoder, items, loss_fn):
     was = encoder.training
     encoder.eval()
     with torch.no_grad():
-        loss = loss_fn(*encoder(query=batch["query"], passage=batch["passage"]), batch["scores"]).item()
+        loss = loss_fn(*encoder(query=batch["query"], passage=batch["passage"]), batch["teacher_scores"]).item()
     encoder.train(was)
     return loss
 
@@ -227,8 +232,68 @@ def test_distillation_without_teacher_scores_is_a_clear_error(tmp_path, tiny_ber
     args = DenseTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=1,
                                   distill_loss="kl", save_strategy="no", disable_tqdm=True)
     encoder = DenseEncoder.build(tiny_bert_dir, pooling="mean", normalize=True)
-    plain = [{k: v for k, v in it.items() if k != "scores"} for it in scored_items]
+    plain = [{k: v for k, v in it.items() if k != "score"} for it in scored_items]
     trainer = DenseTrainer(model=encoder, args=args, train_dataset=_ScoredItems(plain),
                            data_collator=TrainCollator(encoder.tokenizer, 24, 48))
     with pytest.raises(ValueError, match="needs teacher scores"):
         trainer.train()
+
+
+@pytest.fixture(scope="module")
+def scored_groups(tmp_path_factory, scifact_data, minilm_path):
+    """24 real SciFact train groups (1 positive, 3 BM25 negatives), each passage with the teacher's
+    ``score`` (all-MiniLM-L6-v2, cosine / 0.05), in the train-group JSONL layout."""
+    from densir.formats import passage_text, read_train_groups
+    from densir.retriever.modeling import DenseEncoder
+    from densir.tokenization import tokenize_batch
+
+    groups = read_train_groups(scifact_data / "train.bm25.jsonl")[:24]
+    teacher = DenseEncoder.load(minilm_path).eval()
+    out = tmp_path_factory.mktemp("scored") / "scored.jsonl"
+    with torch.no_grad(), open(out, "w", encoding="utf-8") as f:
+        for g in groups:
+            passages = g["positive_passages"][:1] + g["negative_passages"][:3]
+            q = teacher.encode_query(tokenize_batch(teacher.tokenizer, [g["query"]], 32))
+            p = teacher.encode_passage(tokenize_batch(teacher.tokenizer, [passage_text(x.get("title"), x["text"])
+                                                                          for x in passages], 96))
+            scores = (p @ q[0] / 0.05).tolist()
+            for x, s in zip(passages, scores):
+                x["score"] = s
+            g["positive_passages"], g["negative_passages"] = passages[:1], passages[1:]
+            f.write(json.dumps(g) + "\n")
+    return out
+
+
+@pytest.mark.slow
+def test_driver_distils_from_scored_train_groups(tmp_path, tiny_bert_dir, scored_groups):
+    """python -m densir.driver.train's path (train()): groups whose passages carry a teacher
+    ``score`` -> TrainDataset -> TrainCollator -> MarginMSE + contrastive, with grad cache: the
+    distillation loss on those groups falls."""
+    from densir.arguments import parse_args
+    from densir.dataset import TrainDataset
+    from densir.formats import TrainGroupSource
+    from densir.retriever.arguments import (
+        DataArguments,
+        DenseTrainingArguments,
+        ModelArguments,
+    )
+    from densir.retriever.modeling import DenseEncoder
+    from densir.retriever.trainer import train
+
+    items = TrainDataset(TrainGroupSource(files=[scored_groups]), train_n_passages=4, seed=0)
+    if items[0].get("score") is None:
+        pytest.skip("densir.dataset.TrainDataset items carry no teacher 'score' yet")
+    items = [items[k] for k in range(24)]
+    out = tmp_path / "run"
+    argv = ["--model_name_or_path", tiny_bert_dir, "--train_dir", str(scored_groups), "--output_dir", str(out),
+            "--pooling", "mean", "--normalize", "true", "--temperature", "0.05", "--q_max_len", "24",
+            "--p_max_len", "48", "--train_n_passages", "4", "--per_device_train_batch_size", "8",
+            "--max_steps", "20", "--learning_rate", "1e-3", "--save_strategy", "no", "--disable_tqdm", "true",
+            "--distill_loss", "margin_mse", "--distill_weight", "1.0", "--contrastive_weight", "0.1",
+            "--grad_cache", "--gc_q_chunk_size", "3", "--gc_p_chunk_size", "10"]
+    measure = MarginMSELoss(0.05)
+    torch.manual_seed(0)
+    before = _distill_loss_of(DenseEncoder.load(tiny_bert_dir, pooling="mean", normalize=True), items, measure)
+    train(*parse_args(ModelArguments, DataArguments, DenseTrainingArguments, argv=argv))
+    after = _distill_loss_of(DenseEncoder.load(str(out)), items, measure)
+    assert after < 0.7 * before, (before, after)

@@ -1,12 +1,13 @@
 """Bi-encoder batches: :class:`TrainCollator` turns :class:`densir.dataset.TrainDataset` items into
-``{"query": tensors, "passage": tensors}`` (+ ``"scores"``: teacher scores, when the items carry them)."""
+``{"query": tensors, "passage": tensors}`` (+ ``"teacher_scores"``, when the items carry them)."""
 from __future__ import annotations
 
 import torch
 
 from densir.tokenization import tokenize_batch
 
-TEACHER_SCORES_KEY = "scores"  # the item key: one teacher score per passage, aligned with item["passages"]
+ITEM_SCORE_KEY = "score"  # TrainDataset items: one teacher score (or None) per passage, aligned with "passages"
+TEACHER_SCORES_KEY = "teacher_scores"  # the batch key: what the distillation losses take
 
 
 class TrainCollator:
@@ -16,10 +17,11 @@ class TrainCollator:
     longest item; pre-tokenized ids accepted). Passages come group by group, positive first, the
     layout :class:`densir.retriever.loss.ContrastiveLoss` expects.
 
-    Items carrying teacher scores (``item["scores"]``: one float per passage, in the order of
-    ``item["passages"]``) add ``"scores"``: a float32 ``[queries, passages per query]`` tensor,
-    what the distillation losses of :mod:`densir.retriever.loss` take. Either every item of a
-    batch carries them or none does.
+    Items carrying teacher scores (``item["score"]``: one float per passage, in the order of
+    ``item["passages"]``, as :class:`densir.dataset.TrainDataset` reads them from each passage's
+    ``"score"``) add ``"teacher_scores"``: a float32 ``[queries, passages per query]`` tensor,
+    what the distillation losses of :mod:`densir.retriever.loss` take. Either every passage of a
+    batch has a score or none has (a score of None is no score).
     """
 
     def __init__(self, tokenizer, q_max_len: int = 32, p_max_len: int = 128, query_prefix: str = "",
@@ -43,15 +45,19 @@ class TrainCollator:
 
 
 def teacher_scores(items: list[dict]) -> torch.Tensor | None:
-    """``[len(items), n]`` float32 teacher scores of the items' passages, or None when no item has any."""
-    carried = [it.get(TEACHER_SCORES_KEY) is not None for it in items]
-    if not any(carried):
-        return None
-    if not all(carried):
-        raise ValueError(f"{carried.count(False)} of {len(items)} items in a batch carry no teacher scores "
-                         f"({TEACHER_SCORES_KEY!r}): score every train group, or none")
+    """``[len(items), n]`` float32 teacher scores of the items' passages, or None when no passage has one."""
+    rows = []
     for it in items:
-        if len(it[TEACHER_SCORES_KEY]) != len(it["passages"]):
-            raise ValueError(f"an item has {len(it[TEACHER_SCORES_KEY])} teacher scores for "
-                             f"{len(it['passages'])} passages")
-    return torch.tensor([[float(s) for s in it[TEACHER_SCORES_KEY]] for it in items], dtype=torch.float32)
+        scores = it.get(ITEM_SCORE_KEY)
+        if scores is not None and len(scores) != len(it["passages"]):
+            raise ValueError(f"an item has {len(scores)} teacher scores for {len(it['passages'])} passages")
+        rows.append(scores if scores is not None else [None] * len(it["passages"]))
+    missing = sum(s is None for row in rows for s in row)
+    if missing == sum(len(row) for row in rows):
+        return None
+    if missing:
+        where = next(it.get("where") or it.get("query_id") or it["query"] for it, row in zip(items, rows)
+                     if None in row)
+        raise ValueError(f"{missing} passages in a batch carry no teacher score (first: the group {where!r}) "
+                         f"while others do: score every passage of every train group, or none")
+    return torch.tensor(rows, dtype=torch.float32)
