@@ -16,6 +16,17 @@
 #   HN_GROUPS    output groups                       (default OUT_DIR/MINE_ROUND/train.hn.jsonl)
 #   STAGE        all | encode-corpus | encode-queries | search | build     (default all)
 #                (build = merge shard runs, then tools/build_train_hn.py)
+# Mining filters (tools/build_train.py's flags, sentence-transformers' mine_hard_negatives; unset = off):
+#   MINE_RANGE_MIN / MINE_RANGE_MAX  rank window [MIN, MAX) over the candidates the filters leave
+#                                    (best first; positives not counted)   (default 0 / all)
+#   MINE_MARGIN           drop a candidate unless score <= positive's score - MARGIN
+#   MINE_RELATIVE_MARGIN  drop a candidate unless score <= positive's score - |positive's score| * M
+#   MINE_MAX_SCORE / MINE_MIN_SCORE  drop candidates scoring above / below this
+#   MINE_SAMPLING         random (N_SAMPLE drawn at random) | top (the best N_SAMPLE)  (default random)
+#   MINE_RESCORE_MODEL    a cross-encoder: the filters and ranks use its scores of the positives and
+#                         candidates instead of the run's (drops likely false negatives)
+#   MINE_RESCORE_MAX_LEN / MINE_RESCORE_BATCH_SIZE  its query+passage tokens / pairs per batch
+#   (a complete HN_GROUPS is never rebuilt: other mining settings want another HN_GROUPS)
 #
 # Writes under OUT_DIR/MINE_ROUND (a rerun skips every complete step):
 #   enc/queries.<TRAIN_SPLIT>.*  runs/<TRAIN_SPLIT>.<i>.run  <TRAIN_SPLIT>.run
@@ -27,7 +38,9 @@ DENSIR_SCRIPT=mine_hard_neg
 USAGE_EXTRA="$DENSIR_HOME/scripts/stages.sh"
 source "$DENSIR_HOME/scripts/lib.sh"
 source "$DENSIR_HOME/scripts/stages.sh"
-FLAG_VARS="$PIPELINE_VARS MINE_ROUND TRAIN_SPLIT DEPTH SKIP N_SAMPLE MINE_SEED HN_GROUPS"
+MINE_VARS="MINE_RANGE_MIN MINE_RANGE_MAX MINE_MARGIN MINE_RELATIVE_MARGIN MINE_MAX_SCORE MINE_MIN_SCORE
+  MINE_SAMPLING MINE_RESCORE_MODEL MINE_RESCORE_MAX_LEN MINE_RESCORE_BATCH_SIZE"
+FLAG_VARS="$PIPELINE_VARS MINE_ROUND TRAIN_SPLIT DEPTH SKIP N_SAMPLE MINE_SEED HN_GROUPS $MINE_VARS"
 parse_flags "$@"
 pipeline_defaults
 MINE_ROUND=${MINE_ROUND:-round1}
@@ -38,6 +51,13 @@ N_SAMPLE=${N_SAMPLE:-30}
 MINE_SEED=${MINE_SEED:-42}
 HN_GROUPS=${HN_GROUPS:-$OUT_DIR/$MINE_ROUND/train.hn.jsonl}
 check_stage encode-corpus encode-queries search build
+# each MINE_<NAME> that is set becomes --<name> of tools/build_train_hn.py
+MINE_FLAGS=()
+for var in $MINE_VARS; do
+  if [ -n "${!var:-}" ]; then
+    flag=${var#MINE_}; MINE_FLAGS+=("--${flag,,}" "${!var}")
+  fi
+done
 export DENSIR_HOME
 
 MODEL_DIR=$OUT_DIR/$MINE_ROUND/model
@@ -55,7 +75,7 @@ if want build; then
     "$PYTHON" "$DENSIR_HOME/tools/build_train_hn.py" --queries "$DATA_DIR/queries.$TRAIN_SPLIT.jsonl" \
       --qrels "$DATA_DIR/qrels.$TRAIN_SPLIT.tsv" --run "$OUT_DIR/$MINE_ROUND/$TRAIN_SPLIT.run" \
       --corpus "$DATA_DIR/corpus.jsonl" --out "$HN_GROUPS" \
-      --depth "$DEPTH" --skip "$SKIP" --n_sample "$N_SAMPLE" --seed "$MINE_SEED"
+      --depth "$DEPTH" --skip "$SKIP" --n_sample "$N_SAMPLE" --seed "$MINE_SEED" ${MINE_FLAGS[@]+"${MINE_FLAGS[@]}"}
   log "done: $HN_GROUPS"
   stats="${HN_GROUPS%.jsonl}.stats.json"
   [ -f "$stats" ] && cat "$stats" >&2

@@ -3,6 +3,11 @@ Tevatron's recipe (negatives from the top 100, skipping the top 3 as likely unla
 
     python tools/build_train_hn.py --queries queries.train.jsonl --qrels qrels.train.tsv \\
         --run train.round1.run --corpus corpus.jsonl --out train.hn.jsonl [--depth 100 --skip 3 --n_sample 30]
+        [--range_min R --range_max R --margin M --relative_margin M --max_score S --min_score S
+         --sampling random|top --rescore_model CROSS_ENCODER]
+
+The mining flags are tools/build_train.py's (densir.train_groups); e.g. NV-Retriever's
+TopK-PercPos: --relative_margin 0.05 --sampling top (--rescore_model to judge with a cross-encoder).
 """
 from densir.io import cli_errors
 from densir.train_groups import build_train_cli
