@@ -23,8 +23,9 @@ them), searched by :func:`densir.search.faiss_index.search` (exact inner product
 without hits counts 0). So the logged figures equal ``densir.driver.encode`` +
 ``densir.faiss_retriever`` + ``tools/evaluate.py`` on a checkpoint of the same step.
 
-Under DDP rank 0 evaluates (every rank holds the same weights) while the others wait; the metrics
-are then broadcast so that every rank takes the same best-model decisions.
+Under DDP rank 0 evaluates (every rank holds the same weights) while the others wait in the
+broadcast of its metrics, so that every rank takes the same best-model decisions; an evaluation
+longer than the process group's timeout (``--ddp_timeout``, 1800 s) needs a sample or a larger timeout.
 """
 from __future__ import annotations
 

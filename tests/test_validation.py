@@ -186,3 +186,43 @@ def test_flags_are_checked(tmp_path, heldout, tiny_bert_dir):
 
     with pytest.raises(ValueError, match="needs validation during training"):
         DenseTrainer(model=DenseEncoder.build(tiny_bert_dir), args=args, train_dataset=[])
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_validate_and_keep_the_best(tmp_path, heldout, minilm_path):
+    """`torchrun --nproc_per_node 2 -m densir.driver.train` (gloo) with validation every 2 steps
+    and --load_best_model_at_end: rank 0 evaluates, both ranks agree on the best checkpoint, and
+    the metrics logged for it equal a fresh in-process evaluation of that checkpoint."""
+    import sys
+
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from densir.retriever.modeling import DenseEncoder
+    from densir.validation import RetrievalValidator
+
+    torch.manual_seed(0)
+    model = tmp_path / "tiny"
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(model)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(model)
+    out = tmp_path / "ddp"
+    argv = _argv(model, heldout, out, "--pooling", "mean", "--normalize", "true", "--max_steps", 4,
+                 "--learning_rate", 1e-3, "--eval_strategy", "steps", "--eval_steps", 2, "--save_steps", 2,
+                 "--load_best_model_at_end")
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    run_cmd([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "densir.driver.train", *map(str, argv)],
+            timeout=900)
+    summary = json.loads((out / "train_summary.json").read_text())
+    evals = {h["step"]: h for h in summary["eval_history"]}
+    assert sorted(evals) == [2, 4]
+    best = summary["best_model_checkpoint"]
+    step = int(best.rsplit("-", 1)[1])
+    assert evals[step]["eval_nDCG@10"] == summary["best_metric"] == max(h["eval_nDCG@10"] for h in evals.values())
+    final, kept = load_file(out / "model.safetensors"), load_file(Path(best) / "model.safetensors")
+    assert all(torch.equal(final[k], kept[k]) for k in final)
+    validator = RetrievalValidator.from_files(heldout / "queries.heldout.jsonl", heldout / "qrels.heldout.tsv",
+                                              heldout / "corpus.jsonl", sample_run=heldout / "bm25.heldout.run",
+                                              sample_depth=SAMPLE_DEPTH, q_max_len=Q_LEN, p_max_len=P_LEN)
+    again = validator.evaluate(DenseEncoder.load(best))
+    for m in METRICS:
+        assert evals[step][f"eval_{m}"] == pytest.approx(again[m], abs=1e-6), m
