@@ -29,18 +29,44 @@ def parse_metric(name: str):
 
 def evaluate(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Sequence[tuple[str, float]]],
              metrics: Sequence[str] = tuple(DEFAULT_METRICS)) -> dict:
+    scores = per_query(qrels, run, metrics)
+    judged = _judged(qrels)
+    out = {name: (sum(v.values()) / len(judged) if judged else 0.0) for name, v in scores.items()}
+    out["queries"] = len(judged)
+    out["queries_in_run"] = sum(1 for q in judged if q in run)
+    return out
+
+
+def per_query(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Sequence[tuple[str, float]]],
+              metrics: Sequence[str] = tuple(DEFAULT_METRICS)) -> dict[str, dict[str, float]]:
+    """``{metric: {qid: value}}`` over every judged query (one the run lacks scores 0, trec_eval -c)."""
     measures = {name: parse_metric(name) for name in metrics}
     run_dict = {qid: {docid: float(score) for docid, score in hits} for qid, hits in run.items()}
-    judged = {qid: dict(docs) for qid, docs in qrels.items() if any(r > 0 for r in docs.values())}
-    per_query = {name: {} for name in measures}
+    judged = _judged(qrels)
+    out = {name: dict.fromkeys(judged, 0.0) for name in measures}
     by_measure = {m: name for name, m in measures.items()}
     for m in ir_measures.iter_calc(list(measures.values()), judged, run_dict):
-        per_query[by_measure[m.measure]][m.query_id] = m.value
-    # ir_measures skips judged queries absent from the run; they count as 0 (trec_eval -c)
-    out = {name: (sum(v.values()) / len(judged) if judged else 0.0) for name, v in per_query.items()}
-    out["queries"] = len(judged)
-    out["queries_in_run"] = sum(1 for q in judged if q in run_dict)
+        out[by_measure[m.measure]][m.query_id] = m.value
     return out
+
+
+def compare_runs(qrels, run_a, run_b, metric: str = "nDCG@10") -> dict:
+    """Paired comparison of two runs on the same judged queries: the means, per-query wins/losses/ties
+    and a two-sided paired t-test (``scipy.stats.ttest_rel``) of ``b - a``."""
+    from scipy.stats import ttest_rel
+
+    a, b = per_query(qrels, run_a, [metric])[metric], per_query(qrels, run_b, [metric])[metric]
+    qids = sorted(a)
+    x, y = [a[q] for q in qids], [b[q] for q in qids]
+    test = ttest_rel(y, x)
+    return {"metric": metric, "queries": len(qids), "a": sum(x) / len(x), "b": sum(y) / len(y),
+            "delta": (sum(y) - sum(x)) / len(x), "wins": sum(v > u for u, v in zip(x, y)),
+            "losses": sum(v < u for u, v in zip(x, y)), "ties": sum(v == u for u, v in zip(x, y)),
+            "t": float(test.statistic), "p": float(test.pvalue)}
+
+
+def _judged(qrels) -> dict:
+    return {qid: dict(docs) for qid, docs in qrels.items() if any(r > 0 for r in docs.values())}
 
 
 def format_table(rows: Mapping[str, Mapping[str, float]], metrics: Sequence[str] = tuple(DEFAULT_METRICS)) -> str:

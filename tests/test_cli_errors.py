@@ -79,6 +79,7 @@ BUILD = ["--queries", "{queries}", "--qrels", "{qrels}", "--run", "{run}", "--co
          "--out", "{out}/train.jsonl"]
 BUILD_OUT = ("{out}/train.jsonl", "{out}/train.stats.json")
 EVALUATE = ["{qrels}", "{run}", "--save", "{out}/metrics.json"]
+COMPARE = ["--qrels", "{qrels}", "--a", "{run}", "--b", "{run}", "--save", "{out}/compare.json"]
 HOLDOUT = ["--data_dir", "{dataset}", "--out_dir", "{out}/heldout", "--n", "1"]
 PREPARE = ["--format", "beir", "--source", "{beir}", "--out_dir", "{out}/data"]
 PRETOK = ["--tokenizer", "{model}", "--groups", "{groups}", "{out}/groups.tok.jsonl", "--corpus", "{corpus}",
@@ -202,6 +203,10 @@ ROWS = [
     Row("tools/evaluate.py", "qrels-empty-file", EVALUATE, bad=("qrels", "empty"), outputs=("{out}/metrics.json",)),
     Row("tools/evaluate.py", "unknown-metric", EVALUATE + ["--metrics", "nDCG@10", "Bogus@10"], match="Bogus@10",
         outputs=("{out}/metrics.json",)),
+    Row("tools/compare_runs.py", "run-bad-line", COMPARE, bad=("run", "columns"), outputs=("{out}/compare.json",)),
+    Row("tools/compare_runs.py", "run-empty-file", COMPARE, bad=("run", "empty"), outputs=("{out}/compare.json",)),
+    Row("tools/compare_runs.py", "qrels-bad-line", COMPARE, bad=("qrels", "rel"), field="rel",
+        outputs=("{out}/compare.json",)),
     Row("tools/metrics_table.py", "malformed-json", ["A={metrics}", "B={metrics}", "--save", "{out}/table.txt"],
         bad=("metrics", "json"), outputs=("{out}/table.txt",)),
     Row("tools/metrics_table.py", "empty-file", ["A={metrics}", "--save", "{out}/table.txt"], bad=("metrics", "empty"),
