@@ -7,6 +7,8 @@ from typing import Optional
 from densir.arguments import BaseTrainingArguments
 from densir.retriever.arguments import DataArguments
 
+RERANK_VALIDATION_METRICS = ("nDCG@10", "MRR@10")  # densir.reranker.validation's; logged as eval_nDCG@10, ...
+
 
 @dataclass
 class RerankerModelArguments:
@@ -26,10 +28,20 @@ class RerankerDataArguments(DataArguments):
     q_max_len: int = field(default=32, metadata={"help": "not used by the re-ranker (see --max_len)"})
     p_max_len: int = field(default=128, metadata={"help": "not used by the re-ranker (see --max_len)"})
 
+    # validation during training (densir.reranker.validation): with DataArguments' --eval_queries,
+    # --eval_qrels, --eval_corpus
+    eval_run: Optional[str] = field(default=None, metadata={
+        "help": "first-stage TREC run whose top --eval_depth hits of the --eval_queries are re-ranked at every "
+                "evaluation (e.g. a held-out split's BM25 or round-2 run)"})
+
     def __post_init__(self):
         super().__post_init__()
         if self.train_n_passages < 2:
             raise ValueError("--train_n_passages must be >= 2 for a re-ranker (a positive and a negative)")
+        if self.eval_sample_bm25_run:
+            raise ValueError("--eval_sample_bm25_run is the bi-encoder's; the re-ranker re-ranks --eval_run")
+        if bool(self.eval_run) != bool(self.eval_queries):
+            raise ValueError("the re-ranker's validation needs --eval_run with --eval_queries and --eval_qrels")
 
 
 @dataclass
@@ -54,6 +66,12 @@ class RerankerTrainingArguments(BaseTrainingArguments):
         "help": "kl: softmax temperature of both teacher and student scores"})
     bce_pos_weight: Optional[float] = field(default=None, metadata={
         "help": "bce: weight of positive pairs (e.g. n-1 to balance the negatives); default 1"})
+    # validation during training: the data flags are --eval_run/--eval_queries/--eval_qrels/--eval_corpus
+    eval_depth: int = field(default=100, metadata={"help": "re-rank each eval query's top EVAL_DEPTH hits"})
+    eval_metrics: list[str] = field(default_factory=lambda: list(RERANK_VALIDATION_METRICS), metadata={
+        "help": "metrics logged as eval_<name> (densir.evaluation names or ir_measures ones)"})
+    per_device_eval_batch_size: int = field(default=64, metadata={
+        "help": "pairs per forward pass when validation re-ranks (densir.driver.rerank's --batch_size default)"})
 
     def __post_init__(self):
         from densir.reranker.losses import LOSSES
@@ -63,6 +81,17 @@ class RerankerTrainingArguments(BaseTrainingArguments):
             raise ValueError(f"--loss must be one of {LOSSES}, got {self.loss!r}")
         if self.pairwise_reduction not in REDUCTIONS:
             raise ValueError(f"--pairwise_reduction must be one of {REDUCTIONS}, got {self.pairwise_reduction!r}")
+        if self.eval_depth < 1:
+            raise ValueError(f"--eval_depth must be >= 1, got {self.eval_depth}")
+        # as DenseTrainingArguments: the best model is chosen on nDCG@10 unless told otherwise (HF
+        # would pick eval_loss, which validation does not compute); names match case-insensitively
+        if self.load_best_model_at_end and self.metric_for_best_model is None:
+            self.metric_for_best_model = "nDCG@10"
+        if self.metric_for_best_model:
+            bare = self.metric_for_best_model.removeprefix("eval_")
+            names = {m.lower(): m for m in self.eval_metrics}
+            if bare.lower() in names:
+                self.metric_for_best_model = names[bare.lower()]
         super().__post_init__()
 
 

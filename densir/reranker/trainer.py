@@ -5,18 +5,32 @@ through ``model.save``, resume, the ``(seed, epoch)`` sampler) and :class:`densi
 (one positive + ``n-1`` negatives per query, a pure function of ``(seed, epoch, index)``). Here a
 batch of ``B`` groups becomes ``B * n`` (query, passage) pairs scored jointly by the
 cross-encoder, and the ``[B, n]`` logits go to one of :mod:`densir.reranker.losses`.
+
+Validation during training (``--eval_run`` with ``--eval_queries``/``--eval_qrels``,
+``--eval_strategy steps``): :class:`densir.reranker.validation.RerankValidator` behind
+:meth:`RerankerTrainer.evaluate` re-ranks held-out queries' first-stage top ``--eval_depth`` as
+``densir.driver.rerank`` would, and logs ``eval_nDCG@10``/``eval_MRR@10``;
+``--load_best_model_at_end`` keeps the best checkpoint (on nDCG@10 unless
+``--metric_for_best_model`` says otherwise).
 """
 from __future__ import annotations
 
+import torch.distributed as dist
 from torch import nn
 
 from densir.training import DensirTrainer
 
 
 class RerankerTrainer(DensirTrainer):
-    """A :class:`DensirTrainer` whose loss is a re-ranking loss over each query's group of logits."""
+    """A :class:`DensirTrainer` whose loss is a re-ranking loss over each query's group of logits.
 
-    def __init__(self, *args, loss_fn: nn.Module, **kwargs):
+    ``validator`` (a :class:`densir.reranker.validation.RerankValidator`) is the eval set:
+    :meth:`evaluate` re-ranks it with the re-ranker being trained (HF calls it every ``--eval_steps``).
+    """
+
+    def __init__(self, *args, loss_fn: nn.Module, validator=None, **kwargs):
+        if validator is not None:
+            kwargs["eval_dataset"] = validator
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
 
@@ -26,10 +40,55 @@ class RerankerTrainer(DensirTrainer):
         loss = self.loss_fn(scores, relevance)
         return (loss, scores) if return_outputs else loss
 
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Re-ranking metrics of the model as it is now, logged as ``eval_nDCG@10`` etc.
+
+        Rank 0 evaluates (every rank holds the same weights), every rank gets the metrics, so HF's
+        best-model bookkeeping (``--load_best_model_at_end``) agrees everywhere.
+        """
+        from densir.precision import precision_from_flags, resolve_precision
+        from densir.reranker.validation import RerankValidator
+
+        validator = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if not isinstance(validator, RerankValidator):
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        metrics = None
+        if self.is_world_process_zero():
+            device = self.args.device
+            precision = resolve_precision(precision_from_flags(self.args.fp16, self.args.bf16), device).name
+            reranker = self.accelerator.unwrap_model(self.model)
+            metrics = {f"{metric_key_prefix}_{k}": v for k, v in validator.evaluate(reranker, device, precision).items()}
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            box = [metrics]
+            dist.broadcast_object_list(box, src=0, device=self.args.device if self.args.device.type == "cuda" else None)
+            metrics = box[0]
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+def build_validator(data_args, training_args):
+    """The :class:`densir.reranker.validation.RerankValidator` that ``--eval_run`` & co. name, or None."""
+    evaluating = str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) != "no"
+    if not data_args.eval_queries:
+        if evaluating:
+            raise ValueError(f"--eval_strategy {training_args.eval_strategy} needs --eval_run, --eval_queries and "
+                             "--eval_qrels")
+        return None
+    if not evaluating:
+        raise ValueError("--eval_run/--eval_queries need --eval_strategy steps (and --eval_steps N) or epoch")
+    from densir.reranker.validation import RerankValidator
+
+    return RerankValidator.from_files(data_args.eval_run, data_args.eval_queries, data_args.eval_qrels,
+                                      data_args.eval_corpus, depth=training_args.eval_depth,
+                                      metrics=training_args.eval_metrics,
+                                      batch_size=training_args.per_device_eval_batch_size)
+
 
 def train(model_args, data_args, training_args, callbacks: list | None = None) -> dict:
-    """Build re-ranker, data and trainer from the argument dataclasses (:mod:`densir.reranker.arguments`)
-    and run them through :func:`densir.training.run_training` (the bi-encoder's runner)."""
+    """Build re-ranker, data, validator and trainer from the argument dataclasses
+    (:mod:`densir.reranker.arguments`) and run them through :func:`densir.training.run_training`
+    (the bi-encoder's runner)."""
     from densir.dataset import TrainDataset
     from densir.formats import train_group_source
     from densir.reranker.collator import RerankCollator
@@ -38,13 +97,15 @@ def train(model_args, data_args, training_args, callbacks: list | None = None) -
     from densir.training import run_training
 
     def build():
+        validator = build_validator(data_args, training_args)  # bad eval files fail before the model loads
         reranker = CrossEncoderReranker.load(model_args.model_name_or_path, max_len=data_args.max_len,
                                              revision=model_args.model_revision, cache_dir=model_args.cache_dir)
         seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
         dataset = TrainDataset(train_group_source(data_args), data_args.train_n_passages, seed=seed)
         collator = RerankCollator(reranker.tokenizer, data_args.max_len, data_args.pad_to_multiple_of)
         trainer = RerankerTrainer(model=reranker, args=training_args, train_dataset=dataset, data_collator=collator,
-                                  loss_fn=build_loss_from_args(training_args), callbacks=callbacks)
+                                  loss_fn=build_loss_from_args(training_args), callbacks=callbacks,
+                                  validator=validator)
         return trainer, dataset
 
     return run_training(training_args, build, extra={"loss": training_args.loss}, what=training_args.loss)
