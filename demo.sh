@@ -16,7 +16,7 @@
 #   RERANK     1 = then rerank.sh: train a cross-encoder on the round-2 groups, re-rank round 2's
 #              top 100, fuse with round 2 (RERANK_ALPHA); about 26 more minutes on 2 cores (default 0)
 # Writes DATA_DIR (get_data.sh layout), OUT_DIR/{round1,round2}/ (run.sh layout; [zeroshot/]),
-# OUT_DIR/test.table.txt, OUT_DIR/timings.tsv (seconds per step), OUT_DIR/demo_summary.txt
+# OUT_DIR/test.table.txt, OUT_DIR/timings.tsv (seconds per step), OUT_DIR/demo_summary.{txt,json}
 # [and OUT_DIR/rerank/ with RERANK=1].
 # A rerun skips every complete step (delete OUT_DIR to start over).
 set -euo pipefail
@@ -74,6 +74,9 @@ if [ "$RERANK" = 1 ]; then stage rerank bash rerank.sh; STAGES+=(rerank); fi
   printf '%-14s %8d\n' total "$total"
   echo "(seconds per step of the runs that did the work: $TIMINGS)"
 } | tee "$OUT_DIR/demo_summary.txt"
+walls=(); for s in "${STAGES[@]}"; do walls+=("$s=${WALL[$s]}"); done
+"$PYTHON" "$DENSIR_HOME/benchmarks/demo_summary.py" "$OUT_DIR" "$DATA_DIR" --split test --walls "${walls[@]}" \
+  --save "$OUT_DIR/demo_summary.json"
 
 if [ "$DEMO_CHECK" = 1 ]; then
   "$PYTHON" - "$OUT_DIR" "$ZERO_SHOT_REF" "$RERANK" <<'PY'

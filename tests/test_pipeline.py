@@ -247,6 +247,10 @@ def test_demo_sh_runs_the_stages_and_checks_its_figures(tmp_path, slice_data, sl
     table = (out / "test.table.txt").read_text()
     assert [line.split()[0] for line in table.splitlines()[2:]] == ["BM25", "round1", "round2", "rerank-ce", "rerank"]
     assert table.strip() in summary
+    saved = json.loads((out / "demo_summary.json").read_text())  # what the README's demo tables render
+    assert saved["stage_seconds"] == {k: int(v) for k, v in walls.items() if k != "total"}
+    assert saved["systems"]["round2"] == json.loads((out / "round2" / "test.metrics.json").read_text())
+    assert {"bm25", "round1", "round2", "rerank-ce", "rerank"} <= set(saved["systems"])
     scripts = {line.split("\t")[0] for line in (out / "timings.tsv").read_text().splitlines()}
     assert {"run", "mine_hard_neg", "train_hn", "rerank"} <= scripts
     n = {r: json.loads((out / r / "test.metrics.json").read_text())["nDCG@10"] for r in ("round1", "round2", "rerank")}

@@ -1,0 +1,71 @@
+"""The demo's figures as JSON (demo.sh writes OUT_DIR/demo_summary.json with it): every system's
+test metrics, the stage wall times, the per-step timings and the CPU, so the README's demo tables
+are rendered from one saved file (copy it to benchmarks/results/demo.json to publish it).
+
+    python benchmarks/demo_summary.py OUT_DIR DATA_DIR --split test --walls get_data=48 run=347 ... --save J
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out_dir")
+    ap.add_argument("data_dir")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--walls", nargs="*", default=[], help="STAGE=SECONDS")
+    ap.add_argument("--save", required=True)
+    args = ap.parse_args()
+    out, data, split = Path(args.out_dir), Path(args.data_dir), args.split
+    candidates = {"bm25": data / f"bm25.{split}.metrics.json"}
+    for r in ("zeroshot", "round1", "round2"):
+        candidates[r] = out / r / f"{split}.metrics.json"
+        candidates[f"{r}-hybrid"] = out / r / f"{split}.hybrid.metrics.json"
+    candidates["rerank-ce"] = out / "rerank" / f"{split}.ce.metrics.json"
+    candidates["rerank"] = out / "rerank" / f"{split}.metrics.json"
+    systems = {name: json.loads(p.read_text()) for name, p in candidates.items() if p.is_file()}
+    timings = []
+    if (out / "timings.tsv").is_file():
+        for line in (out / "timings.tsv").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3:
+                timings.append({"script": parts[0], "step": parts[1], "seconds": float(parts[2])})
+    walls = {k: int(v) for k, v in (w.split("=", 1) for w in args.walls)}
+    summary = {"split": split, "systems": systems, "stage_seconds": walls,
+               "total_seconds": sum(walls.values()), "steps": timings, "cpu": _cpu(),
+               "date": time.strftime("%Y-%m-%d"), "settings": _settings(out)}
+    Path(args.save).write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{args.save}: {len(systems)} systems, {len(walls)} stages")
+
+
+def _cpu() -> dict:
+    info = {"machine": platform.machine()}
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("Model name", "CPU(s)", "Flags"):
+                info[key.strip()] = value.strip() if key.strip() != "Flags" else \
+                    [f for f in value.split() if f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                                                       "amx_bf16", "amx_int8")]
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return info
+
+
+def _settings(out: Path) -> dict:
+    import os
+
+    keys = ("MODEL", "PRECISION", "Q_MAX_LEN", "P_MAX_LEN", "BATCH", "TRAIN_N_PASSAGES", "LR", "EPOCHS",
+            "TEMPERATURE", "NUM_SHARDS", "HYBRID", "HYBRID_NORM", "HYBRID_WEIGHT", "SEED")
+    return {k: os.environ[k] for k in keys if k in os.environ}
+
+
+if __name__ == "__main__":
+    main()
