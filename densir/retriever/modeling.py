@@ -47,6 +47,13 @@ class EncoderConfig:
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
 
+    # HF's reporting callbacks (tensorboard, wandb, mlflow) read model.config like a PretrainedConfig
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json_string(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
 
 class DenseEncoder(nn.Module):
     def __init__(self, q_model: nn.Module, p_model: nn.Module | None = None,
