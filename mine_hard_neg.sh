@@ -26,6 +26,7 @@
 #   MINE_RESCORE_MODEL    a cross-encoder: the filters and ranks use its scores of the positives and
 #                         candidates instead of the run's (drops likely false negatives)
 #   MINE_RESCORE_MAX_LEN / MINE_RESCORE_BATCH_SIZE  its query+passage tokens / pairs per batch
+#                         (it runs in PRECISION, on the GPU when there is one)
 #   (a complete HN_GROUPS is never rebuilt: other mining settings want another HN_GROUPS)
 #
 # Writes under OUT_DIR/MINE_ROUND (a rerun skips every complete step):
@@ -58,6 +59,8 @@ for var in $MINE_VARS; do
     flag=${var#MINE_}; MINE_FLAGS+=("--${flag,,}" "${!var}")
   fi
 done
+# the cross-encoder rescores in the pipeline's precision (PRECISION, resolved for this node)
+if [ -n "${MINE_RESCORE_MODEL:-}" ]; then MINE_FLAGS+=(--rescore_precision "$PRECISION"); fi
 export DENSIR_HOME
 
 MODEL_DIR=$OUT_DIR/$MINE_ROUND/model

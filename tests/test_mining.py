@@ -355,6 +355,30 @@ def test_rescoring_drops_what_the_cross_encoder_scores_say(options, tmp_path, sm
         assert negative_pos > 0  # the sign-safe form is exercised
 
 
+def test_mine_hard_neg_rescores_with_mine_rescore_model(tmp_path, small_ce, small_run, data):
+    """MINE_RESCORE_MODEL (+ MINE_MARGIN, MINE_SAMPLING) through mine_hard_neg.sh's build stage: the
+    groups of build_train_file with that cross-encoder."""
+    from densir.train_groups import build_train_file
+
+    d = data["dir"]
+    ref = tmp_path / "ref.jsonl"
+    build_train_file(d / "queries.train.jsonl", d / "qrels.train.tsv", small_run, d / "corpus.jsonl", ref,
+                     depth=RESCORE_DEPTH, skip=0, n_sample=3, margin=0.0, sampling="top", rescore_model=small_ce,
+                     rescore_batch_size=4, rescore_device="cpu")
+    out = tmp_path / "out"
+    (out / "round1" / "model").mkdir(parents=True)
+    (out / "round1" / "model" / "densir_config.json").write_text("{}")
+    shutil.copy(small_run, out / "round1" / "train.run")
+    env = {"DATA_DIR": str(d), "OUT_DIR": str(out), "NUM_SHARDS": "1", "PYTHON": "python", "PRECISION": "fp32",
+           "DEPTH": str(RESCORE_DEPTH), "SKIP": "0", "N_SAMPLE": "3", "MINE_RESCORE_MODEL": small_ce,
+           "MINE_RESCORE_BATCH_SIZE": "4", "MINE_MARGIN": "0.0", "MINE_SAMPLING": "top", "CUDA_VISIBLE_DEVICES": ""}
+    run_cmd(["bash", "mine_hard_neg.sh", "--stage", "build"], env=env)
+    assert (out / "round1" / "train.hn.jsonl").read_text() == ref.read_text()
+    stats = json.loads((out / "round1" / "train.hn.stats.json").read_text())
+    assert stats["rescore_model"] == small_ce and stats["rescored_pairs"] == RESCORE_QUERIES * RESCORE_DEPTH
+    assert stats["dropped_margin"] > 0
+
+
 # --------------------------------------------------------------------------- the CLIs
 def test_build_train_hn_flags_and_mine_hard_neg_settings(tmp_path, data, inputs):
     """tools/build_train_hn.py's mining flags and mine_hard_neg.sh's MINE_* settings (its build
