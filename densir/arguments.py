@@ -28,6 +28,17 @@ class BaseTrainingArguments(TrainingArguments):
     warmup_ratio: Optional[float] = field(default=None, metadata={
         "help": "warmup as a fraction of all steps (Tevatron's flag; transformers 5 spells it --warmup_steps 0.1)"})
 
+    def resolve_best_metric(self, eval_metrics) -> None:
+        """The best model is chosen on nDCG@10 unless told otherwise (HF would pick eval_loss, which
+        densir's validators do not compute); a name matches ``eval_metrics`` case-insensitively."""
+        if self.load_best_model_at_end and self.metric_for_best_model is None:
+            self.metric_for_best_model = "nDCG@10"
+        if self.metric_for_best_model:
+            bare = self.metric_for_best_model.removeprefix("eval_")
+            names = {m.lower(): m for m in eval_metrics}
+            if bare.lower() in names:
+                self.metric_for_best_model = names[bare.lower()]
+
     def __post_init__(self):
         import torch
 

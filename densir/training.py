@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
 
 from densir.dataset import EpochShuffleSampler
@@ -93,13 +94,41 @@ class DensirTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         args_ = kwargs.get("args", args[1] if len(args) > 1 else None)
         if args_ is not None and args_.load_best_model_at_end and kwargs.get("eval_dataset") is None:
-            raise ValueError("--load_best_model_at_end needs validation during training "
-                             "(the bi-encoder's --eval_queries/--eval_qrels with --eval_strategy steps)")
+            raise ValueError("--load_best_model_at_end needs validation during training (the bi-encoder's "
+                             "--eval_queries/--eval_qrels, the re-ranker's --eval_run/--eval_queries/--eval_qrels, "
+                             "with --eval_strategy steps)")
         super().__init__(*args, **kwargs)
         # densir losses are batch means computed here, never by the model from `labels`
         self.model_accepts_loss_kwargs = False
         self.epoch_sampler: EpochShuffleSampler | None = None
         self.add_callback(_SamplerEpoch(self))
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Metrics of the model as it is now from a densir validator (anything with
+        ``evaluate(model, device, precision) -> {metric: value}``: :class:`densir.validation.RetrievalValidator`,
+        :class:`densir.reranker.validation.RerankValidator`), logged as ``eval_nDCG@10`` etc.
+
+        Rank 0 evaluates (every rank holds the same weights), every rank gets the metrics, so HF's
+        best-model bookkeeping (``--load_best_model_at_end``) agrees everywhere.
+        """
+        from densir.precision import precision_from_flags, resolve_precision
+
+        validator = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if not callable(getattr(validator, "evaluate", None)):
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        metrics = None
+        if self.is_world_process_zero():
+            device = self.args.device
+            precision = resolve_precision(precision_from_flags(self.args.fp16, self.args.bf16), device).name
+            model = self.accelerator.unwrap_model(self.model)
+            metrics = {f"{metric_key_prefix}_{k}": v for k, v in validator.evaluate(model, device, precision).items()}
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            box = [metrics]
+            dist.broadcast_object_list(box, src=0, device=self.args.device if self.args.device.type == "cuda" else None)
+            metrics = box[0]
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset

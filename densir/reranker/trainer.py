@@ -15,7 +15,6 @@ Validation during training (``--eval_run`` with ``--eval_queries``/``--eval_qrel
 """
 from __future__ import annotations
 
-import torch.distributed as dist
 from torch import nn
 
 from densir.training import DensirTrainer
@@ -39,32 +38,6 @@ class RerankerTrainer(DensirTrainer):
         scores = model(inputs["pairs"]).view(relevance.shape)
         loss = self.loss_fn(scores, relevance)
         return (loss, scores) if return_outputs else loss
-
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Re-ranking metrics of the model as it is now, logged as ``eval_nDCG@10`` etc.
-
-        Rank 0 evaluates (every rank holds the same weights), every rank gets the metrics, so HF's
-        best-model bookkeeping (``--load_best_model_at_end``) agrees everywhere.
-        """
-        from densir.precision import precision_from_flags, resolve_precision
-        from densir.reranker.validation import RerankValidator
-
-        validator = eval_dataset if eval_dataset is not None else self.eval_dataset
-        if not isinstance(validator, RerankValidator):
-            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        metrics = None
-        if self.is_world_process_zero():
-            device = self.args.device
-            precision = resolve_precision(precision_from_flags(self.args.fp16, self.args.bf16), device).name
-            reranker = self.accelerator.unwrap_model(self.model)
-            metrics = {f"{metric_key_prefix}_{k}": v for k, v in validator.evaluate(reranker, device, precision).items()}
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            box = [metrics]
-            dist.broadcast_object_list(box, src=0, device=self.args.device if self.args.device.type == "cuda" else None)
-            metrics = box[0]
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics
 
 
 def build_validator(data_args, training_args):

@@ -112,15 +112,7 @@ class DenseTrainingArguments(BaseTrainingArguments):
             raise ValueError(f"--teacher_temperature must be > 0, got {self.teacher_temperature}")
         if self.eval_depth < 1:
             raise ValueError(f"--eval_depth must be >= 1, got {self.eval_depth}")
-        # the best model is chosen on nDCG@10 unless told otherwise (HF would pick eval_loss,
-        # which densir's validation does not compute); names match case-insensitively
-        if self.load_best_model_at_end and self.metric_for_best_model is None:
-            self.metric_for_best_model = "nDCG@10"
-        if self.metric_for_best_model:
-            bare = self.metric_for_best_model.removeprefix("eval_")
-            names = {m.lower(): m for m in self.eval_metrics}
-            if bare.lower() in names:
-                self.metric_for_best_model = names[bare.lower()]
+        self.resolve_best_metric(self.eval_metrics)
         super().__post_init__()
 
 

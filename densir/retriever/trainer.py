@@ -11,7 +11,6 @@ import logging
 from typing import Callable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from densir.retriever.collator import TEACHER_SCORES_KEY
@@ -49,32 +48,6 @@ class DenseTrainer(DensirTrainer):
             raise ValueError("--distill_loss needs teacher scores in the train groups (a per-passage score); "
                              "these groups carry none")
         return {"teacher_scores": inputs[TEACHER_SCORES_KEY]}
-
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Retrieval metrics of the encoder as it is now, logged as ``eval_nDCG@10`` etc.
-
-        Rank 0 evaluates (see :mod:`densir.validation`), every rank gets the metrics, so HF's
-        best-model bookkeeping (``--load_best_model_at_end``) agrees everywhere.
-        """
-        from densir.precision import precision_from_flags, resolve_precision
-        from densir.validation import RetrievalValidator
-
-        validator = eval_dataset if eval_dataset is not None else self.eval_dataset
-        if not isinstance(validator, RetrievalValidator):
-            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        metrics = None
-        if self.is_world_process_zero():
-            device = self.args.device
-            precision = resolve_precision(precision_from_flags(self.args.fp16, self.args.bf16), device).name
-            encoder = self.accelerator.unwrap_model(self.model)
-            metrics = {f"{metric_key_prefix}_{k}": v for k, v in validator.evaluate(encoder, device, precision).items()}
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            box = [metrics]
-            dist.broadcast_object_list(box, src=0, device=self.args.device if self.args.device.type == "cuda" else None)
-            metrics = box[0]
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if not self.args.grad_cache:
