@@ -28,6 +28,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from densir.reranker.losses.distillation import KLDistillationLoss as _ScoreKL
+from densir.reranker.losses.distillation import MarginMSELoss as _ScoreMarginMSE
+
 
 class ContrastiveLoss(nn.Module):
     """InfoNCE over all passages of the (local or global) batch; see the module docstring."""
@@ -98,11 +101,8 @@ class MarginMSELoss(nn.Module):
 
     def forward(self, q_reps: torch.Tensor, p_reps: torch.Tensor, teacher_scores: torch.Tensor) -> torch.Tensor:
         student = group_scores(q_reps, p_reps, self.temperature)
-        teacher = _check_teacher(teacher_scores, student)
-        if student.size(1) < 2:
-            raise ValueError("MarginMSE needs a negative per query (--train_n_passages >= 2)")
-        margins = student[:, :1] - student[:, 1:]
-        return F.mse_loss(margins, teacher[:, :1] - teacher[:, 1:])
+        # the score-level loss is the cross-encoder's: one implementation of the formula
+        return _ScoreMarginMSE()(student, _check_teacher(teacher_scores, student))
 
 
 class ListwiseKLLoss(nn.Module):
@@ -126,9 +126,8 @@ class ListwiseKLLoss(nn.Module):
 
     def forward(self, q_reps: torch.Tensor, p_reps: torch.Tensor, teacher_scores: torch.Tensor) -> torch.Tensor:
         student = group_scores(q_reps, p_reps, self.temperature)
-        teacher = _check_teacher(teacher_scores, student)
-        target = F.log_softmax(teacher / self.teacher_temperature, dim=1)
-        return F.kl_div(F.log_softmax(student, dim=1), target, reduction="batchmean", log_target=True)
+        teacher = _check_teacher(teacher_scores, student) / self.teacher_temperature
+        return _ScoreKL(temperature=1.0)(student, teacher)  # the cross-encoder's KL, both scales applied
 
 
 DISTILL_LOSSES = {"margin_mse": MarginMSELoss, "kl": ListwiseKLLoss}
