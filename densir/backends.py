@@ -224,6 +224,8 @@ class Runtime:
         self.task = task
         self.threads = threads
         self.config = AutoConfig.from_pretrained(str(model_dir))  # hidden_size etc., as on the HF module
+        if task == "cross-encoder":
+            self.config.num_labels = 1  # what the export computes, whatever the source config said
         self.meta: dict = {}
 
     def __call__(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
@@ -345,6 +347,10 @@ def _export_onnx(model_dir: Path, task: str, path: Path) -> tuple[Path, list[str
     unfused, and nncf quantizes it less accurately: min cosine 0.986 vs 0.995 on SciFact).
     """
     model = _load_hf(model_dir, task, attn_implementation="eager").eval()
+    if task == "cross-encoder" and not any(a.endswith("ForSequenceClassification")
+                                           for a in (model.config.architectures or [])):
+        logger.warning("%s has no classification head: the export gets a fresh random one; save the "
+                       "reranker first (CrossEncoderReranker.save) and export that", model_dir)
     # token_type_ids only where the architecture takes them (BERT does, DistilBERT does not)
     names = ["input_ids", "attention_mask"]
     if "token_type_ids" in inspect.signature(model.forward).parameters:
