@@ -192,12 +192,10 @@ def load_runtime(model_dir, backend: str, quantize: str = "none", task: str = "e
 
 
 def default_threads() -> int:
-    """The cores this process may use: SLURM's --cpus-per-task when set, else the affinity mask."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK")
-    if slurm and slurm.isdigit():
-        return max(1, min(int(slurm), cores))
-    return cores
+    """The cores this process may use: :func:`densir.threads.cpu_threads` (the one thread policy)."""
+    from densir.threads import cpu_threads
+
+    return cpu_threads()[0]
 
 
 def library_versions(backend: str) -> dict:

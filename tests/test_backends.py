@@ -182,7 +182,8 @@ def test_bad_arguments(tiny_bert_dir):
 
 def test_default_threads_follow_slurm(monkeypatch):
     cores = len(os.sched_getaffinity(0))
-    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    for var in ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
     assert backends.default_threads() == cores
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
     assert backends.default_threads() == 1
