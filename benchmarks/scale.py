@@ -569,7 +569,7 @@ the reduce jobs and build-hn need no GPU. `--mem` is the host memory per job:
 | search, evaluation ({dev} dev queries) | {p['search_job_peak_rss_gib']} GiB | measured: exact search of a {row}-row, {p['dim']}-dim shard, {q:,} queries (largest of {full['n']} jobs; {p['search_job_peak_rss_gib_small_dim']} GiB at {p['small_dim']} dims) |
 | search-mine ({train} train queries) | {p['mine_search_task_peak_rss_gib']} GiB | the above plus {p['search_rss_kib_per_query']} KiB a query (measured with {qmem['jobs'][0]['queries']:,} and {qmem['jobs'][-1]['queries']:,} queries), extrapolated linearly |
 | reduce, build-hn's reduce | {p['reduce_peak_rss_mib']} MiB | measured: {big['shards']} shard runs x {q:,} queries x depth {depth:,}; streaming, O(shards x depth) |
-| get_data's tools/build_train.py | {p['build_train_peak_rss_gib']} GiB | fitted to 3 measured runs (up to {p['data_measured_passages_millions']}M passages, {p['data_measured_peak_rss_gib']} GiB), extrapolated linearly to {p['msmarco_passages_millions']}M passages |
+| get_data's tools/build_train.py | {p['build_train_peak_rss_gib']} GiB | fitted to 3 measured runs over a synthetic corpus (up to {p['data_measured_passages_millions']}M passages, {p['data_measured_peak_rss_gib']} GiB) and a run of depth {r['data']['synthetic']['run_depth']}, extrapolated linearly to {p['msmarco_passages_millions']}M passages and {train} queries; BM25 itself (pyserini) not measured |
 | build-hn's tools/build_train_hn.py | {p['build_train_hn_peak_rss_gib']} GiB | the same fit: `read_corpus` holds the whole corpus, {p['data_rss_mib_per_million_passages']} MiB per million passages |
 | encode-corpus, encode-queries | {p['encode_peak_rss_gib']} GiB | measured for MiniLM over {n_enc} passages; bounded by `--encode_chunk_size`, not by the corpus |
 | train-round1, train-round2 | not measured | |
@@ -581,7 +581,8 @@ Time per task, from rates measured by `python benchmarks/scale.py` on this machi
 {m['cores']} cores shared with other engineers' jobs: load average {load['loadavg_start'][0]} when the search jobs started). The
 figures are CPU time (user + sys over all threads) scaled linearly in passages, queries and run lines; a node
 with C free cores needs at least CPU time / C of wall time. GPU rates are not measured (no GPU was available):
-encode, search and training times on GPUs cannot be derived from these figures.
+encode, search and training times on GPUs cannot be derived from these figures. A stage whose array runs on
+K nodes of C cores each takes about ceil(NUM_SHARDS / K) x (CPU time per task / C).
 
 | task | CPU time per task | measured rate it is scaled from |
 |---|---|---|
@@ -589,12 +590,15 @@ encode, search and training times on GPUs cannot be derived from these figures.
 | search, evaluation ({dev} queries, depth {depth:,}) | {p['eval_search_task_core_h']} core-hours | {p['search_job_cpu_s_measured']} CPU-seconds for {q:,} queries x {row} passages x {p['dim']} dims |
 | search-mine ({train} queries, depth {mine['depth']}) | {p['mine_search_task_core_h']} core-hours | {p['mine_cpu_ms_per_query']} ms a query on a {row}-row shard (measured with {mine['jobs'][0]['queries']:,} and {mine['jobs'][1]['queries']:,} queries) |
 | reduce, evaluation / build-hn's reduce | {p['eval_reduce_core_min']} / {p['mine_reduce_core_min']} core-minutes | {p['reduce_cpu_us_per_line']} µs a run line |
-| tools/build_train.py / tools/build_train_hn.py | {p['build_train_core_min']} / {p['build_train_hn_core_min']} core-minutes | the fit above (single-threaded) |
+| tools/build_train.py / tools/build_train_hn.py | {p['build_train_core_min']} / {p['build_train_hn_core_min']} core-minutes | the fit above (single-threaded; run depth {r['data']['synthetic']['run_depth']}) |
 | train-round1, train-round2 | not measured | |
 
 Search time is linear in passages and memory per job is bounded by the shard: at {p['dim']} dims the search
-takes {sizes} CPU-seconds per million passages, and the {full['n']} jobs over {row}-row shards ({per_size})
-took {full['wall_s_min']}-{full['wall_s_max']} s of wall time and {p['search_job_peak_rss_gib_min']}-{p['search_job_peak_rss_gib']} GiB each, whatever the corpus size.
+takes {sizes} CPU-seconds per million passages (the smallest carries the job's start-up,
+{fit['cpu_intercept_s']} CPU-seconds by the linear fit), and the {full['n']} jobs over {row}-row shards ({per_size})
+took {full['wall_s_min']}-{full['wall_s_max']} s of wall time and {full['peak_rss_mib_min']:,.0f}-{full['peak_rss_mib_max']:,.0f} MiB each, whatever the corpus size. A search
+job's peak RSS is about twice its shard: the index's copy of the vectors plus the pages of the memory-mapped
+shard it read ({p['shard_gib']} GiB at MS MARCO's shard size; page cache, which the kernel can reclaim).
 {END}
 """
 
