@@ -225,3 +225,12 @@ def test_saved_index_refused_when_it_does_not_match(shards):
         list(search(q, p, depth=5, use_gpu=False, load_index=tmp / "idx/h"))
     with pytest.raises(InputError, match="--save_index: is for ANN factories"):
         list(search(q, p, depth=5, use_gpu=False, save_index=tmp / "idx/flat"))
+
+
+def test_a_bad_factory_is_one_clear_error(shards):
+    tmp, *_ = shards
+    with pytest.raises(InputError, match=r"--index_factory: faiss cannot build 'NoSuchIndex' for dim 16: "
+                                         r".*could not parse index string NoSuchIndex"):
+        _run(tmp, index_factory="NoSuchIndex", use_gpu=False)
+    with pytest.raises(InputError, match=r"'IVF4,PQ3' for dim 16: .*multiple of the number of subquantizers"):
+        _run(tmp, index_factory="IVF4,PQ3", use_gpu=False)

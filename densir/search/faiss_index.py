@@ -287,7 +287,12 @@ def trained_template(vectors: np.ndarray, factory: str):
     """An empty CPU index of ``factory`` (inner product), trained on a sample of ``vectors`` if it needs training."""
     import faiss
 
-    index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    try:
+        index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:  # faiss' message ends with the reason, after its C++ location
+        reason = str(e).split(": ", 1)[-1].strip()
+        raise InputError("--index_factory", None, f"faiss cannot build {factory!r} for dim {vectors.shape[1]}: "
+                         f"{reason}") from None
     if not index.is_trained:
         rng = np.random.default_rng(0)
         n = len(vectors)
