@@ -155,7 +155,7 @@ ROWS = [
     Row("densir.faiss_retriever", "shard-json-empty", SEARCH, bad=("pshard", "empty"), line=1,
         outputs=("{out}/search.run",)),
     Row("densir.faiss_retriever", "bad-index-factory", SEARCH + ["--index_factory", "NoSuchIndex"],
-        match="NoSuchIndex", outputs=("{out}/search.run",), xfail="a bad --index_factory: densir.search.faiss_index"),
+        match="NoSuchIndex", outputs=("{out}/search.run",)),
     Row("densir.faiss_retriever.reducer", "bad-line", REDUCE, bad=("shard1_run", "columns"),
         outputs=("{out}/merged.run",)),
     Row("densir.faiss_retriever.reducer", "empty-file", REDUCE, bad=("shard1_run", "empty"),
