@@ -258,3 +258,23 @@ def test_tevatron_layout_reads_as_binary_and_bad_labels_name_the_line(tmp_path):
         bad.write_text(json.dumps(good) + "\n" + json.dumps({**good, **change}) + "\n")
         with pytest.raises(InputError, match=message):
             TrainDataset(TrainGroupSource(files=[bad]), 2, seed=0)
+
+
+@pytest.mark.parametrize("loss", ["margin_mse", "kl"])
+def test_train_reranker_distils_from_scored_groups(loss, dl19_graded, teacher_dir, tiny_bert_dir, tmp_path):
+    """python -m densir.driver.train_reranker --loss margin_mse|kl on groups scored by tools/score_groups.py:
+    the trainer hands the teacher's scores to the loss, and the loss goes down."""
+    _, _, graded, _ = dl19_graded
+    few = tmp_path / "few.jsonl"
+    few.write_text("".join(json.dumps(g) + "\n" for g in graded[:8]))
+    scored = tmp_path / "scored.jsonl"
+    run_cmd(["python", "tools/score_groups.py", "--model_name_or_path", str(teacher_dir), "--groups", str(few),
+             "--out", str(scored)])
+    out = tmp_path / "student"
+    run_cmd(["python", "-m", "densir.driver.train_reranker", "--model_name_or_path", tiny_bert_dir,
+             "--train_dir", str(scored), "--output_dir", str(out), "--loss", loss, "--train_n_passages",
+             str(N_PASSAGES), "--max_len", str(MAX_LEN), "--per_device_train_batch_size", "4", "--max_steps", "8",
+             "--learning_rate", "1e-3", "--logging_steps", "1", "--save_strategy", "no", "--disable_tqdm", "true"])
+    history = json.loads((out / "train_summary.json").read_text())["log_history"]
+    losses = [h["loss"] for h in history]
+    assert len(losses) == 8 and min(losses[-3:]) < losses[0]

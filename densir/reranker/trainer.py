@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from densir.reranker.losses import loss_target
 from densir.training import DensirTrainer
 
 
@@ -34,9 +35,9 @@ class RerankerTrainer(DensirTrainer):
         self.loss_fn = loss_fn
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        relevance = inputs["relevance"]
-        scores = model(inputs["pairs"]).view(relevance.shape)
-        loss = self.loss_fn(scores, relevance)
+        target = loss_target(self.loss_fn, inputs)  # relevance labels, or the teacher's scores
+        scores = model(inputs["pairs"]).view(target.shape)
+        loss = self.loss_fn(scores, target)
         return (loss, scores) if return_outputs else loss
 
 
@@ -65,7 +66,7 @@ def train(model_args, data_args, training_args, callbacks: list | None = None) -
     from densir.dataset import TrainDataset
     from densir.formats import train_group_source
     from densir.reranker.collator import RerankCollator
-    from densir.reranker.losses import build_loss_from_args
+    from densir.reranker.losses import build_loss_from_args, needs_teacher
     from densir.reranker.modeling import CrossEncoderReranker
     from densir.training import run_training
 
@@ -75,9 +76,11 @@ def train(model_args, data_args, training_args, callbacks: list | None = None) -
                                              revision=model_args.model_revision, cache_dir=model_args.cache_dir)
         seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
         dataset = TrainDataset(train_group_source(data_args), data_args.train_n_passages, seed=seed)
-        collator = RerankCollator(reranker.tokenizer, data_args.max_len, data_args.pad_to_multiple_of)
+        loss_fn = build_loss_from_args(training_args)
+        collator = RerankCollator(reranker.tokenizer, data_args.max_len, data_args.pad_to_multiple_of,
+                                  teacher=needs_teacher(loss_fn))
         trainer = RerankerTrainer(model=reranker, args=training_args, train_dataset=dataset, data_collator=collator,
-                                  loss_fn=build_loss_from_args(training_args), callbacks=callbacks,
+                                  loss_fn=loss_fn, callbacks=callbacks,
                                   validator=validator)
         return trainer, dataset
 
