@@ -147,6 +147,10 @@ class Searcher:
         from densir.precision import resolve_precision
 
         self.device = _device(device)
+        if self.device.type == "cpu":
+            from densir.threads import configure_cpu_threads
+
+            configure_cpu_threads()  # the one thread policy, as the encode and rerank stages apply it
         self.encoder = encoder.eval().to(self.device)
         self.shards = list(passage_shards)
         _check_encoder(self.encoder, self.shards[0])
@@ -416,7 +420,8 @@ class _CorpusTexts:
         key = docid.encode("utf-8")
         i = int(np.searchsorted(keys, key))
         if i == len(keys) or keys[i] != key:
-            raise KeyError(f"docid {docid!r} is not in the embedding shards")
+            raise InputError(self.path, None, f"docid {docid!r} (a BM25 hit?) is not in the embedding shards: "
+                             "the BM25 index and the shards were built from different corpora", "docid")
         return int(order[i])
 
     def _build(self) -> None:
