@@ -58,6 +58,9 @@ def main(argv=None) -> None:
     if args.retriever == "bm25" and not args.bm25_index:
         ap.error("--retriever bm25 needs --bm25_index")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars around the hits
     queries = args.queries or [line.strip() for line in sys.stdin if line.strip()]
     if not queries:
         ap.error("no queries: give them as arguments or one per line on stdin")
