@@ -153,11 +153,11 @@ def _faiss_ivf_nprobe(out: Path, passages: Path):
 
 def _rerank(out: Path, model: str, data: Path, precision: str):
     _search(out, out / "enc-fp32" / "corpus", "first-stage", *([] if _cuda() else ["--no_gpu"]))
+    reranker = os.environ.get("GPU_CHECK_RERANKER") or _fixed_head_reranker(model, out / "reranker")
     runs = {}
     for p in ("fp32", precision):
         runs[p] = out / f"rerank-{p}.run"
-        _run([PYTHON, "-m", "densir.driver.rerank", "--model_name_or_path",
-              os.environ.get("GPU_CHECK_RERANKER") or model, "--run",
+        _run([PYTHON, "-m", "densir.driver.rerank", "--model_name_or_path", reranker, "--run",
               str(out / "first-stage.run"), "--corpus", str(data / "corpus.jsonl"), "--queries",
               str(data / "queries.jsonl"), "--depth", "10", "--max_len", "256", "--precision", p,
               "--save_ranking_to", str(runs[p])])
@@ -169,6 +169,19 @@ def _rerank(out: Path, model: str, data: Path, precision: str):
     rel = np.abs(pairs[:, 0] - pairs[:, 1]).max() / max(pairs[:, 0].std(), 1e-12)
     # the head is fresh (random) unless GPU_CHECK_RERANKER names a trained one: compare scores, not rankings
     return r >= 0.99 and rel <= 0.25, f"Pearson r to fp32 {r:.5f}, max |diff| = {rel:.3f} score std"
+
+
+def _fixed_head_reranker(model: str, out: Path) -> str:
+    """The model with one fresh, seeded one-logit head, saved once: both precisions then score with the
+    same head (every load of a bare encoder would otherwise draw a new one)."""
+    import torch
+
+    from densir.reranker.modeling import CrossEncoderReranker
+
+    if not (out / "densir_reranker.json").exists():
+        torch.manual_seed(0)
+        CrossEncoderReranker.load(model, max_len=256).save(out)
+    return str(out)
 
 
 # --------------------------------------------------------------------------- setup
