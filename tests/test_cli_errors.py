@@ -165,10 +165,8 @@ ROWS = [
     Row("densir.faiss_retriever.reducer", "bad-score", REDUCE, bad=("shard1_run", "score"), field="score",
         outputs=("{out}/merged.run",)),
     # ---- python -m densir.search (the Searcher CLI: writes nothing, prints hits)
-    Row("densir.search", "corpus-malformed-json", SEARCHER, bad=("corpus", "json"),
-        xfail="densir.search.searcher's corpus lookup lets json.JSONDecodeError out"),
-    Row("densir.search", "corpus-missing-field", SEARCHER, bad=("corpus", "field:text"), field="text",
-        xfail="densir.search.searcher's corpus lookup names no line"),
+    Row("densir.search", "corpus-malformed-json", SEARCHER, bad=("corpus", "json")),
+    Row("densir.search", "corpus-missing-field", SEARCHER, bad=("corpus", "field:text"), field="text"),
     Row("densir.search", "wrong-dimension", SEARCHER, bad=("round/enc/corpus", "dim16"), line=None),
     Row("densir.search", "shard-json-malformed", SEARCHER, bad=("round/enc/corpus", "json")),
     # ---- python -m densir.precision (no input file: the one line and the status)

@@ -405,12 +405,25 @@ class _CorpusTexts:
             for docid in docids:
                 record = int(self._record_of_row[self._row(docid)])
                 f.seek(int(self._offsets[record]))
-                obj = json.loads(f.readline())
+                raw = f.readline()
+                try:
+                    obj = json.loads(raw)
+                    if not isinstance(obj, dict):
+                        raise ValueError("not a JSON object")
+                except ValueError as e:  # JSONDecodeError is a ValueError
+                    raise InputError(self.path, self._line_of(record), f"invalid JSON ({e})") from None
+                if "text" not in obj:
+                    raise InputError(self.path, self._line_of(record), "missing", "text")
                 if str(obj.get("docid")) != docid:
                     raise InputError(self.path, None, f"record {record + 1} is docid {obj.get('docid')!r}, but the "
                                      f"embedding shards hold {docid!r} there: not the corpus that was encoded", "docid")
                 out[docid] = (obj.get("title") or "", require(obj, "text", self.path, None, kind=(str, list)))
         return out
+
+    def _line_of(self, record: int) -> int:
+        """The 1-based line of a record (error path only: counts the newlines before its offset)."""
+        with open(self.path, "rb") as f:
+            return f.read(int(self._offsets[record])).count(b"\n") + 1
 
     def _row(self, docid: str) -> int:
         if self._sorted is None:
