@@ -79,3 +79,35 @@ def expected() -> dict:
     import json
 
     return json.loads((Path(__file__).parent / "expected_figures.json").read_text())
+
+
+# --------------------------------------------------------------------------- the pipeline's session fixtures
+# defined here, once: a fixture imported into several test modules is a separate fixture in each,
+# and the second would rerun the stage scripts over the first one's (complete) outputs
+@pytest.fixture(scope="session")
+def slice_zip(tmp_path_factory, shared_data) -> Path:
+    path = tmp_path_factory.getbasetemp() / "scifact-slice.zip"
+    if not path.exists():
+        from test_pipeline import build_slice_zip
+
+        build_slice_zip(shared_data, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def slice_data(tmp_path_factory, slice_zip) -> Path:
+    """get_data.sh on the slice (a second call finds every step complete and skips it)."""
+    out = tmp_path_factory.getbasetemp() / "scifact-slice-data"
+    run_cmd(["bash", "get_data.sh", "--dataset", "beir/scifact-slice", "--source", str(slice_zip),
+             "--out_dir", str(out), "--threads", "2"], env={"OMP_NUM_THREADS": "1"})
+    return out
+
+
+@pytest.fixture(scope="session")
+def bash_pipeline(tmp_path_factory, slice_data, tiny_bert_dir):
+    """run.sh (with the zero-shot round), mine_hard_neg.sh, train_hn.sh on the slice; returns (out, env, procs)."""
+    from test_pipeline import pipeline_env, run_stage_scripts
+
+    out = tmp_path_factory.getbasetemp() / "pipeline-bash"
+    env = pipeline_env(tiny_bert_dir, slice_data, out, ZERO_SHOT="1")
+    return out, env, run_stage_scripts(env)

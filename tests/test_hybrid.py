@@ -10,7 +10,6 @@ import shutil
 import pytest
 from conftest import run_cmd
 from test_fusion import independent_rrf, independent_weighted
-from test_pipeline import bash_pipeline, pipeline_env, slice_data, slice_zip  # noqa: F401  (session fixtures)
 
 from densir.io import read_run
 

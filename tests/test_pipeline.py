@@ -57,37 +57,12 @@ def build_slice_zip(shared_data: Path, out: Path, seed: int = 0) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def slice_zip(tmp_path_factory, shared_data) -> Path:
-    path = tmp_path_factory.getbasetemp() / "scifact-slice.zip"
-    if not path.exists():
-        build_slice_zip(shared_data, path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def slice_data(tmp_path_factory, slice_zip) -> Path:
-    """get_data.sh on the slice (a second call finds every step complete and skips it)."""
-    out = tmp_path_factory.getbasetemp() / "scifact-slice-data"
-    run_cmd(["bash", "get_data.sh", "--dataset", "beir/scifact-slice", "--source", str(slice_zip),
-             "--out_dir", str(out), "--threads", "2"], env={"OMP_NUM_THREADS": "1"})
-    return out
-
-
 def pipeline_env(model: str, data_dir: Path, out_dir: Path, **extra) -> dict:
     return dict(SETTINGS, MODEL=model, DATA_DIR=str(data_dir), OUT_DIR=str(out_dir), **extra)
 
 
 def run_stage_scripts(env: dict) -> list:
     return [run_cmd(["bash", script], env=env, timeout=900) for script in ("run.sh", "mine_hard_neg.sh", "train_hn.sh")]
-
-
-@pytest.fixture(scope="session")
-def bash_pipeline(tmp_path_factory, slice_data, tiny_bert_dir):
-    """run.sh (with the zero-shot round), mine_hard_neg.sh, train_hn.sh on the slice; returns (out, env, procs)."""
-    out = tmp_path_factory.getbasetemp() / "pipeline-bash"
-    env = pipeline_env(tiny_bert_dir, slice_data, out, ZERO_SHOT="1")
-    return out, env, run_stage_scripts(env)
 
 
 # --------------------------------------------------------------------------- checks

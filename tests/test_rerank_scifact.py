@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO, run_cmd
-from test_pipeline import bash_pipeline, slice_data, slice_zip  # noqa: F401  (session fixtures)
 from test_slurm import SBIN_PATH, assert_same_run, job_states, slurm_cluster, wait_for  # noqa: F401
 
 from densir.reranker.modeling import CrossEncoderReranker

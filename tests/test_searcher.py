@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_cmd
-from test_pipeline import bash_pipeline, slice_data, slice_zip  # noqa: F401  (session fixtures)
 
 from densir.formats import read_corpus, read_queries
 from densir.io import InputError, read_run, write_run

@@ -17,14 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
-import test_pipeline
 from conftest import REPO, run_cmd
 from test_pipeline import SETTINGS, check_round, pipeline_env
 
 from densir.io import read_run
 
-# the session fixtures of the bash e2e test: same slice, and the bash run to compare with
-slice_zip, slice_data, bash_pipeline = test_pipeline.slice_zip, test_pipeline.slice_data, test_pipeline.bash_pipeline
+# the session fixtures of the bash e2e test (same slice, and the bash run to compare with) are conftest's
 
 pytestmark = pytest.mark.slow
 
