@@ -28,13 +28,7 @@ from densir.search.faiss_index import (
     set_nprobe,
 )
 
-META = {"model": "m", "model_fingerprint": "f00", "pooling": "mean", "normalize": True, "max_len": 8}
-DIM = 16
-
-
-def _vectors(n, seed):
-    x = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+from test_search import DIM, META, _vectors  # noqa: E402  (one synthetic-shard helper for both search tests)
 
 
 @pytest.fixture
