@@ -14,6 +14,10 @@ Formats (UTF-8, every id a string):
                    logit from tools/score_groups.py) for listwise losses and distillation;
                    without them positives read as relevance 1, negatives as 0.
 
+The corpus and queries readers also take an :class:`HFDataset` (``--dataset_name``: a Hugging Face
+dataset in the same layout, e.g. Tevatron's ``Tevatron/msmarco-passage-corpus``); its rows are
+numbered from 1 where a file's lines would be.
+
 Every reader fails on bad input with an :class:`densir.io.InputError` naming file, line, field.
 """
 from __future__ import annotations
@@ -21,14 +25,98 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from densir.io import InputError, iter_jsonl, require
 
 logger = logging.getLogger(__name__)
 
 TITLE_TEXT_SEPARATOR = " "
+_ID_FIELDS = ("docid", "query_id")
+
+
+@dataclass
+class HFDataset:
+    """A Hugging Face dataset (a hub name, resolved through the datasets cache and ``HF_DATASETS_OFFLINE``
+    as ``datasets.load_dataset`` does, or a local dir) read where a JSONL file would be: rows are the
+    file's records (Tevatron's corpus sets ``{docid, title, text}``, query sets ``{query_id, query, ...}``).
+    ``str()`` names it in errors, with the 1-based row number in the place of a line."""
+
+    name: str
+    config: str | None = None
+    split: str = "train"
+    cache_dir: str | None = None
+    _data: Any = field(default=None, repr=False, compare=False)
+
+    def __str__(self) -> str:
+        return f"{self.name}{f'[{self.config}]' if self.config else ''} (split {self.split})"
+
+    def load(self):
+        """The rows, loaded once. A hub id is read from the Hugging Face hub cache first, as models are
+        (:func:`densir.models.resolve_model_dir`): ``datasets`` alone, offline, finds only what it
+        prepared itself, not a snapshot ``hf download --repo-type dataset`` put in the cache."""
+        if self._data is None:
+            import datasets
+
+            where = self.name
+            if not os.path.exists(self.name):
+                where = _cached_dataset_snapshot(self.name) or self.name
+            try:
+                self._data = datasets.load_dataset(where, self.config, split=self.split, cache_dir=self.cache_dir)
+            except (OSError, ValueError, ConnectionError) as e:  # not found, offline without a cache, bad split
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise InputError(self, None, f"cannot load the dataset: {first}") from None
+            logger.info("%s: %d rows, from %s", self, len(self._data), where)
+        return self._data
+
+    def __len__(self) -> int:
+        return len(self.load())
+
+    def rows(self) -> Iterator[tuple[int, dict]]:
+        """``(row_number, record)``; integer ids (parquet often stores them so) read as strings."""
+        for i, row in enumerate(self.load(), 1):
+            row = dict(row)
+            for key in _ID_FIELDS:
+                if isinstance(row.get(key), int):
+                    row[key] = str(row[key])
+            yield i, row
+
+
+def _cached_dataset_snapshot(name: str) -> str | None:
+    """The hub cache's snapshot dir of dataset ``name`` (revision main), or None if not cached."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(name, repo_type="dataset", local_files_only=True)
+    except (HFValidationError, LocalEntryNotFoundError):
+        return None
+
+
+def hf_dataset_from(args, prefix: str = "") -> HFDataset | None:
+    """The :class:`HFDataset` named by ``args.<prefix>dataset_name`` (with its ``_config``, ``_split``,
+    ``_cache_dir`` fields), or None when no name is given."""
+    name = getattr(args, f"{prefix}dataset_name")
+    if not name:
+        return None
+    return HFDataset(name, getattr(args, f"{prefix}dataset_config"), getattr(args, f"{prefix}dataset_split"),
+                     getattr(args, "dataset_cache_dir", None))
+
+
+def iter_records(source) -> Iterator[tuple[int, dict]]:
+    """``(line_or_row, record)`` of a JSONL file or an :class:`HFDataset`."""
+    return source.rows() if isinstance(source, HFDataset) else iter_jsonl(source)
+
+
+def count_records(source) -> int:
+    """Records of a JSONL file (non-blank lines, counted exactly as :func:`densir.io.iter_jsonl` skips
+    them, no JSON parsing) or rows of an :class:`HFDataset`."""
+    if isinstance(source, HFDataset):
+        return len(source)
+    with open(source, encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
 
 
 def passage_text(title, text) -> str:
@@ -40,7 +128,7 @@ def passage_text(title, text) -> str:
 def iter_corpus(path) -> Iterator[tuple[str, str, str]]:
     """Yield ``(docid, title, text)``; fails on a missing field, a duplicate id or an empty file."""
     seen: set[str] = set()
-    for lineno, obj in iter_jsonl(path):
+    for lineno, obj in iter_records(path):
         docid = require(obj, "docid", path, lineno)
         if not docid:
             raise InputError(path, lineno, "empty id", "docid")
@@ -69,7 +157,7 @@ def read_corpus_ids(path) -> set[str]:
 def iter_queries(path) -> Iterator[tuple[str, str]]:
     """Yield ``(query_id, query)``; duplicate ids are an error."""
     seen: set[str] = set()
-    for lineno, obj in iter_jsonl(path):
+    for lineno, obj in iter_records(path):
         qid = require(obj, "query_id", path, lineno)
         if not qid:
             raise InputError(path, lineno, "empty id", "query_id")
@@ -249,13 +337,7 @@ class TrainGroupSource:
 def train_group_source(data_args):
     """The train groups a DataArguments names: --dataset_name (HF) or --train_dir files/dirs."""
     if data_args.dataset_name:
-        import datasets
-
-        ds = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config, split=data_args.dataset_split,
-                                   cache_dir=data_args.dataset_cache_dir)
-        logger.info("train groups: %s (%s, %s): %d rows", data_args.dataset_name, data_args.dataset_config,
-                    data_args.dataset_split, len(ds))
-        return TrainGroupSource(hf_dataset=ds, hf_name=data_args.dataset_name)
+        return TrainGroupSource(hf_dataset=hf_dataset_from(data_args).load(), hf_name=data_args.dataset_name)
     files = []
     for entry in data_args.train_dir:
         path = Path(entry)

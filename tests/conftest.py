@@ -65,6 +65,23 @@ def tiny_bert_dir(tmp_path_factory, minilm_path) -> str:
 
 
 @pytest.fixture(scope="session")
+def reranker_dir(tmp_path_factory, tiny_bert_dir):
+    """A tiny re-ranker (random BERT + a seeded head with spread-out scores, max_len 48), saved by densir:
+    two loads score alike, which a fresh random head would not."""
+    import torch
+
+    from densir.reranker.modeling import CrossEncoderReranker
+
+    torch.manual_seed(0)
+    r = CrossEncoderReranker.load(tiny_bert_dir, max_len=48)
+    with torch.no_grad():
+        r.model.classifier.weight.normal_(0.0, 1.0)
+    out = tmp_path_factory.mktemp("reranker") / "model"
+    r.save(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def scifact_data(tmp_path_factory, shared_data) -> Path:
     """get_data.sh on the real SciFact zip: corpus, queries, qrels, BM25 index/runs/metrics, groups."""
     out = tmp_path_factory.mktemp("scifact")

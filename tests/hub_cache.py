@@ -25,15 +25,16 @@ from pathlib import Path
 
 
 def make_hub_cache(tmp_path, repo_id: str, src_dir, revision: str = "main", overrides: dict | None = None,
-                   cache_dir=None) -> Path:
+                   cache_dir=None, repo_type: str = "model") -> Path:
     """Lay ``src_dir``'s files out as ``repo_id`` at ``revision`` in a hub cache; return the cache dir.
 
     ``overrides``: ``{relative path: str | bytes | dict (written as JSON) | None (file left out)}``.
     ``cache_dir`` defaults to ``tmp_path / "hf-cache"``; pass an existing one to add a revision.
+    ``repo_type``: ``"model"`` (``models--org--name``) or ``"dataset"`` (``datasets--org--name``).
     """
     src_dir = Path(src_dir)
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(tmp_path) / "hf-cache"
-    repo = cache_dir / ("models--" + repo_id.replace("/", "--"))
+    repo = cache_dir / (f"{repo_type}s--" + repo_id.replace("/", "--"))
     blobs = repo / "blobs"
     blobs.mkdir(parents=True, exist_ok=True)
 

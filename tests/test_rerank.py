@@ -30,18 +30,6 @@ PAIRS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def reranker_dir(tmp_path_factory, tiny_bert_dir):
-    """A tiny re-ranker (random BERT + a head with spread-out scores), saved by densir."""
-    torch.manual_seed(0)
-    r = CrossEncoderReranker.load(tiny_bert_dir, max_len=MAX_LEN)
-    with torch.no_grad():
-        r.model.classifier.weight.normal_(0.0, 1.0)
-    out = tmp_path_factory.mktemp("reranker") / "model"
-    r.save(out)
-    return out
-
-
 # --------------------------------------------------------------------------- model
 def test_saved_reranker_scores_equal_sentence_transformers(reranker_dir):
     st = pytest.importorskip("sentence_transformers")

@@ -94,6 +94,16 @@ class RerankArguments:
     run: Optional[str] = field(default=None, metadata={"help": "TREC run to re-rank"})
     corpus: Optional[str] = field(default=None, metadata={"help": "corpus JSONL {docid, title, text}"})
     queries: Optional[str] = field(default=None, metadata={"help": "queries JSONL {query_id, query}"})
+    dataset_name: Optional[str] = field(default=None, metadata={
+        "help": "instead of --corpus: a Hugging Face corpus dataset {docid, title, text} (hub name or local dir), "
+                "e.g. Tevatron/msmarco-passage-corpus"})
+    dataset_config: Optional[str] = field(default=None, metadata={"help": "its configuration name"})
+    dataset_split: str = field(default="train", metadata={"help": "its split"})
+    query_dataset_name: Optional[str] = field(default=None, metadata={
+        "help": "instead of --queries: a Hugging Face query dataset {query_id, query}, e.g. Tevatron/msmarco-passage"})
+    query_dataset_config: Optional[str] = field(default=None, metadata={"help": "its configuration name"})
+    query_dataset_split: str = field(default="dev", metadata={"help": "its split"})
+    dataset_cache_dir: Optional[str] = field(default=None, metadata={"help": "datasets cache dir"})
     save_ranking_to: str = field(default=None, metadata={"help": "output TREC run (per shard: OUT.qshard-i-of-n)"})
     depth: int = field(default=100, metadata={"help": "re-rank each query's top DEPTH hits"})
     max_len: Optional[int] = field(default=None, metadata={

@@ -6,7 +6,10 @@
         [--interpolate ALPHA]
     python -m densir.driver.rerank --save_ranking_to OUT.run --num_query_shards n --merge_query_shards
 
-Reads a TREC run (any: BM25, dense, another reranker's), the corpus JSONL and the queries JSONL.
+Reads a TREC run (any: BM25, dense, another reranker's), the corpus JSONL and the queries JSONL, or
+in their place Hugging Face datasets in the same layouts (:class:`densir.formats.HFDataset`):
+``--dataset_name Tevatron/msmarco-passage-corpus`` for the corpus, ``--query_dataset_name
+Tevatron/msmarco-passage --query_dataset_split dev`` for the queries.
 Each query's first ``--depth`` hits (file order, i.e. the run's ranking) are scored by the
 cross-encoder (raw logits, see :mod:`densir.reranker.modeling`); hits below the depth are dropped.
 Writes a TREC run, ranks 1..depth per query by descending score, queries in the input run's
@@ -48,9 +51,10 @@ def run_rerank(args: RerankArguments) -> Path:
         n = merge_query_shards(paths, args.save_ranking_to)
         print(f"merged {len(paths)} query shards ({n} queries) -> {args.save_ranking_to}")
         return Path(args.save_ranking_to)
-    for name in ("model_name_or_path", "run", "corpus", "queries"):
+    for name in ("model_name_or_path", "run"):
         if not getattr(args, name):
             raise UsageError(f"--{name} is required")
+    corpus, queries = _text_sources(args)
     if args.bf16 and args.fp16:
         raise UsageError("--bf16 and --fp16 exclude each other")
     if args.depth < 1:
@@ -68,7 +72,7 @@ def run_rerank(args: RerankArguments) -> Path:
 
     t0 = time.time()
     run = load_run_shard(args.run, args.depth, args.query_shard, args.num_query_shards)
-    queries, passages = load_texts(args.run, run, args.queries, args.corpus)
+    queries, passages = load_texts(args.run, run, queries, corpus)
     logger.info("shard %d/%d: %d queries, %d pairs, %d passages (%.1fs)", args.query_shard, args.num_query_shards,
                 len(run), sum(len(h) for h in run.values()), len(passages), time.time() - t0)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -82,6 +86,19 @@ def run_rerank(args: RerankArguments) -> Path:
     dt = time.time() - t0
     print(f"re-ranked {len(run)} queries, {n_pairs} pairs in {dt:.1f}s ({n_pairs / max(dt, 1e-9):.1f} pairs/s) -> {out}")
     return Path(out)
+
+
+def _text_sources(args: RerankArguments):
+    """(corpus, queries): each a JSONL path or a :class:`densir.formats.HFDataset`, exactly one of each."""
+    from densir.formats import hf_dataset_from
+
+    sources = []
+    for flag, prefix in (("corpus", ""), ("queries", "query_")):
+        path, dataset = getattr(args, flag), hf_dataset_from(args, prefix)
+        if bool(path) == bool(dataset):
+            raise UsageError(f"give one of --{flag} (a JSONL file) and --{prefix}dataset_name (a HF dataset)")
+        sources.append(path or dataset)
+    return tuple(sources)
 
 
 # --------------------------------------------------------------------------- the work

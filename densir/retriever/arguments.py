@@ -120,10 +120,17 @@ class DenseTrainingArguments(BaseTrainingArguments):
 class EncodeArguments:
     """The encoding stage (python -m densir.driver.encode): one input file -> one embedding shard."""
 
-    encode_in_path: str = field(metadata={"help": "corpus JSONL {docid,title,text}, or queries JSONL {query_id,query} "
-                                                  "with --encode_is_qry"})
     encoded_save_path: str = field(metadata={"help": "shard NAME: writes NAME.npy/.ids/.json (NAME.i with "
                                                      "--num_shards > 1; NAME[.i].rank<r>-of-<W> under torchrun)"})
+    encode_in_path: Optional[str] = field(default=None, metadata={
+        "help": "corpus JSONL {docid,title,text}, or queries JSONL {query_id,query} with --encode_is_qry"})
+    dataset_name: Optional[str] = field(default=None, metadata={
+        "help": "instead of --encode_in_path: a Hugging Face dataset in the same layout (hub name or local dir), "
+                "e.g. Tevatron/msmarco-passage-corpus, or Tevatron/msmarco-passage --dataset_split dev "
+                "--encode_is_qry"})
+    dataset_config: Optional[str] = field(default=None, metadata={"help": "its configuration name"})
+    dataset_split: str = field(default="train", metadata={"help": "its split"})
+    dataset_cache_dir: Optional[str] = field(default=None, metadata={"help": "datasets cache dir"})
     encode_is_qry: bool = field(default=False, metadata={"help": "encode queries (query encoder, q_max_len)"})
     q_max_len: Optional[int] = field(default=None, metadata={
         "help": "query token budget; default: the checkpoint's max_seq_length, else 32"})

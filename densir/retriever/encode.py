@@ -3,10 +3,15 @@
     python -m densir.driver.encode --model_name_or_path M --encode_in_path corpus.jsonl \\
         --encoded_save_path DIR/corpus [--encode_is_qry] [--shard_index i --num_shards n] \\
         [--bf16 | --fp16] [--per_device_eval_batch_size B] [--q_max_len 32] [--p_max_len 128]
+    python -m densir.driver.encode --model_name_or_path M --dataset_name Tevatron/msmarco-passage-corpus \\
+        --encoded_save_path DIR/corpus [--shard_index i --num_shards n] ...
 
 Reads  ``--encode_in_path``: corpus JSONL ``{docid, title, text}`` (title and text joined by
        :func:`densir.formats.passage_text`) or, with ``--encode_is_qry``, queries JSONL
-       ``{query_id, query}`` (a duplicate id is an error naming file and line).
+       ``{query_id, query}`` (a duplicate id is an error naming file and line); or, with
+       ``--dataset_name`` (``--dataset_config``, ``--dataset_split``, ``--dataset_cache_dir``), a
+       Hugging Face dataset in the same layout (:class:`densir.formats.HFDataset`): Tevatron's corpus
+       and query sets are encoded as Tevatron's own example encodes them.
 Writes the shard ``NAME[.i][.rank<r>-of-<W>]`` = ``.npy`` + ``.ids`` + ``.json``
        (:mod:`densir.embeddings`); the ``.json`` appears last, only when the shard is complete,
        and a rerun finding it skips the work (or fails if it was made with other settings).
@@ -43,7 +48,7 @@ from densir.embeddings import (
     model_fingerprint,
     shard_name,
 )
-from densir.formats import iter_corpus, iter_queries, passage_text
+from densir.formats import HFDataset, count_records, hf_dataset_from, iter_corpus, iter_queries, passage_text
 from densir.io import InputError, usage_errors
 from densir.precision import REQUESTS as PRECISION_REQUESTS
 from densir.precision import autocast, precision_from_flags, resolve_precision
@@ -67,7 +72,7 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
     rank, world_size, local_rank = _distributed_env()
     name = shard_name(args.encoded_save_path, args.shard_index, args.num_shards, rank, world_size)
     kind = "query" if args.encode_is_qry else "passage"
-    check_encode_args(args)
+    source = check_encode_args(args)
 
     device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
@@ -91,7 +96,7 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
         "precision": precision,
         "shard_index": args.shard_index, "num_shards": args.num_shards,
         "rank": rank, "world_size": world_size,
-        "source": os.path.abspath(args.encode_in_path),
+        "source": str(source) if isinstance(source, HFDataset) else os.path.abspath(source),
     }
 
     if is_complete(name):
@@ -105,12 +110,12 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
         logger.info("%s is complete (%d vectors); skipping", existing.json_path, existing.count)
         return existing
 
-    total = count_records(args.encode_in_path)
+    total = count_records(source)
     count = len(range(args.shard_index, total, args.num_shards)[rank::world_size])
     logger.info("encoding %d of %d %s records of %s into %s (max_len %d, batch %d, %s, %s)", count, total, kind,
-                args.encode_in_path, name, max_len, args.per_device_eval_batch_size, precision, device)
+                source, name, max_len, args.per_device_eval_batch_size, precision, device)
     dim = encoder.p_model.config.hidden_size
-    records = _select(_iter_records(args.encode_in_path, kind), args.shard_index, args.num_shards, rank, world_size)
+    records = _select(_iter_records(source, kind), args.shard_index, args.num_shards, rank, world_size)
     with ShardWriter(name, count, dim, args.embedding_dtype, meta) as writer, \
             tqdm(total=count, desc=f"encode {Path(name).name}", unit=kind[0], mininterval=10) as bar:
         for chunk in _chunks(records, args.encode_chunk_size):
@@ -152,12 +157,15 @@ def encode_texts(encoder: DenseEncoder, texts: Sequence[str], kind: str, max_len
     return out
 
 
-def check_encode_args(args: EncodeArguments) -> None:
+def check_encode_args(args: EncodeArguments) -> str | HFDataset:
     """Refuse, before the model loads, flags that do not go together (:class:`densir.io.UsageError`)
     and an input with nothing to encode (:class:`densir.io.InputError`: an empty queries file
     would otherwise give a silent 0-row shard). A shard left empty by the round-robin split of a
-    non-empty input (more shards or ranks than records) is fine."""
+    non-empty input (more shards or ranks than records) is fine. Returns the input: the
+    ``--encode_in_path`` file or the ``--dataset_name`` dataset."""
     with usage_errors():
+        if bool(args.encode_in_path) == bool(args.dataset_name):
+            raise ValueError("give one input: --encode_in_path (a JSONL file) or --dataset_name (a HF dataset)")
         if args.embedding_dtype not in ("float32", "float16"):
             raise ValueError(f"--embedding_dtype must be float32 or float16, got {args.embedding_dtype!r}")
         request = args.precision or precision_from_flags(args.fp16, args.bf16)
@@ -166,13 +174,19 @@ def check_encode_args(args: EncodeArguments) -> None:
         if args.per_device_eval_batch_size < 1 or args.encode_chunk_size < 1:
             raise ValueError("--per_device_eval_batch_size and --encode_chunk_size must be >= 1")
         shard_name(args.encoded_save_path, args.shard_index, args.num_shards)  # --shard_index in range
+    what = "queries" if args.encode_is_qry else "corpus"
+    if args.dataset_name:
+        dataset = hf_dataset_from(args)
+        if len(dataset) == 0:
+            raise InputError(dataset, None, f"empty {what} dataset: nothing to encode")
+        return dataset
     path = args.encode_in_path
     if not os.path.isfile(path):
         raise InputError(path, None, "no such file" if not os.path.exists(path) else "not a file")
     with open(path, encoding="utf-8") as f:
         if not any(line.strip() for line in f):  # stops at the first record
-            what = "queries" if args.encode_is_qry else "corpus"
             raise InputError(path, None, f"empty {what} file: nothing to encode")
+    return path
 
 
 # --------------------------------------------------------------------------- settings
@@ -183,12 +197,6 @@ def resolve_max_len(kind: str, explicit: int | None, checkpoint_max_len: int | N
     if checkpoint_max_len:
         return int(checkpoint_max_len)
     return DEFAULT_MAX_LEN[kind]
-
-
-def count_records(path) -> int:
-    """Non-blank lines, counted exactly as :func:`densir.io.iter_jsonl` skips them (no JSON parsing)."""
-    with open(path, encoding="utf-8") as f:
-        return sum(1 for line in f if line.strip())
 
 
 # --------------------------------------------------------------------------- helpers
