@@ -191,6 +191,13 @@ def load_runtime(model_dir, backend: str, quantize: str = "none", task: str = "e
     return OpenVinoRuntime(path, meta, threads)
 
 
+def recipe_name(backend: str, quantize: str = "none", recipe: str | None = None, task: str = "encoder") -> str:
+    """The recipe a (backend, quantize[, recipe]) request runs (``torch-fp32`` for the checkpoint itself);
+    a request that does not go together raises ValueError. Cheap: nothing is exported or imported."""
+    spec = _resolve(backend, quantize, task, recipe)
+    return spec.name if spec is not None else TorchRuntime.recipe
+
+
 def default_threads() -> int:
     """The cores this process may use: :func:`densir.threads.cpu_threads` (the one thread policy)."""
     from densir.threads import cpu_threads

@@ -37,7 +37,11 @@ logger = logging.getLogger(__name__)
 
 SUFFIXES = (".npy", ".ids", ".json")
 # fields that must agree between a query shard and the passage shards it is searched against
-COMPATIBLE_FIELDS = ("model_fingerprint", "pooling", "normalize", "dim")
+# and with each other; backend/quantize/backend_recipe: what ran the model (densir.backends), so an int8
+# or exported encode is never searched against vectors the checkpoint itself made
+COMPATIBLE_FIELDS = ("model_fingerprint", "pooling", "normalize", "dim", "backend", "quantize", "backend_recipe")
+# what a shard written before backends existed (or by another tool) was made with
+FIELD_DEFAULTS = {"backend": "torch", "quantize": "none", "backend_recipe": "torch-fp32"}
 _RANK_RE = re.compile(r"\.rank(\d+)-of-(\d+)$")
 
 
@@ -116,12 +120,14 @@ class EmbeddingShard:
         fingerprinted = bool(self.meta.get("model_fingerprint") and other.meta.get("model_fingerprint"))
         keys = COMPATIBLE_FIELDS if fingerprinted else ("model",) + COMPATIBLE_FIELDS[1:]
         for key in keys:
-            mine, theirs = self.meta.get(key), other.meta.get(key)
+            default = FIELD_DEFAULTS.get(key)
+            mine, theirs = self.meta.get(key, default), other.meta.get(key, default)
             if mine != theirs:
+                what = "the same model" if key not in FIELD_DEFAULTS else "the same backend and quantization"
                 raise InputError(other.json_path, None,
                                  f"{key}={theirs!r} (model {other.meta.get('model')!r}) does not match "
                                  f"{key}={mine!r} of {self.json_path} (model {self.meta.get('model')!r}): "
-                                 "queries and passages must be encoded by the same model", key)
+                                 f"queries and passages must be encoded by {what}", key)
         if self.meta.get("model") != other.meta.get("model"):
             logger.warning("%s names model %r, %s names %r; same weights, so searching anyway",
                            self.json_path, self.meta.get("model"), other.json_path, other.meta.get("model"))

@@ -114,6 +114,13 @@ class RerankArguments:
         "help": "auto | fp32 | fp16 | bf16 (densir.precision); default: from --fp16/--bf16, else fp32"})
     bf16: bool = field(default=False, metadata={"help": "bf16 autocast"})
     fp16: bool = field(default=False, metadata={"help": "fp16 autocast (GPU)"})
+    backend: str = field(default="torch", metadata={
+        "help": "torch | onnx | openvino: what runs the model (densir.backends; onnx/openvino: CPU only, exported "
+                "once and cached beside the checkpoint)"})
+    quantize: str = field(default="none", metadata={"help": "none | int8 (with --backend onnx or openvino)"})
+    backend_recipe: Optional[str] = field(default=None, metadata={
+        "help": "a named recipe of densir.backends.RECIPES (e.g. ov-int8-static, calibrated on the first 300 "
+                "pairs of the run)"})
     query_shard: int = field(default=0, metadata={"help": "this job's query range, 0..num_query_shards-1"})
     num_query_shards: int = field(default=1, metadata={"help": "split the run's queries into this many ranges"})
     merge_query_shards: bool = field(default=False, metadata={

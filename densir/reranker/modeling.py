@@ -87,8 +87,26 @@ class CrossEncoderReranker(nn.Module):
             logger.info("%s has no classification head: a fresh one-logit head is initialised", model_name_or_path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         reranker = cls(model, tokenizer, int(settings["max_len"]))
-        reranker.source = resolved.source
+        reranker.source, reranker.local_dir = resolved.source, resolved.local_dir
         return reranker
+
+    def with_backend(self, backend: str, quantize: str = "none", recipe: str | None = None, calibration=None,
+                     threads: int | None = None) -> "CrossEncoderReranker":
+        """The same re-ranker run by :mod:`densir.backends` (``onnx``/``openvino``, fp32 or int8; CPU,
+        inference only), exported once and cached beside the checkpoint; ``calibration``: (query,
+        passage) pairs for a calibrated recipe. ``backend="torch"`` with ``quantize="none"`` is ``self``."""
+        from densir.backends import load_runtime
+
+        if backend == "torch" and quantize == "none" and recipe is None:
+            return self
+        local = getattr(self, "local_dir", None)
+        if local is None:
+            raise ValueError("with_backend needs a re-ranker from CrossEncoderReranker.load (its checkpoint files)")
+        runtime = load_runtime(local, backend, quantize, task="cross-encoder", threads=threads, max_len=self.max_len,
+                               recipe=recipe, calibration=calibration)
+        other = type(self)(runtime, self.tokenizer, self.max_len)
+        other.source, other.local_dir, other.runtime_info = self.source, local, runtime.describe()
+        return other
 
     def load_weights(self, model_dir, **hf_kwargs) -> None:
         """Overwrite the weights in place from a dir written by :meth:`save` (checkpoint resume).
@@ -102,7 +120,7 @@ class CrossEncoderReranker(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         """Relevance logits, shape ``[batch]``, for a batch from :func:`tokenize_pairs`."""
         out = self.model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
-        return out.logits.squeeze(-1)
+        return (out if isinstance(out, torch.Tensor) else out.logits).squeeze(-1)  # a runtime returns the logits
 
     def tokenize(self, pairs: Sequence[Pair]) -> dict:
         return tokenize_pairs(self.tokenizer, [q for q, _ in pairs], [p for _, p in pairs], self.max_len)
@@ -119,7 +137,8 @@ class CrossEncoderReranker(nn.Module):
             return np.zeros(0, dtype=np.float32)
         was_training = self.training
         self.eval()
-        device = next(self.parameters()).device
+        param = next(self.parameters(), None)  # none: a densir.backends runtime, on the CPU
+        device = param.device if param is not None else torch.device("cpu")
         order = np.argsort([-_pair_length(p) for p in pairs], kind="stable")
         scores = np.empty(len(pairs), dtype=np.float32)
         from tqdm.auto import tqdm

@@ -41,7 +41,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from densir.backends import RECIPES, recipe_name
 from densir.embeddings import (
+    FIELD_DEFAULTS,
     EmbeddingShard,
     ShardWriter,
     is_complete,
@@ -62,7 +64,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_LEN = {"query": 32, "passage": 128}  # Tevatron's defaults, used when the checkpoint names none
 # settings a complete shard must share with the current request to be skipped on rerun
 _RERUN_KEYS = ("model_fingerprint", "pooling", "normalize", "kind", "prefix", "max_len", "precision",
-               "shard_index", "num_shards", "rank", "world_size", "dtype")
+               "backend", "quantize", "backend_recipe", "shard_index", "num_shards", "rank", "world_size", "dtype")
 
 
 
@@ -74,7 +76,8 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
     kind = "query" if args.encode_is_qry else "passage"
     source = check_encode_args(args)
 
-    device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    cuda = torch.cuda.is_available() and args.backend == "torch"  # onnx/openvino run on the CPU
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
     if device.type == "cpu":
         configure_cpu_threads()
     encoder = DenseEncoder.load(model_args.model_name_or_path, pooling=model_args.pooling,
@@ -83,8 +86,11 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
                                 cache_dir=model_args.cache_dir)
     encoder.eval().to(device)
     precision = resolve_precision(args.precision or precision_from_flags(args.fp16, args.bf16), device).name
+    if args.backend != "torch":
+        precision = "fp32"  # the runtime's own (int8 is --quantize); check_encode_args refused fp16/bf16
     max_len = resolve_max_len(kind, args.q_max_len if kind == "query" else args.p_max_len, encoder.config.max_seq_length)
     models = (encoder.q_model,) if not encoder.config.untied else (encoder.q_model, encoder.p_model)
+    recipe = recipe_name(args.backend, args.quantize, args.backend_recipe)
     meta = {
         "model": _model_label(model_args.model_name_or_path),
         "model_fingerprint": model_fingerprint(*models),
@@ -94,6 +100,7 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
         "prefix": encoder.config.query_prefix if kind == "query" else encoder.config.passage_prefix,
         "max_len": max_len,
         "precision": precision,
+        "backend": args.backend, "quantize": args.quantize, "backend_recipe": recipe,
         "shard_index": args.shard_index, "num_shards": args.num_shards,
         "rank": rank, "world_size": world_size,
         "source": str(source) if isinstance(source, HFDataset) else os.path.abspath(source),
@@ -102,7 +109,7 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
     if is_complete(name):
         existing = EmbeddingShard.open(name)
         wanted = dict(meta, dtype=args.embedding_dtype)
-        diff = [k for k in _RERUN_KEYS if existing.meta.get(k) != wanted.get(k)]
+        diff = [k for k in _RERUN_KEYS if existing.meta.get(k, FIELD_DEFAULTS.get(k)) != wanted.get(k)]
         if diff:
             raise InputError(existing.json_path, None, "a complete shard exists with other settings ("
                              + ", ".join(f"{k}: {existing.meta.get(k)!r} there, {wanted.get(k)!r} now" for k in diff)
@@ -115,6 +122,11 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
     logger.info("encoding %d of %d %s records of %s into %s (max_len %d, batch %d, %s, %s)", count, total, kind,
                 source, name, max_len, args.per_device_eval_batch_size, precision, device)
     dim = encoder.p_model.config.hidden_size
+    if args.backend != "torch":  # after the fingerprint, which is the checkpoint's weights
+        calibration = [t for _, t in islice(_iter_records(source, kind), 300)] if RECIPES[recipe].calibrated else None
+        encoder = encoder.with_backend(args.backend, args.quantize, recipe=recipe, max_len=max_len,
+                                       calibration=calibration)
+        logger.info("backend %s", encoder.runtime_info)
     records = _select(_iter_records(source, kind), args.shard_index, args.num_shards, rank, world_size)
     with ShardWriter(name, count, dim, args.embedding_dtype, meta) as writer, \
             tqdm(total=count, desc=f"encode {Path(name).name}", unit=kind[0], mininterval=10) as bar:
@@ -171,6 +183,9 @@ def check_encode_args(args: EncodeArguments) -> str | HFDataset:
         request = args.precision or precision_from_flags(args.fp16, args.bf16)
         if request not in PRECISION_REQUESTS:
             raise ValueError(f"--precision must be one of {', '.join(PRECISION_REQUESTS)}, got {request!r}")
+        recipe_name(args.backend, args.quantize, args.backend_recipe)  # a backend/quantize/recipe that exists
+        if args.backend != "torch" and request not in ("fp32", "auto"):
+            raise ValueError(f"--backend {args.backend} runs in fp32 or int8 (--quantize int8), not {request}")
         if args.per_device_eval_batch_size < 1 or args.encode_chunk_size < 1:
             raise ValueError("--per_device_eval_batch_size and --encode_chunk_size must be >= 1")
         shard_name(args.encoded_save_path, args.shard_index, args.num_shards)  # --shard_index in range

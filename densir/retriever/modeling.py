@@ -106,8 +106,29 @@ class DenseEncoder(nn.Module):
             p_model = None
             tokenizer = AutoTokenizer.from_pretrained(str(path))
         encoder = cls(q_model, p_model, config, tokenizer)
-        encoder.source = resolved.source
+        encoder.source, encoder.local_dir = resolved.source, path
         return encoder
+
+    def with_backend(self, backend: str, quantize: str = "none", recipe: str | None = None, max_len: int = 512,
+                     calibration=None, threads: int | None = None) -> "DenseEncoder":
+        """The same encoder run by :mod:`densir.backends` (``onnx``/``openvino``, fp32 or int8; CPU,
+        inference only): a new DenseEncoder whose query and passage models are runtimes of this
+        checkpoint's files (exported once, cached beside it). Pooling, normalization and prefixes
+        stay here. ``backend="torch"`` with ``quantize="none"`` returns ``self``."""
+        from densir.backends import load_runtime
+
+        if backend == "torch" and quantize == "none" and recipe is None:
+            return self
+        local = getattr(self, "local_dir", None)
+        if local is None:
+            raise ValueError("with_backend needs an encoder from DenseEncoder.load (its checkpoint files)")
+        dirs = [local / "query_model", local / "passage_model"] if self.config.untied else [local]
+        runtimes = [load_runtime(d, backend, quantize, task="encoder", threads=threads, max_len=max_len,
+                                 recipe=recipe, calibration=calibration) for d in dirs]
+        enc = type(self)(runtimes[0], runtimes[1] if self.config.untied else None, self.config, self.tokenizer)
+        enc.source, enc.local_dir = self.source, local
+        enc.runtime_info = runtimes[0].describe()
+        return enc
 
     # ------------------------------------------------------------------ forward
     def encode_query(self, batch: dict) -> torch.Tensor:
@@ -123,7 +144,8 @@ class DenseEncoder(nn.Module):
 
     def _encode(self, model: nn.Module, batch: dict) -> torch.Tensor:
         out = model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
-        reps = pool(out.last_hidden_state, batch["attention_mask"], self.config.pooling)
+        hidden = out if isinstance(out, torch.Tensor) else out.last_hidden_state  # a backends runtime: the tensor
+        reps = pool(hidden, batch["attention_mask"], self.config.pooling)
         if self.config.normalize:
             reps = F.normalize(reps, p=2, dim=-1)
         return reps

@@ -31,6 +31,12 @@ only passages whose scores tie to ~1e-6. Re-ranking scores the first stage's top
 ``RERANK_ALPHA`` step does (``tools/fuse_runs.py``, :func:`densir.search.fusion.interpolate_hits`),
 giving its ``<split>.run``.
 
+Backends: queries are encoded by what made the passage shards (their json's ``backend``,
+``quantize``, ``backend_recipe``: an ``--backend openvino --quantize int8`` corpus gets int8
+OpenVINO queries, :meth:`densir.retriever.modeling.DenseEncoder.with_backend`), so the vectors
+compared always come from the same runtime. ``Reranker.load(..., backend=, quantize=)`` runs the
+cross-encoder the same way.
+
 Memory: the FAISS index holds the vectors (fp32; ``fp16_storage`` halves it), the docids are one
 bytes array. Texts are *not* loaded: the first lookup scans the corpus JSONL once for the byte
 offset of every record (8 bytes a record, 70 MB for MS MARCO's 8.8M passages, no JSON parsed);
@@ -81,21 +87,26 @@ class Reranker:
     """
 
     def __init__(self, model, batch_size: int = 64, precision: str = "fp32"):
+        import torch
+
         from densir.precision import resolve_precision
 
         self.model = model.eval()
         self.batch_size = batch_size
-        self.precision = resolve_precision(precision, next(model.parameters()).device).name
+        param = next(model.parameters(), None)  # none: a densir.backends runtime (CPU, its own precision)
+        self.precision = resolve_precision(precision, param.device if param is not None else torch.device("cpu")).name
 
     @classmethod
     def load(cls, path, max_len: int | None = None, device: str | None = None, batch_size: int = 64,
-             precision: str = "fp32") -> Reranker:
+             precision: str = "fp32", backend: str = "torch", quantize: str = "none",
+             recipe: str | None = None) -> Reranker:
         """A re-ranker dir (``rerank.sh``'s ``OUT_DIR/rerank`` or its ``model/``), or any cross-encoder.
 
         A local dir must be a finished densir re-ranker (``densir_reranker.json``) or a
         sequence-classification checkpoint: an encoder without a head would get a random one.
         ``precision``: fp32 | fp16 | bf16 | auto (:func:`densir.precision.resolve_precision`);
-        ``python -m densir.driver.rerank`` scores as rerank.sh's PRECISION says.
+        ``python -m densir.driver.rerank`` scores as rerank.sh's PRECISION says. ``backend``/``quantize``
+        (``onnx``/``openvino``, ``int8``; CPU): :meth:`CrossEncoderReranker.with_backend`, precision fp32.
         """
         from densir.reranker.modeling import CONFIG_NAME, CrossEncoderReranker
 
@@ -115,6 +126,8 @@ class Reranker:
             raise InputError(path, None, "no such re-ranker directory")
         # anything else is a hub id, resolved (cache first) by densir.models
         model = CrossEncoderReranker.load(str(path), max_len=max_len)
+        if backend != "torch" or quantize != "none" or recipe is not None:
+            return cls(model.with_backend(backend, quantize, recipe=recipe), batch_size=batch_size)
         return cls(model.to(_device(device)), batch_size=batch_size, precision=precision)
 
     def predict(self, pairs: Sequence[tuple]) -> np.ndarray:
@@ -146,7 +159,9 @@ class Searcher:
                  load_index=None):
         from densir.precision import resolve_precision
 
-        self.device = _device(device)
+        meta = passage_shards[0].meta if passage_shards else {}
+        backend = meta.get("backend", "torch")
+        self.device = _device(device) if backend == "torch" else _device("cpu")
         if self.device.type == "cpu":
             from densir.threads import configure_cpu_threads
 
@@ -154,10 +169,13 @@ class Searcher:
         self.encoder = encoder.eval().to(self.device)
         self.shards = list(passage_shards)
         _check_encoder(self.encoder, self.shards[0])
-        meta = self.shards[0].meta
         self.q_max_len = q_max_len or _default_q_max_len(self.encoder)
         recorded = precision or meta.get("precision") or "fp32"
         self.precision = resolve_precision(recorded, self.device).name
+        if backend != "torch":  # queries run by the runtime that made the passages (after the fingerprint check)
+            self.encoder = self.encoder.with_backend(backend, meta.get("quantize", "none"),
+                                                     recipe=meta.get("backend_recipe"), max_len=self.q_max_len)
+            self.precision = "fp32"
         self.batch_size = batch_size
         self.index = _ShardIndex(self.shards, index_factory, use_gpu, fp16_storage, nprobe, load_index)
         self.corpus = _CorpusTexts(corpus, self.shards, self.index.ids) if corpus is not None else None
