@@ -322,7 +322,7 @@ def test_every_loss_builds_from_its_flags_and_computes_in_float32(tmp_path):
 
     expected = {"bce": "BinaryCrossEntropyLoss", "listwise": "ListwiseSoftmaxLoss", "lambda": "LambdaLoss",
                 "ranknet": "RankNetLoss", "listmle": "ListMLELoss", "plistmle": "PListMLELoss",
-                "margin_mse": "MarginMSELoss", "kl": "KLDistillationLoss"}
+                "margin_mse": "MarginMSELoss", "kl": "KLDistillationLoss", "mnrl": "MultipleNegativesRankingLoss"}
     assert set(LOSSES) == set(expected)
     binary = torch.zeros(6, 7)
     binary[:, 0] = 1
@@ -349,3 +349,106 @@ def test_every_loss_builds_from_its_flags_and_computes_in_float32(tmp_path):
         RerankerTrainingArguments(output_dir=str(tmp_path), loss="softmax")
     with pytest.raises(ValueError, match="--pairwise_reduction"):
         RerankerTrainingArguments(output_dir=str(tmp_path), pairwise_reduction="mean")
+
+
+# --------------------------------------------------------------------------- multiple negatives
+class FixedPairLogits(FixedLogits):
+    """A CrossEncoder that scores (query b, passage i of group j) with ``table[b, j, i]``: queries
+    are scored against other groups' passages, as the multiple-negatives loss does."""
+
+    def __init__(self, table: torch.Tensor):
+        nn.Module.__init__(self)
+        self.table = table.float()
+
+    def columns(self):
+        B, _, n = self.table.shape
+        return [[f"q{b}" for b in range(B)]] + [[f"d{b}|{i}" for b in range(B)] for i in range(n)]
+
+    def preprocess(self, pairs, prompt=None, task=None):
+        return {"index": torch.tensor([[int(q[1:]), *map(int, d[1:].split("|"))] for q, d in pairs])}
+
+    def forward(self, features):
+        i = features["index"]
+        return {"scores": self.table[i[:, 0], i[:, 1], i[:, 2]].unsqueeze(1)}  # [pairs, 1], as num_labels=1
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "none"])
+def test_mnrl_is_cross_entropy_of_the_positive_and_equals_sentence_transformers(activation):
+    """All in-batch candidates (num_negatives None): the candidate set is fixed, so the value is
+    comparable to sentence-transformers' (which draws a random subset otherwise)."""
+    from densir.reranker.losses import MultipleNegativesRankingLoss
+
+    torch.manual_seed(3)
+    B, n, scale = 4, 3, 7.0
+    table = torch.randn(B, B, n) * 2
+    # ours: each query's own group (positive first), then every passage of the other groups
+    rows = torch.stack([torch.cat([table[b, b]] + [table[b, j] for j in range(B) if j != b]) for b in range(B)])
+    ours = MultipleNegativesRankingLoss(num_negatives=None, scale=scale, activation=activation)(rows)
+    f = torch.sigmoid if activation == "sigmoid" else (lambda x: x)
+    reference = float(np.mean([-torch.log_softmax(scale * f(r), 0)[0] for r in rows]))
+    assert abs(float(ours) - reference) < 1e-5
+    model = FixedPairLogits(table)
+    st = st_losses.MultipleNegativesRankingLoss(model, num_negatives=None, scale=scale,
+                                                activation_fn=nn.Sigmoid() if activation == "sigmoid" else None)
+    assert abs(float(st(model.columns(), None)) - float(ours)) < 1e-5
+
+
+def test_collator_adds_in_batch_negatives_from_the_other_groups(tiny_bert_dir):
+    from transformers import AutoTokenizer
+
+    from densir.reranker.collator import RerankCollator
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    items = [{"query_id": f"q{b}", "query": f"query {b}", "passages": [f"pos {b}", f"neg {b}a", f"neg {b}b"],
+              "relevance": [2.0, 0.0, 0.0]} for b in range(4)]
+    batch = RerankCollator(tok, 32, in_batch_negatives=4)(items)
+    assert batch["relevance"].shape == (4, 7) and batch["pairs"]["input_ids"].shape[0] == 28
+    assert batch["relevance"][:, 0].tolist() == [2.0] * 4 and batch["relevance"][:, 3:].sum() == 0
+    texts = tok.batch_decode(batch["pairs"]["input_ids"], skip_special_tokens=True)
+    for b in range(4):
+        row = texts[7 * b: 7 * b + 7]
+        assert all(t.startswith(f"query {b} ") for t in row)
+        assert [t.split(" ", 2)[2] for t in row[:3]] == [f"pos {b}", f"neg {b}a", f"neg {b}b"]
+        extra = [t.split(" ", 2)[2] for t in row[3:]]
+        assert len(set(extra)) == 4 and not any(t.endswith(f" {b}") or f" {b}a" in t or f" {b}b" in t for t in extra)
+    again = RerankCollator(tok, 32, in_batch_negatives=4)(items)
+    assert torch.equal(again["pairs"]["input_ids"], batch["pairs"]["input_ids"])  # the same draw for the same batch
+    everything = RerankCollator(tok, 32, in_batch_negatives=None)(items)
+    assert everything["relevance"].shape == (4, 3 + 9)
+    with pytest.raises(ValueError, match="has only 9 other passages"):
+        RerankCollator(tok, 32, in_batch_negatives=10)(items)
+
+
+def test_reranker_grad_cache_gives_the_full_batch_gradients(reranker_dir):
+    """The cross-encoder through densir.gradcache (chunks of 5 pairs) == one forward of every pair,
+    the multiple-negatives loss over in-batch candidates: loss and every gradient, dropout on."""
+    from transformers import AutoTokenizer
+
+    from densir.gradcache import cached_step, split_batch
+    from densir.reranker.collator import RerankCollator
+    from densir.reranker.losses import MultipleNegativesRankingLoss
+    from densir.reranker.modeling import CrossEncoderReranker
+
+    items = [{"query_id": f"q{b}", "query": f"what is topic {b} about", "passages": [
+        f"topic {b} is about {w}" for w in ("cells", "stars", "rivers")]} for b in range(5)]
+    batch = RerankCollator(AutoTokenizer.from_pretrained(str(reranker_dir)), 48, in_batch_negatives=3)(items)
+    loss_fn = MultipleNegativesRankingLoss(num_negatives=3)
+    shape = batch["relevance"].shape
+
+    def grads(cached):
+        model = CrossEncoderReranker.load(str(reranker_dir))
+        model.train()
+        torch.manual_seed(7)
+        if cached:
+            loss = cached_step(split_batch(batch["pairs"], 5), model,
+                               lambda outs: loss_fn(torch.cat([o[0] for o in outs]).view(shape), batch["relevance"]))
+        else:  # the same chunks with a graph (the same dropout draws): what the cache must reproduce
+            scores = torch.cat([model(c) for c in split_batch(batch["pairs"], 5)]).view(shape)
+            loss = loss_fn(scores, batch["relevance"])
+            loss.backward()
+        return float(loss.detach()), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    (a, ga), (b, gb) = grads(True), grads(False)
+    assert abs(a - b) < 1e-5 and ga.keys() == gb.keys() and len(ga) > 10
+    for k in ga:
+        torch.testing.assert_close(ga[k], gb[k], atol=1e-5, rtol=1e-4)

@@ -51,7 +51,8 @@ class RerankerTrainingArguments(BaseTrainingArguments):
     loss: str = field(default="listwise", metadata={
         "help": "bce | listwise | lambda | ranknet | listmle | plistmle (graded labels: the passages' "
                 "'relevance', else positive 1, negatives 0) | margin_mse | kl (distillation from the "
-                "passages' teacher 'score', see tools/score_groups.py); densir.reranker.losses"})
+                "passages' teacher 'score', see tools/score_groups.py) | mnrl (the positive against its hard negatives "
+                "and --mnrl_num_negatives passages of other queries in the batch); densir.reranker.losses"})
     temperature: float = field(default=1.0, metadata={"help": "listwise: softmax over logits / temperature"})
     lambda_weighting: str = field(default="ndcg2pp", metadata={"help": "lambda: ndcg2pp | ndcg2 | lambdarank"})
     lambda_sigma: float = field(default=1.0, metadata={"help": "lambda: logistic scale of score differences"})
@@ -64,6 +65,14 @@ class RerankerTrainingArguments(BaseTrainingArguments):
     ranknet_sigma: float = field(default=1.0, metadata={"help": "ranknet: logistic scale of score differences"})
     kl_temperature: float = field(default=1.0, metadata={
         "help": "kl: softmax temperature of both teacher and student scores"})
+    mnrl_num_negatives: Optional[int] = field(default=4, metadata={
+        "help": "mnrl: in-batch candidates per query, drawn from the other queries' groups (-1: all of them)"})
+    mnrl_scale: float = field(default=10.0, metadata={"help": "mnrl: scores are scale * activation(logit)"})
+    mnrl_activation: str = field(default="sigmoid", metadata={"help": "mnrl: sigmoid | none"})
+    grad_cache: bool = field(default=False, metadata={
+        "help": "gradient cache (densir.gradcache): a step's pairs scored in chunks of --gc_pair_chunk_size, "
+                "the memory of one chunk, the gradients of the whole batch"})
+    gc_pair_chunk_size: int = field(default=32, metadata={"help": "(query, passage) pairs per chunk with --grad_cache"})
     bce_pos_weight: Optional[float] = field(default=None, metadata={
         "help": "bce: weight of positive pairs (e.g. n-1 to balance the negatives); default 1"})
     # validation during training: the data flags are --eval_run/--eval_queries/--eval_qrels/--eval_corpus
@@ -83,6 +92,10 @@ class RerankerTrainingArguments(BaseTrainingArguments):
             raise ValueError(f"--pairwise_reduction must be one of {REDUCTIONS}, got {self.pairwise_reduction!r}")
         if self.eval_depth < 1:
             raise ValueError(f"--eval_depth must be >= 1, got {self.eval_depth}")
+        if self.mnrl_num_negatives is not None and self.mnrl_num_negatives < 0:
+            self.mnrl_num_negatives = None  # -1: every other passage of the batch
+        if self.gc_pair_chunk_size < 1:
+            raise ValueError(f"--gc_pair_chunk_size must be >= 1, got {self.gc_pair_chunk_size}")
         self.resolve_best_metric(self.eval_metrics)
         super().__post_init__()
 

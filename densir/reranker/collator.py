@@ -3,6 +3,9 @@ into ``B * n`` (query, passage) pairs, their ``[B, n]`` relevance and, for a dis
 the ``[B, n]`` teacher scores."""
 from __future__ import annotations
 
+import random
+import zlib
+
 import torch
 
 from densir.io import InputError
@@ -20,24 +23,53 @@ class RerankCollator:
     :func:`densir.reranker.losses.needs_teacher`) ``teacher`` holds each passage's teacher
     ``"score"``; a passage without one is an :class:`densir.io.InputError` naming the group's
     file and line.
+
+    ``in_batch_negatives=k`` (the multiple-negatives loss, see
+    :func:`densir.reranker.losses.in_batch_negatives`) appends to each query's group ``k`` passages
+    of the *other* groups of the batch (positives and negatives alike; None: all of them), relevance
+    0, drawn without replacement by a RNG seeded from the batch's query ids, so a batch always gets
+    the same ones: ``[B, n + k]``.
     """
 
-    def __init__(self, tokenizer, max_len: int, pad_to_multiple_of: int | None = None, teacher: bool = False):
+    def __init__(self, tokenizer, max_len: int, pad_to_multiple_of: int | None = None, teacher: bool = False,
+                 in_batch_negatives: int | None = 0):
         self.tokenizer, self.max_len, self.pad_to_multiple_of = tokenizer, max_len, pad_to_multiple_of
         self.teacher = teacher
+        self.in_batch_negatives = in_batch_negatives
+        if teacher and in_batch_negatives != 0:
+            raise ValueError("in-batch negatives have no teacher scores: a distillation loss takes none")
 
     def __call__(self, items: list[dict]) -> dict:
         n = len(items[0]["passages"])
         if any(len(it["passages"]) != n for it in items):
             raise ValueError("every group of a batch must have the same number of passages")
-        queries = [it["query"] for it in items for _ in it["passages"]]
-        passages = [p for it in items for p in it["passages"]]
+        groups = [list(it["passages"]) for it in items]
+        relevance = [list(it.get("relevance") or [1.0] + [0.0] * (n - 1)) for it in items]
+        if self.in_batch_negatives != 0:
+            extra = self._in_batch(items)
+            groups = [g + e for g, e in zip(groups, extra)]
+            relevance = [r + [0.0] * len(e) for r, e in zip(relevance, extra)]
+        queries = [it["query"] for it, g in zip(items, groups) for _ in g]
+        passages = [p for g in groups for p in g]
         batch = {"pairs": tokenize_pairs(self.tokenizer, queries, passages, self.max_len, self.pad_to_multiple_of),
-                 "relevance": torch.tensor([it.get("relevance") or [1.0] + [0.0] * (n - 1) for it in items],
-                                           dtype=torch.float32)}
+                 "relevance": torch.tensor(relevance, dtype=torch.float32)}
         if self.teacher:
             batch["teacher"] = torch.tensor([_teacher_scores(it) for it in items], dtype=torch.float32)
         return batch
+
+
+    def _in_batch(self, items: list[dict]) -> list[list]:
+        """For each group, ``in_batch_negatives`` passages of the other groups (all of them for None)."""
+        others = [[(j, k) for j, it in enumerate(items) if j != i for k in range(len(it["passages"]))]
+                  for i in range(len(items))]
+        want = min(len(o) for o in others) if self.in_batch_negatives is None else self.in_batch_negatives
+        if want > min(len(o) for o in others):
+            raise ValueError(f"--mnrl_num_negatives {want}: a batch of {len(items)} groups of "
+                             f"{len(items[0]['passages'])} has only {min(len(o) for o in others)} other passages")
+        key = "\0".join(str(it.get("query_id", it["query"])) for it in items)
+        rng = random.Random(zlib.crc32(key.encode("utf-8")))
+        return [[items[j]["passages"][k] for j, k in (o if self.in_batch_negatives is None else rng.sample(o, want))]
+                for o in others]
 
 
 def _teacher_scores(item: dict) -> list[float]:

@@ -15,6 +15,7 @@ Validation during training (``--eval_run`` with ``--eval_queries``/``--eval_qrel
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from densir.reranker.losses import loss_target
@@ -39,6 +40,22 @@ class RerankerTrainer(DensirTrainer):
         scores = model(inputs["pairs"]).view(target.shape)
         loss = self.loss_fn(scores, target)
         return (loss, scores) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """With ``--grad_cache``: the batch's pairs through :func:`densir.gradcache.cached_step` in
+        chunks of ``--gc_pair_chunk_size`` (any loss; the multiple-negatives loss's in-batch pairs
+        are what it is for)."""
+        if not getattr(self.args, "grad_cache", False):
+            return super().training_step(model, inputs, num_items_in_batch)
+        from densir.gradcache import cached_step, split_batch
+
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        target = loss_target(self.loss_fn, inputs)
+        return cached_step(split_batch(inputs["pairs"], self.args.gc_pair_chunk_size), model,
+                           lambda outs: self.loss_fn(torch.cat([o[0] for o in outs]).view(target.shape), target),
+                           backward=self.accelerator.backward, no_sync=lambda: self.accelerator.no_sync(model),
+                           scale=1.0 / self.current_gradient_accumulation_steps)
 
 
 def build_validator(data_args, training_args):
@@ -66,7 +83,7 @@ def train(model_args, data_args, training_args, callbacks: list | None = None) -
     from densir.dataset import TrainDataset
     from densir.formats import train_group_source
     from densir.reranker.collator import RerankCollator
-    from densir.reranker.losses import build_loss_from_args, needs_teacher
+    from densir.reranker.losses import build_loss_from_args, in_batch_negatives, needs_teacher
     from densir.reranker.modeling import CrossEncoderReranker
     from densir.training import run_training
 
@@ -78,7 +95,7 @@ def train(model_args, data_args, training_args, callbacks: list | None = None) -
         dataset = TrainDataset(train_group_source(data_args), data_args.train_n_passages, seed=seed)
         loss_fn = build_loss_from_args(training_args)
         collator = RerankCollator(reranker.tokenizer, data_args.max_len, data_args.pad_to_multiple_of,
-                                  teacher=needs_teacher(loss_fn))
+                                  teacher=needs_teacher(loss_fn), in_batch_negatives=in_batch_negatives(loss_fn))
         trainer = RerankerTrainer(model=reranker, args=training_args, train_dataset=dataset, data_collator=collator,
                                   loss_fn=loss_fn, callbacks=callbacks,
                                   validator=validator)

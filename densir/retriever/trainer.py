@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from densir.gradcache import cached_step, split_batch
 from densir.retriever.collator import TEACHER_SCORES_KEY
 from densir.retriever.loss import build_loss
 from densir.training import DensirTrainer
@@ -67,95 +68,33 @@ class DenseTrainer(DensirTrainer):
 def grad_cache_step(model, query: dict, passage: dict, loss_fn: Callable, q_chunk_size: int, p_chunk_size: int,
                     backward: Callable = torch.Tensor.backward, no_sync: Callable = contextlib.nullcontext,
                     scale: float = 1.0, loss_kwargs: dict | None = None) -> torch.Tensor:
-    """Gradient cache (Gao et al., 2021, "Scaling Deep Contrastive Learning Batch Size under Memory
-    Limited Setup"): forward and backward the same loss as a full-batch step, in chunks.
+    """The bi-encoder's step through the gradient cache (:func:`densir.gradcache.cached_step`): query
+    and passage representations in chunks, the loss on all of them, the full batch's gradients.
 
-    1. representations of every chunk without a graph (RNG state recorded per chunk);
-    2. the loss on those representations, and its gradient wrt each representation;
-    3. per chunk: forward again with the recorded RNG state (same dropout masks, so the same
-       representations) and backpropagate ``rep . grad_rep`` into the parameters.
-
-    The parameter gradients equal those of the full batch (up to float rounding). Under DDP all
-    chunk backwards but the last run in ``no_sync``; the last forward takes the last query and the
-    last passage chunk in one call, so every parameter (both encoders when untied) joins its
-    all-reduce.
-    ``loss_kwargs`` go to ``loss_fn`` beside the representations (the teacher scores of a
-    distillation loss: per query, not per chunk, so they need no splitting).
+    The last query chunk and the last passage chunk go through one forward call together, both
+    times: under DDP that call is the sync point, and it must use every parameter (both encoders
+    when untied). ``loss_kwargs`` go to ``loss_fn`` beside the representations (the teacher scores
+    of a distillation loss: per query, not per chunk, so they need no splitting).
     Returns the loss (detached, times ``scale``) like ``Trainer.training_step``.
     """
-    q_chunks, p_chunks = _split(query, q_chunk_size), _split(passage, p_chunk_size)
-    # the last query chunk and the last passage chunk go through one forward call together, both
-    # times: under DDP that call is the sync point, and it must use every parameter
-    q_last, p_last = q_chunks.pop(), p_chunks.pop()
-    states, q_reps, p_reps = [], [], []
-    with torch.no_grad():
-        for chunk in q_chunks:
-            states.append(_RngState(chunk["input_ids"].device))
-            q_reps.append(model(query=chunk)[0])
-        for chunk in p_chunks:
-            states.append(_RngState(chunk["input_ids"].device))
-            p_reps.append(model(passage=chunk)[1])
-        states.append(_RngState(q_last["input_ids"].device))
-        q_rep, p_rep = model(query=q_last, passage=p_last)
-        q_reps.append(q_rep)
-        p_reps.append(p_rep)
-    q_all = torch.cat(q_reps).detach().float().requires_grad_()
-    p_all = torch.cat(p_reps).detach().float().requires_grad_()
-    with torch.enable_grad():
-        loss = loss_fn(q_all, p_all, **(loss_kwargs or {})) * scale
-    q_all_grad, p_all_grad = torch.autograd.grad(loss, [q_all, p_all])
-    q_grads = q_all_grad.split([len(r) for r in q_reps])
-    p_grads = p_all_grad.split([len(r) for r in p_reps])
+    q_chunks, p_chunks = split_batch(query, q_chunk_size), split_batch(passage, p_chunk_size)
+    chunks = [("q", c) for c in q_chunks[:-1]] + [("p", c) for c in p_chunks[:-1]] + \
+        [("qp", (q_chunks[-1], p_chunks[-1]))]
 
-    with no_sync():  # every chunk but the last pair: gradients accumulate locally
-        for chunk, state, grad in zip(q_chunks, states, q_grads):
-            with state.replay():
-                rep = model(query=chunk)[0]
-            backward(_dot(rep, grad))
-        for chunk, state, grad in zip(p_chunks, states[len(q_chunks):], p_grads):
-            with state.replay():
-                rep = model(passage=chunk)[1]
-            backward(_dot(rep, grad))
-    with states[-1].replay():
-        q_rep, p_rep = model(query=q_last, passage=p_last)
-    backward(_dot(q_rep, q_grads[-1]) + _dot(p_rep, p_grads[-1]))
-    return loss.detach()
+    def forward(chunk):
+        kind, x = chunk
+        if kind == "q":
+            return model(query=x)[0]
+        if kind == "p":
+            return model(passage=x)[1]
+        return model(query=x[0], passage=x[1])
 
+    def loss_on(outputs):
+        q = [o[0] for (kind, _), o in zip(chunks, outputs) if kind == "q"] + [outputs[-1][0]]
+        p = [o[0] for (kind, _), o in zip(chunks, outputs) if kind == "p"] + [outputs[-1][1]]
+        return loss_fn(torch.cat(q), torch.cat(p), **(loss_kwargs or {}))
 
-def _dot(rep: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    return (rep.float() * grad).sum()
-
-
-def _split(batch: dict, size: int) -> list[dict]:
-    """Split a tokenized batch into chunks of ``size`` rows, each trimmed of all-padding columns."""
-    if size <= 0:
-        raise ValueError(f"grad cache chunk size must be > 0, got {size}")
-    n = batch["input_ids"].size(0)
-    chunks = []
-    for start in range(0, n, size):
-        chunk = {k: v[start: start + size] for k, v in batch.items() if torch.is_tensor(v)}
-        used = chunk["attention_mask"].any(0).nonzero()
-        width = int(used.max()) + 1 if used.numel() else 1  # right padding only; left padding keeps all
-        chunks.append({k: v[:, :width] if v.dim() == 2 else v for k, v in chunk.items()})
-    return chunks
-
-
-class _RngState:
-    """The RNG state before a chunk's first forward, replayed for its second (same dropout)."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.cpu = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-
-    @contextlib.contextmanager
-    def replay(self):
-        devices = [self.device] if self.cuda is not None else []
-        with torch.random.fork_rng(devices=devices, device_type="cuda"):
-            torch.set_rng_state(self.cpu)
-            if self.cuda is not None:
-                torch.cuda.set_rng_state(self.cuda, self.device)
-            yield
+    return cached_step(chunks, forward, loss_on, backward=backward, no_sync=no_sync, scale=scale)
 
 
 def train(model_args, data_args, training_args, callbacks: list | None = None) -> dict:

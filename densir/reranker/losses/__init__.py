@@ -11,6 +11,7 @@ listmle    :mod:`.listmle` ListMLELoss              Xia et al. 2008
 plistmle   :mod:`.listmle` PListMLELoss             Lan et al. 2014 (position-aware)
 margin_mse :mod:`.distillation` MarginMSELoss       Hofstaetter et al. 2020 (teacher scores)
 kl         :mod:`.distillation` KLDistillationLoss  RocketQAv2 / Tevatron (teacher scores)
+mnrl       :mod:`.mnrl` MultipleNegativesRankingLoss Henderson et al. 2017 (in-batch negatives)
 ========== ======================================= =========================================
 
 Every loss is ``forward(scores, target) -> scalar``, both ``[queries, passages_per_query]``:
@@ -35,6 +36,7 @@ from densir.reranker.losses.distillation import KLDistillationLoss, MarginMSELos
 from densir.reranker.losses.lambdaloss import LambdaLoss
 from densir.reranker.losses.listmle import ListMLELoss, PListMLELoss
 from densir.reranker.losses.listwise import ListwiseSoftmaxLoss
+from densir.reranker.losses.mnrl import MultipleNegativesRankingLoss
 from densir.reranker.losses.pointwise import BinaryCrossEntropyLoss
 from densir.reranker.losses.ranknet import RankNetLoss
 
@@ -47,6 +49,7 @@ LOSS_CLASSES = {
     "plistmle": PListMLELoss,
     "margin_mse": MarginMSELoss,
     "kl": KLDistillationLoss,
+    "mnrl": MultipleNegativesRankingLoss,
 }
 LOSSES = tuple(LOSS_CLASSES)
 
@@ -70,6 +73,8 @@ def build_loss_from_args(args) -> nn.Module:
         "plistmle": dict,
         "margin_mse": dict,
         "kl": lambda: {"temperature": args.kl_temperature},
+        "mnrl": lambda: {"num_negatives": args.mnrl_num_negatives, "scale": args.mnrl_scale,
+                         "activation": args.mnrl_activation},
     }
     if args.loss not in settings:
         raise ValueError(f"unknown re-ranker loss {args.loss!r}; one of {LOSSES}")
@@ -80,6 +85,11 @@ def needs_teacher(loss: nn.Module | str) -> bool:
     """Whether a loss (or a loss name) learns from teacher scores rather than relevance labels."""
     cls = LOSS_CLASSES[loss] if isinstance(loss, str) else loss
     return bool(getattr(cls, "needs_teacher", False))
+
+
+def in_batch_negatives(loss: nn.Module) -> int | None:
+    """How many in-batch candidates a loss wants the collator to add per query (0: none; None: all)."""
+    return loss.num_negatives if getattr(loss, "in_batch", False) else 0
 
 
 def loss_target(loss: nn.Module, batch: dict) -> torch.Tensor:
@@ -93,5 +103,5 @@ def loss_target(loss: nn.Module, batch: dict) -> torch.Tensor:
 
 
 __all__ = ["LOSSES", "LOSS_CLASSES", "BinaryCrossEntropyLoss", "KLDistillationLoss", "LambdaLoss", "ListMLELoss",
-           "ListwiseSoftmaxLoss", "MarginMSELoss", "PListMLELoss", "RankNetLoss", "build_loss",
-           "build_loss_from_args", "loss_target", "needs_teacher"]
+           "ListwiseSoftmaxLoss", "MarginMSELoss", "MultipleNegativesRankingLoss", "PListMLELoss", "RankNetLoss",
+           "build_loss", "build_loss_from_args", "in_batch_negatives", "loss_target", "needs_teacher"]
