@@ -34,6 +34,40 @@ def tokenize_batch(tokenizer, items: Sequence, max_len: int, prefix: str = "", p
     return tokenizer.pad(features, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
 
 
+def token_lengths(tokenizer, items: Sequence, max_len: int, prefix: str = "") -> list[int]:
+    """How many tokens :func:`tokenize_batch` gives each item (special tokens included, after
+    truncation), without padding or tensors: what length-sorted, token-budget batches are cut by."""
+    if all(isinstance(x, str) for x in items):
+        enc = tokenizer([prefix + x for x in items], max_length=max_len, truncation=True, padding=False,
+                        return_attention_mask=False, return_token_type_ids=False)
+        return [len(ids) for ids in enc["input_ids"]]
+    head, tail = special_token_template(tokenizer)
+    prefix_len = len(tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else 0
+    room = max(max_len - len(head) - len(tail), 0)
+    return [len(head) + len(tail) + min(room, len(tokenizer(prefix + x, add_special_tokens=False)["input_ids"])
+                                        if isinstance(x, str) else prefix_len + len(x)) for x in items]
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list:
+    """Indices of ``lengths`` in batches, longest first: at most ``batch_size`` items, and with
+    ``max_tokens`` at most that many padded tokens (items x the batch's longest) per batch (an item
+    longer than the budget gets a batch of its own). Ties keep input order."""
+    import numpy as np
+
+    order = np.argsort([-n for n in lengths], kind="stable")
+    batches, current = [], []
+    for i in order:
+        # sorted longest first: the batch's first item is its longest
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) >= batch_size or (max_tokens and (len(current) + 1) * longest > max_tokens)):
+            batches.append(np.asarray(current))
+            current = []
+        current.append(int(i))
+    if current:
+        batches.append(np.asarray(current))
+    return batches
+
+
 def special_token_template(tokenizer) -> tuple[list[int], list[int]]:
     """The special tokens a tokenizer puts before and after one sequence (e.g. [CLS] ... [SEP])."""
     cached = getattr(tokenizer, "_densir_template", None)

@@ -159,3 +159,27 @@ def test_encode_memory_is_bounded(tiny_bert_dir, tmp_path):
     assert "12000 x 32 float32" in proc.stdout
     peak_mb = float(proc.stdout.strip().splitlines()[-1].split("peak_rss_mb=")[1].split()[0])
     assert peak_mb < 2048, proc.stdout
+
+
+def test_token_budget_batches_bound_padded_tokens_and_keep_the_vectors(tiny_bert_dir, corpus, tmp_path):
+    """--max_tokens_per_batch: every batch holds at most that many padded tokens (one text longer
+    than the budget alone), batches are longest first, and the vectors are those of plain batches."""
+    from densir.tokenization import length_batches, token_lengths
+
+    enc = DenseEncoder.load(tiny_bert_dir)
+    texts = [passage_text(*v) for v in read_corpus(corpus).values()]
+    lengths = token_lengths(enc.tokenizer, texts, 128)
+    assert lengths == [len(tokenize_batch(enc.tokenizer, [t], 128)["input_ids"][0]) for t in texts]
+    batches = length_batches(lengths, 16, max_tokens=120)
+    assert sorted(i for b in batches for i in b) == list(range(len(texts)))
+    for b in batches:
+        longest = max(lengths[i] for i in b)
+        assert len(b) <= 16 and (len(b) * longest <= 120 or len(b) == 1)
+        assert lengths[b[0]] == longest
+    firsts = [lengths[b[0]] for b in batches]
+    assert firsts == sorted(firsts, reverse=True) and len(batches) > -(-len(texts) // 16)
+    plain = encode_file(ModelArguments(model_name_or_path=tiny_bert_dir), _args(corpus, tmp_path / "a/c"))
+    capped = encode_file(ModelArguments(model_name_or_path=tiny_bert_dir),
+                         _args(corpus, tmp_path / "b/c", max_tokens_per_batch=120, per_device_eval_batch_size=16))
+    assert capped.ids() == plain.ids()
+    np.testing.assert_allclose(capped.vectors(), plain.vectors(), atol=1e-5)

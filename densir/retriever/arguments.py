@@ -137,6 +137,9 @@ class EncodeArguments:
     p_max_len: Optional[int] = field(default=None, metadata={
         "help": "passage token budget; default: the checkpoint's max_seq_length, else 128"})
     per_device_eval_batch_size: int = field(default=128, metadata={"help": "texts per forward pass, per process"})
+    max_tokens_per_batch: Optional[int] = field(default=None, metadata={
+        "help": "also cap each batch at this many padded tokens (texts x the longest): batches of short "
+                "texts grow to --per_device_eval_batch_size, long ones shrink; default no cap"})
     precision: Optional[str] = field(default=None, metadata={
         "help": "auto | fp32 | fp16 | bf16 (densir.precision: auto = bf16 where the device has it, else fp16 on "
                 "CUDA, else fp32); default: from --fp16/--bf16, else fp32"})

@@ -57,7 +57,7 @@ from densir.precision import autocast, precision_from_flags, resolve_precision
 from densir.threads import configure_cpu_threads
 from densir.retriever.arguments import EncodeArguments, ModelArguments
 from densir.retriever.modeling import DenseEncoder
-from densir.tokenization import tokenize_batch
+from densir.tokenization import length_batches, token_lengths, tokenize_batch
 
 logger = logging.getLogger(__name__)
 
@@ -133,26 +133,30 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
         for chunk in _chunks(records, args.encode_chunk_size):
             ids = [i for i, _ in chunk]
             vectors = encode_texts(encoder, [t for _, t in chunk], kind, max_len, args.per_device_eval_batch_size,
-                                   precision, device, progress=bar)
+                                   precision, device, progress=bar, max_tokens=args.max_tokens_per_batch)
             writer.write(ids, vectors)
     logger.info("wrote %s.{npy,ids,json}", name)
     return EmbeddingShard.open(name)
 
 
 def encode_texts(encoder: DenseEncoder, texts: Sequence[str], kind: str, max_len: int, batch_size: int,
-                 precision: str = "fp32", device: torch.device | str = "cpu", progress: tqdm | None = None) -> np.ndarray:
-    """Encode texts in batches sorted by length; return float32 [len(texts), dim] in input order.
+                 precision: str = "fp32", device: torch.device | str = "cpu", progress: tqdm | None = None,
+                 max_tokens: int | None = None) -> np.ndarray:
+    """Encode texts in batches sorted by token length; return float32 [len(texts), dim] in input order.
 
     ``kind`` is ``"query"`` (query encoder and prefix) or ``"passage"``. The model must already be
-    on ``device`` and in eval mode. ``progress``: a tqdm bar advanced by each batch.
+    on ``device`` and in eval mode. Batches hold at most ``batch_size`` texts and, with
+    ``max_tokens``, at most that many padded tokens (:func:`densir.tokenization.length_batches`:
+    short texts share big batches, long ones small). Tokenization runs on a background thread,
+    ahead of the model. ``progress``: a tqdm bar advanced by each batch.
     """
     device = torch.device(device)
     is_query = kind == "query"
     prefix = encoder.config.query_prefix if is_query else encoder.config.passage_prefix
     forward = encoder.encode_query if is_query else encoder.encode_passage
-    # longest first, as sentence-transformers does: equal lengths share a batch, little padding
-    order = np.argsort([-len(t) for t in texts], kind="stable")
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    # longest first, as sentence-transformers does (it sorts by characters; here by tokens): equal
+    # lengths share a batch, little padding, and an out-of-memory shows on the first batch
+    batches = length_batches(token_lengths(encoder.tokenizer, texts, max_len, prefix), batch_size, max_tokens)
     tokenized = (tokenize_batch(encoder.tokenizer, [texts[j] for j in idx], max_len, prefix) for idx in batches)
     out = None
     with torch.inference_mode(), autocast(device, precision):
@@ -186,6 +190,8 @@ def check_encode_args(args: EncodeArguments) -> str | HFDataset:
         recipe_name(args.backend, args.quantize, args.backend_recipe)  # a backend/quantize/recipe that exists
         if args.backend != "torch" and request not in ("fp32", "auto"):
             raise ValueError(f"--backend {args.backend} runs in fp32 or int8 (--quantize int8), not {request}")
+        if args.max_tokens_per_batch is not None and args.max_tokens_per_batch < 1:
+            raise ValueError(f"--max_tokens_per_batch must be >= 1, got {args.max_tokens_per_batch}")
         if args.per_device_eval_batch_size < 1 or args.encode_chunk_size < 1:
             raise ValueError("--per_device_eval_batch_size and --encode_chunk_size must be >= 1")
         shard_name(args.encoded_save_path, args.shard_index, args.num_shards)  # --shard_index in range
