@@ -57,6 +57,20 @@ class BaseTrainingArguments(TrainingArguments):
         super().__post_init__()
 
 
+def backend_fields(recipe_example: str) -> tuple:
+    """The ``--backend``, ``--quantize`` and ``--backend_recipe`` fields shared by the encode and the
+    re-rank stages (densir.backends); ``recipe_example`` says what a calibrated recipe calibrates on."""
+    return (
+        field(default="torch", metadata={
+            "help": "torch | onnx | openvino: what runs the model (densir.backends; onnx/openvino: CPU only, "
+                    "exported once and cached beside the checkpoint)"}),
+        field(default="none", metadata={"help": "none | int8 (with --backend onnx or openvino)"}),
+        field(default=None, metadata={
+            "help": f"a named recipe of densir.backends.RECIPES instead of the backend's default for --quantize "
+                    f"(e.g. ov-int8-static, calibrated on {recipe_example})"}),
+    )
+
+
 def parse_args(*dataclass_types, argv: Optional[list[str]] = None):
     """Parse flags (``argv``, default ``sys.argv[1:]``), or one ``.json`` argument file, into the dataclasses."""
     from transformers import HfArgumentParser

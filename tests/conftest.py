@@ -65,6 +65,16 @@ def tiny_bert_dir(tmp_path_factory, minilm_path) -> str:
 
 
 @pytest.fixture(scope="session")
+def minilm_copy(tmp_path_factory, minilm_path) -> str:
+    """A copy of the bundled MiniLM, so densir.backends' exports cache in a temp dir, not in site-packages."""
+    import shutil
+
+    dst = tmp_path_factory.mktemp("minilm") / "model"
+    shutil.copytree(minilm_path, dst, ignore=shutil.ignore_patterns(".densir-export"))
+    return str(dst)
+
+
+@pytest.fixture(scope="session")
 def reranker_dir(tmp_path_factory, tiny_bert_dir):
     """A tiny re-ranker (random BERT + a seeded head with spread-out scores, max_len 48), saved by densir:
     two loads score alike, which a fresh random head would not."""

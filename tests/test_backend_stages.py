@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 
 import numpy as np
 import pytest
@@ -48,10 +47,8 @@ def scifact_slice(tmp_path_factory, shared_data):
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory, minilm_path) -> str:
-    dst = tmp_path_factory.mktemp("minilm") / "model"
-    shutil.copytree(minilm_path, dst, ignore=shutil.ignore_patterns(backends.EXPORT_DIR))
-    return str(dst)
+def model(minilm_copy) -> str:
+    return minilm_copy
 
 
 def _encode(model, src, name, backend="torch", quantize="none", query=False):

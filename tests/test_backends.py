@@ -40,13 +40,6 @@ def passages(shared_data) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def minilm_copy(tmp_path_factory, minilm_path) -> str:
-    dst = tmp_path_factory.mktemp("minilm") / "model"
-    shutil.copytree(minilm_path, dst, ignore=shutil.ignore_patterns(backends.EXPORT_DIR))
-    return str(dst)
-
-
-@pytest.fixture(scope="module")
 def tokenizer(minilm_path):
     from transformers import AutoTokenizer
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from densir.arguments import BaseTrainingArguments
+from densir.arguments import BaseTrainingArguments, backend_fields
 from densir.retriever.arguments import DataArguments
 
 RERANK_VALIDATION_METRICS = ("nDCG@10", "MRR@10")  # densir.reranker.validation's; logged as eval_nDCG@10, ...
+
+
+_BACKEND = backend_fields("the first 300 pairs of the run")
 
 
 @dataclass
@@ -127,13 +130,9 @@ class RerankArguments:
         "help": "auto | fp32 | fp16 | bf16 (densir.precision); default: from --fp16/--bf16, else fp32"})
     bf16: bool = field(default=False, metadata={"help": "bf16 autocast"})
     fp16: bool = field(default=False, metadata={"help": "fp16 autocast (GPU)"})
-    backend: str = field(default="torch", metadata={
-        "help": "torch | onnx | openvino: what runs the model (densir.backends; onnx/openvino: CPU only, exported "
-                "once and cached beside the checkpoint)"})
-    quantize: str = field(default="none", metadata={"help": "none | int8 (with --backend onnx or openvino)"})
-    backend_recipe: Optional[str] = field(default=None, metadata={
-        "help": "a named recipe of densir.backends.RECIPES (e.g. ov-int8-static, calibrated on the first 300 "
-                "pairs of the run)"})
+    backend: str = _BACKEND[0]
+    quantize: str = _BACKEND[1]
+    backend_recipe: Optional[str] = _BACKEND[2]
     query_shard: int = field(default=0, metadata={"help": "this job's query range, 0..num_query_shards-1"})
     num_query_shards: int = field(default=1, metadata={"help": "split the run's queries into this many ranges"})
     merge_query_shards: bool = field(default=False, metadata={

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from densir.arguments import BaseTrainingArguments
+from densir.arguments import BaseTrainingArguments, backend_fields
 
 VALIDATION_METRICS = ("nDCG@10", "MRR@10", "Recall@100")  # logged as eval_nDCG@10, ...
 DISTILL_LOSS_NAMES = ("margin_mse", "kl")  # densir.retriever.loss.DISTILL_LOSSES
+
+
+_BACKEND = backend_fields("the first 300 texts of the input")
 
 
 @dataclass
@@ -145,13 +148,9 @@ class EncodeArguments:
                 "CUDA, else fp32); default: from --fp16/--bf16, else fp32"})
     fp16: bool = field(default=False, metadata={"help": "fp16 autocast (CUDA only; fp32 on CPU)"})
     bf16: bool = field(default=False, metadata={"help": "bf16 autocast (CUDA, or CPU: fast only with avx512_bf16/AMX)"})
-    backend: str = field(default="torch", metadata={
-        "help": "torch | onnx | openvino: what runs the model (densir.backends; onnx/openvino: CPU only, exported "
-                "once and cached beside the checkpoint)"})
-    quantize: str = field(default="none", metadata={"help": "none | int8 (with --backend onnx or openvino)"})
-    backend_recipe: Optional[str] = field(default=None, metadata={
-        "help": "a named recipe of densir.backends.RECIPES instead of the backend's default for --quantize "
-                "(e.g. ov-int8-static, calibrated on the first 300 texts of the input)"})
+    backend: str = _BACKEND[0]
+    quantize: str = _BACKEND[1]
+    backend_recipe: Optional[str] = _BACKEND[2]
     shard_index: int = field(default=0, metadata={"help": "which of --num_shards round-robin slices of the input"})
     num_shards: int = field(default=1, metadata={"help": "split the input into this many shards (separate jobs)"})
     encode_chunk_size: int = field(default=50_000, metadata={
