@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# benchmarks/quality_heldout.sh — the quality study of issue 13, on 100 held-out TRAIN queries of SciFact
+# (tools/holdout_split.py --n 100 --seed 0, as benchmarks/demo_heldout.sh), never on its test split.
+# Each configuration is the demo's settings (scripts/demo_settings.sh) with one lever changed; each
+# runs round 1 (run.sh), mining (mine_hard_neg.sh) and round 2 (train_hn.sh) with EVAL_SPLIT=heldout
+# and scores the dense run and the hybrid run (dense + BM25, the demo's fusion) of both rounds.
+#
+#   CONFIGS   names to run, in order (default: all of the table below)
+#   DATA_DIR  get_data.sh output for beir/scifact         (default data/beir-scifact)
+#   OUT       where everything goes                        (default runs/quality-heldout)
+#   SAVE      the table as JSON                            (default benchmarks/results/quality_heldout.json)
+#
+# The configurations (name: what changes; "budget" = passages forwarded in training):
+#   base       the demo: passages at 128 tokens, 1 positive + 1 negative, batch 32, 1 epoch, temperature 0.05
+#   p256       passages at 256 tokens (training and encoding); same budget in passages, twice the tokens
+#   group4     1 positive + 3 negatives, batch 16: the same passages per step, half the queries
+#   temp002    temperature 0.02
+#   init_r1    round 2 continues from round 1's model instead of the start (round 1 shared with base)
+#   epochs2    2 epochs in both rounds: twice the budget
+# Every step skips what is complete, so a rerun only rescores; the JSON is rewritten after each
+# configuration, so a study cut short still reports the configurations it finished.
+set -euo pipefail
+{
+DENSIR_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DENSIR_SCRIPT=quality_heldout
+source "$DENSIR_HOME/scripts/lib.sh"
+cd "$DENSIR_HOME"
+SRC=${DATA_DIR:-data/beir-scifact}
+OUT=${OUT:-runs/quality-heldout}
+SAVE=${SAVE:-benchmarks/results/quality_heldout.json}
+PYTHON=${PYTHON:-python}
+declare -A LEVER=(
+  [base]=""
+  [p256]="P_MAX_LEN=256"
+  [group4]="TRAIN_N_PASSAGES=4 BATCH=16"
+  [temp002]="TEMPERATURE=0.02"
+  [init_r1]="INIT=round1"
+  [epochs2]="EPOCHS=2 HN_EPOCHS=2"
+)
+ORDER="base p256 init_r1 group4 temp002 epochs2"
+CONFIGS=${CONFIGS:-$ORDER}
+for c in $CONFIGS; do [ -n "${LEVER[$c]+x}" ] || die "unknown configuration '$c' (known: $ORDER)"; done
+[ -f "$SRC/dataset.json" ] || die "DATA_DIR=$SRC has no dataset.json: run get_data.sh (or make demo) first"
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=${TOKENIZERS_PARALLELISM:-false}
+export PYTHON EVAL_SPLIT=heldout DATA_DIR=$OUT/data
+mkdir -p "$OUT"
+[ -f "$OUT/data/dataset.json" ] || \
+  "$PYTHON" tools/holdout_split.py --data_dir "$SRC" --out_dir "$OUT/data" --n 100 --seed 0
+
+for c in $CONFIGS; do
+  log "=== configuration $c: ${LEVER[$c]:-the demo settings}"
+  # a subshell per configuration: its lever and the demo's other settings do not leak into the next
+  (
+    # shellcheck disable=SC2086
+    [ -n "${LEVER[$c]}" ] && export ${LEVER[$c]}
+    source "$DENSIR_HOME/scripts/demo_settings.sh"
+    export OUT_DIR=$OUT/$c TIMINGS=$OUT/$c/timings.tsv
+    mkdir -p "$OUT_DIR"
+    if [ "$c" = init_r1 ] && [ ! -e "$OUT_DIR/round1" ]; then
+      # a round-2 lever: round 1 and its mined negatives are base's (hard links, so nothing is recomputed)
+      [ -f "$OUT/base/round1/train.hn.jsonl" ] || die "init_r1 needs base first (CONFIGS='base init_r1')"
+      cp -al "$OUT/base/round1" "$OUT_DIR/round1"
+    fi
+    bash run.sh && bash mine_hard_neg.sh && bash train_hn.sh
+  ) || die "configuration $c failed (rerun to resume)"
+  "$PYTHON" benchmarks/quality_table.py --out "$OUT" --configs $ORDER --levers \
+    "$(for k in $ORDER; do printf '%s=%s;' "$k" "${LEVER[$k]}"; done)" --save "$SAVE"
+done
+exit 0
+}
