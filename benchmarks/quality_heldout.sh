@@ -53,6 +53,9 @@ for c in $CONFIGS; do
   (
     # shellcheck disable=SC2086
     [ -n "${LEVER[$c]}" ] && export ${LEVER[$c]}
+    # every configuration encodes as the first ones were measured, on torch fp32: the study compares
+    # training levers; the encoding backend is compared on its own (benchmarks/backend_quality.py)
+    export BACKEND=${BACKEND:-torch} QUANTIZE=${QUANTIZE:-none}
     source "$DENSIR_HOME/scripts/demo_settings.sh"
     export OUT_DIR=$OUT/$c TIMINGS=$OUT/$c/timings.tsv
     mkdir -p "$OUT_DIR"
