@@ -90,7 +90,8 @@ def test_token_type_ids_default_to_zeros(minilm_copy, batch):
     assert torch.equal(runtime(batch["input_ids"], batch["attention_mask"]), with_types)
 
 
-def test_cross_encoder_ranks_like_torch(tmp_path, minilm_path, passages, tokenizer):
+def _cross_encoder(tmp_path, minilm_path, passages, tokenizer):
+    """MiniLM with a seeded one-logit head saved to tmp_path/ce, a query, and its 16 tokenized pairs."""
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(0)
@@ -100,6 +101,11 @@ def test_cross_encoder_ranks_like_torch(tmp_path, minilm_path, passages, tokeniz
     query = "Vitamin D deficiency is associated with an increased risk of disease."
     pairs = tokenizer([query] * 16, passages[:16], truncation="only_second", max_length=MAX_LEN, padding=True,
                       return_tensors="pt")
+    return head, query, pairs
+
+
+def test_cross_encoder_ranks_like_torch(tmp_path, minilm_path, passages, tokenizer):
+    head, _, pairs = _cross_encoder(tmp_path, minilm_path, passages, tokenizer)
     reference = backends.load_runtime(head, "torch", task="cross-encoder")(**pairs)
     logits = backends.load_runtime(head, "onnx", task="cross-encoder")(**pairs)
     assert logits.shape == (16, 1) and logits.dtype == torch.float32
@@ -110,15 +116,7 @@ def test_cross_encoder_ranks_like_torch(tmp_path, minilm_path, passages, tokeniz
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["onnx", "openvino"])
 def test_cross_encoder_int8_ranks_close_to_torch(tmp_path, minilm_path, passages, tokenizer, backend):
-    from transformers import AutoModelForSequenceClassification
-
-    torch.manual_seed(0)
-    head = tmp_path / "ce"
-    AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=1).save_pretrained(head)
-    tokenizer.save_pretrained(head)
-    query = "Vitamin D deficiency is associated with an increased risk of disease."
-    pairs = tokenizer([query] * 16, passages[:16], truncation="only_second", max_length=MAX_LEN, padding=True,
-                      return_tensors="pt")
+    head, query, pairs = _cross_encoder(tmp_path, minilm_path, passages, tokenizer)
     reference = backends.load_runtime(head, "torch", task="cross-encoder")(**pairs)[:, 0].numpy()
     calibration = [(query, p) for p in passages[16:]]
     logits = backends.load_runtime(head, backend, "int8", task="cross-encoder", max_len=MAX_LEN,
