@@ -84,6 +84,19 @@ def roofline(threads: int, n: int = 2048, repeats: int = 5) -> dict:
     return {"gflops": rates, "best": rates[by], "by": by, "n": n}
 
 
+def bf16_roofline(threads: int, n: int = 2048, repeats: int = 5) -> dict | None:
+    """torch's bf16 GEMM GFLOP/s (oneDNN: AMX or AVX512-BF16 where the CPU has them), the roofline
+    of bf16 autocast training; None on a CPU without bf16 units (there bf16 is emulated)."""
+    from densir.precision import cpu_has_native_bf16
+
+    if not cpu_has_native_bf16():
+        return None
+    a = torch.randn(n, n, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(0))
+    b = torch.randn(n, n, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(1))
+    rate = _gemm_rate(lambda: a @ b, n, repeats)
+    return {"gflops": {"torch": rate}, "best": rate, "by": "torch", "n": n}
+
+
 def bert_flops(seq_lengths, config) -> float:
     """Matmul FLOPs of BERT forwards over padded batches (``seq_lengths``: (batch, padded length) pairs):
     2 * (4h^2 + 2hi) per token per layer for the projections + 4 * h * seq for attention."""

@@ -290,6 +290,36 @@ def load_reranker_settings(name_or_path: str | os.PathLike, max_len: int | None 
     return resolved, settings, provenance
 
 
+# the attention-probability dropout of the encoder families densir trains: the config key, and the
+# module-name suffix of that dropout (not the hidden dropout after the attention output)
+_ATTENTION_DROPOUT = (("attention_probs_dropout_prob", ".attention.self.dropout"),  # BERT, RoBERTa, XLM-R, ELECTRA
+                      ("attention_dropout", ".attention.dropout"))  # DistilBERT
+
+
+def set_attention_dropout(model, p: float) -> int:
+    """Set the attention-probability dropout of a Hugging Face encoder to ``p``: the config (so a
+    saved checkpoint carries it) and the dropout modules of every attention layer; return how many.
+
+    With ``p = 0`` torch's ``scaled_dot_product_attention`` runs its fused (flash) kernel on the CPU
+    in training too; with dropout it falls back to the unfused math path, which draws a Bernoulli
+    mask over every ``heads x length x length`` score (benchmarks/train_throughput.py). The hidden
+    dropout is untouched. Raises ValueError for a model type whose attention dropout it does not know.
+    """
+    import torch
+
+    for key, suffix in _ATTENTION_DROPOUT:
+        if hasattr(model.config, key):
+            layers = [m for name, m in model.named_modules()
+                      if name.endswith(suffix) and isinstance(m, torch.nn.Dropout)]
+            if layers:
+                setattr(model.config, key, float(p))
+                for m in layers:
+                    m.p = float(p)
+                return len(layers)
+    raise ValueError(f"--attention_dropout: no attention dropout known for model type "
+                     f"'{getattr(model.config, 'model_type', '?')}' (known: BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT)")
+
+
 def hub_offline() -> bool:
     """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, read now (huggingface_hub reads it once, at import)."""
     from huggingface_hub import constants

@@ -29,6 +29,9 @@ class ModelArguments:
     untie_encoder: bool = field(default=False, metadata={"help": "separate query and passage encoders"})
     query_prefix: Optional[str] = field(default=None, metadata={"help": "text put before every query, e.g. 'query: '"})
     passage_prefix: Optional[str] = field(default=None, metadata={"help": "text put before every passage"})
+    attention_dropout: Optional[float] = field(default=None, metadata={
+        "help": "training: attention-probability dropout (default: the checkpoint's, 0.1 for BERT); 0 lets the "
+                "CPU run torch's fused attention kernel in training (densir.models.set_attention_dropout)"})
 
 
 @dataclass

@@ -70,11 +70,12 @@ class DenseEncoder(nn.Module):
     @classmethod
     def build(cls, model_name_or_path: str, pooling: str | None = None, normalize: bool | None = None,
               untie_encoder: bool = False, query_prefix: str | None = None, passage_prefix: str | None = None,
-              **hf_kwargs) -> "DenseEncoder":
+              attention_dropout: float | None = None, **hf_kwargs) -> "DenseEncoder":
         """Start training from a checkpoint: a densir dir, a sentence-transformers dir or any HF model.
 
         Explicit arguments override what the checkpoint says; ``untie_encoder`` copies a tied
-        checkpoint into two models.
+        checkpoint into two models; ``attention_dropout`` replaces the checkpoint's
+        (:func:`densir.models.set_attention_dropout`).
         """
         enc = cls.load(model_name_or_path, pooling=pooling, normalize=normalize,
                        query_prefix=query_prefix, passage_prefix=passage_prefix, **hf_kwargs)
@@ -82,6 +83,11 @@ class DenseEncoder(nn.Module):
             import copy
 
             enc = cls(enc.q_model, copy.deepcopy(enc.q_model), enc.config, enc.tokenizer)
+        if attention_dropout is not None:
+            from densir.models import set_attention_dropout
+
+            for model in {id(m): m for m in (enc.q_model, enc.p_model)}.values():
+                set_attention_dropout(model, attention_dropout)
         return enc
 
     @classmethod

@@ -110,6 +110,7 @@ def train(model_args, data_args, training_args, callbacks: list | None = None) -
         encoder = DenseEncoder.build(model_args.model_name_or_path, pooling=model_args.pooling,
                                      normalize=model_args.normalize, untie_encoder=model_args.untie_encoder,
                                      query_prefix=model_args.query_prefix, passage_prefix=model_args.passage_prefix,
+                                     attention_dropout=model_args.attention_dropout,
                                      revision=model_args.model_revision, cache_dir=model_args.cache_dir)
         encoder.config.max_seq_length = data_args.p_max_len  # what a sentence-transformers user gets
         seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
