@@ -14,7 +14,9 @@
 #   BM25_GROUPS        BM25-negative groups                (default DATA_DIR/train.bm25.jsonl)
 #   HN_GROUPS          mined hard-negative groups      (default OUT_DIR/round1/train.hn.jsonl)
 #   RERANK_GROUPS      train groups, space-separated      (default "BM25_GROUPS HN_GROUPS": round 2's)
-#   RERANK_LOSS        bce | listwise | lambda                                 (default listwise)
+#   RERANK_LOSS        bce | listwise | lambda | ranknet | listmle | plistmle | mnrl, or with teacher
+#                      scores on the groups (tools/score_groups.py) margin_mse | kl (densir.reranker.losses;
+#                      benchmarks/rerank_losses.sh compares them)                 (default listwise)
 #   RERANK_MAX_LEN     tokens of query + passage                               (default 256)
 #   RERANK_N_PASSAGES  pairs per query in training: 1 positive + n-1 negatives (default TRAIN_N_PASSAGES)
 #   RERANK_BATCH       queries per device per training step                   (default BATCH)
@@ -78,7 +80,8 @@ QUERY_SHARD=${QUERY_SHARD:-}
 RERANK_TRAIN_ARGS=${RERANK_TRAIN_ARGS:-}
 RERANK_ARGS=${RERANK_ARGS:-}
 check_stage train rerank merge
-case "$RERANK_LOSS" in bce|listwise|lambda) ;; *) die "RERANK_LOSS must be bce, listwise or lambda, not '$RERANK_LOSS'" ;; esac
+case "$RERANK_LOSS" in bce|listwise|lambda|ranknet|listmle|plistmle|margin_mse|kl|mnrl) ;;
+  *) die "RERANK_LOSS must be bce, listwise, lambda, ranknet, listmle, plistmle, margin_mse, kl or mnrl, not '$RERANK_LOSS'" ;; esac
 case "$NUM_QUERY_SHARDS" in ''|*[!0-9]*|0) die "NUM_QUERY_SHARDS must be a positive integer, not '$NUM_QUERY_SHARDS'" ;; esac
 if [ -n "$QUERY_SHARD" ]; then
   case "$QUERY_SHARD" in *[!0-9]*) die "QUERY_SHARD must be an integer, not '$QUERY_SHARD'" ;; esac

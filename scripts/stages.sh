@@ -25,6 +25,8 @@
 #   WARMUP            linear warm-up: a share of the steps if < 1, else a step count (default 0.1)
 #   SAVE_STEPS        checkpoint every N steps; a rerun resumes from the last (default 500)
 #   SEED              training seed                                         (default 42)
+#   ATTENTION_DROPOUT training: attention-probability dropout; 0 runs torch's fused attention kernel
+#                     on the CPU, 1.3x faster per step (benchmarks/train_throughput.py) (default: MODEL's)
 #   ENCODE_BATCH      encoding batch size                                   (default 128)
 #   BACKEND QUANTIZE  what runs the encoder when encoding: torch | onnx | openvino, none | int8
 #                     (densir.backends; onnx/openvino run on the CPU, exported once beside the
@@ -61,7 +63,7 @@
 
 PIPELINE_VARS="MODEL DATA_DIR OUT_DIR EVAL_SPLIT NUM_SHARDS Q_MAX_LEN P_MAX_LEN POOLING NORMALIZE
   TEMPERATURE PRECISION NPROC BATCH TRAIN_N_PASSAGES LR EPOCHS MAX_STEPS WARMUP SAVE_STEPS SEED
-  ENCODE_BATCH BACKEND QUANTIZE EVAL_DEPTH TRAIN_ARGS ENCODE_ARGS SEARCH_ARGS STAGE SHARD TIMINGS PYTHON"
+  ATTENTION_DROPOUT ENCODE_BATCH BACKEND QUANTIZE EVAL_DEPTH TRAIN_ARGS ENCODE_ARGS SEARCH_ARGS STAGE SHARD TIMINGS PYTHON"
 
 # pipeline_defaults: fill in every shared setting the caller left unset, check them, export them
 pipeline_defaults() {
@@ -100,6 +102,7 @@ pipeline_defaults() {
   [ "$BACKEND" = torch ] && [ "$QUANTIZE" = int8 ] && die "QUANTIZE=int8 needs BACKEND=onnx or openvino"
   EVAL_DEPTH=${EVAL_DEPTH:-1000}
   TRAIN_ARGS=${TRAIN_ARGS:-}
+  ATTENTION_DROPOUT=${ATTENTION_DROPOUT:-}
   ENCODE_ARGS=${ENCODE_ARGS:-}
   SEARCH_ARGS=${SEARCH_ARGS:-}
   STAGE=${STAGE:-all}
@@ -169,6 +172,7 @@ launch_train() {
   [ -n "$POOLING" ] && args+=(--pooling "$POOLING")
   case "$NORMALIZE" in 1|true|True) args+=(--normalize true) ;; 0|false|False) args+=(--normalize false) ;; esac
   case "$PRECISION" in bf16) args+=(--bf16) ;; fp16) args+=(--fp16) ;; esac
+  [ -n "$ATTENTION_DROPOUT" ] && args+=(--attention_dropout "$ATTENTION_DROPOUT")
   # resume: the trainer picks up the newest complete checkpoint-* in OUT, if any
   args+=(--resume_from_checkpoint auto)
   compgen -G "$out/checkpoint-*" >/dev/null && log "resuming from the last checkpoint in $out"
