@@ -120,6 +120,19 @@ def test_rerank_sh_names_a_missing_input(tmp_path, slice_data, tiny_bert_dir):
     assert proc.returncode == 1 and "no run to re-rank at" in proc.stderr
 
 
+def test_rerank_sh_takes_every_loss_of_the_trainer(tmp_path, slice_data, tiny_bert_dir):
+    """RERANK_LOSS takes each of densir.reranker.losses.LOSSES (the run goes on to the missing groups)
+    and names them all when given another."""
+    from densir.reranker.losses import LOSSES
+
+    env = {"DATA_DIR": str(slice_data), "OUT_DIR": str(tmp_path), "RERANK_MODEL": tiny_bert_dir, "STAGE": "train"}
+    for loss in LOSSES:
+        proc = run_cmd(["bash", "rerank.sh"], env=dict(env, RERANK_LOSS=loss), check=False)
+        assert proc.returncode == 1 and "train.hn.jsonl are missing" in proc.stderr, loss
+    proc = run_cmd(["bash", "rerank.sh"], env=dict(env, RERANK_LOSS="hinge"), check=False)
+    assert proc.returncode == 1 and "not 'hinge'" in proc.stderr and all(loss in proc.stderr for loss in LOSSES)
+
+
 @pytest.mark.slow
 def test_rerank_sbatch_train_array_merge(slurm_cluster, bash_pipeline, tiny_bert_dir):
     """train -> query-shard array -> merge as SLURM jobs chained by afterok; the bash stage's run."""
