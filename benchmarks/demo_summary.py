@@ -63,7 +63,8 @@ def _settings(out: Path) -> dict:
     import os
 
     keys = ("MODEL", "PRECISION", "Q_MAX_LEN", "P_MAX_LEN", "BATCH", "TRAIN_N_PASSAGES", "LR", "EPOCHS",
-            "TEMPERATURE", "NUM_SHARDS", "HYBRID", "HYBRID_NORM", "HYBRID_WEIGHT", "SEED")
+            "TEMPERATURE", "NUM_SHARDS", "HYBRID", "HYBRID_NORM", "HYBRID_WEIGHT", "SEED", "INIT", "BACKEND",
+            "QUANTIZE", "ATTENTION_DROPOUT", "DEPTH", "SKIP", "N_SAMPLE")
     return {k: os.environ[k] for k in keys if k in os.environ}
 
 

@@ -19,6 +19,9 @@
 #   init_r1    round 2 continues from round 1's model instead of the start (round 1 shared with base)
 #   epochs2    2 epochs in both rounds: twice the budget
 #   attn0      attention dropout 0 in training (ATTENTION_DROPOUT=0: torch's fused attention kernel, 1.3x per step)
+#   distill    init_r1 plus distillation in round 2: listwise KL to a cross-encoder teacher's scores
+#              (--distill_loss kl beside the contrastive loss) on the same groups, scored by the model of
+#              benchmarks/rerank_losses.sh's TEACHER (TEACHER_GROUPS: its scored groups dir)
 #   bf16       training and encoding in bf16 (PRECISION=bf16; on a CPU with bf16 units, 1.6x per training step)
 # Every step skips what is complete, so a rerun only rescores; the JSON is rewritten after each
 # configuration, so a study cut short still reports the configurations it finished.
@@ -41,8 +44,10 @@ declare -A LEVER=(
   [epochs2]="EPOCHS=2 HN_EPOCHS=2"
   [attn0]="ATTENTION_DROPOUT=0"
   [bf16]="PRECISION=bf16"
+  [distill]="INIT=round1 DISTILL_LOSS=kl"
 )
-ORDER="base p256 init_r1 group4 temp002 epochs2 attn0 bf16"
+ORDER="base p256 init_r1 group4 temp002 epochs2 attn0 bf16 distill"
+TEACHER_GROUPS=${TEACHER_GROUPS:-runs/rerank-losses/teacher-listwise}
 CONFIGS=${CONFIGS:-$ORDER}
 for c in $CONFIGS; do [ -n "${LEVER[$c]+x}" ] || die "unknown configuration '$c' (known: $ORDER)"; done
 [ -f "$SRC/dataset.json" ] || die "DATA_DIR=$SRC has no dataset.json: run get_data.sh (or make demo) first"
@@ -65,12 +70,20 @@ for c in $CONFIGS; do
     source "$DENSIR_HOME/scripts/demo_settings.sh"
     export OUT_DIR=$OUT/$c TIMINGS=$OUT/$c/timings.tsv
     mkdir -p "$OUT_DIR"
-    if [ "$c" = init_r1 ] && [ ! -e "$OUT_DIR/round1" ]; then
+    if [ "$c" = distill ]; then
+      for g in train.bm25 train.hn; do
+        [ -f "$TEACHER_GROUPS/$g.scored.jsonl" ] || die "distill needs $TEACHER_GROUPS/$g.scored.jsonl (benchmarks/rerank_losses.sh)"
+      done
+      export BM25_GROUPS=$TEACHER_GROUPS/train.bm25.scored.jsonl HN_GROUPS=$TEACHER_GROUPS/train.hn.scored.jsonl
+      export TRAIN_ARGS="--distill_loss $DISTILL_LOSS"
+    fi
+    if { [ "$c" = init_r1 ] || [ "$c" = distill ]; } && [ ! -e "$OUT_DIR/round1" ]; then
       # a round-2 lever: round 1 and its mined negatives are base's (hard links, so nothing is recomputed)
-      [ -f "$OUT/base/round1/train.hn.jsonl" ] || die "init_r1 needs base first (CONFIGS='base init_r1')"
+      [ -f "$OUT/base/round1/train.hn.jsonl" ] || die "$c needs base first (CONFIGS='base $c')"
       cp -al "$OUT/base/round1" "$OUT_DIR/round1"
     fi
-    bash run.sh && bash mine_hard_neg.sh && bash train_hn.sh
+    if [ "$c" = distill ]; then bash train_hn.sh  # round 1 and its negatives are base's, scored by the teacher
+    else bash run.sh && bash mine_hard_neg.sh && bash train_hn.sh; fi
   ) || die "configuration $c failed (rerun to resume)"
   "$PYTHON" benchmarks/quality_table.py --out "$OUT" --configs $ORDER --levers \
     "$(for k in $ORDER; do printf '%s=%s;' "$k" "${LEVER[$k]}"; done)" --save "$SAVE"

@@ -24,6 +24,18 @@ def tokenize_batch(tokenizer, items: Sequence, max_len: int, prefix: str = "", p
     if all(isinstance(x, str) for x in items):
         return tokenizer([prefix + x for x in items], max_length=max_len, truncation=True, padding=True,
                          pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+    return pad_batch(tokenizer, tokenize_each(tokenizer, items, max_len, prefix), pad_to_multiple_of)
+
+
+def tokenize_each(tokenizer, items: Sequence, max_len: int, prefix: str = "") -> list[dict]:
+    """Every item tokenized as :func:`tokenize_batch` tokenizes it, unpadded: one dict of id lists
+    per item (``input_ids`` and, for strings, what the tokenizer adds beside them). Tokenize once,
+    then cut batches by length and pad each with :func:`pad_batch`: the same tensors as
+    :func:`tokenize_batch` of the batch's items."""
+    if all(isinstance(x, str) for x in items):
+        enc = tokenizer([prefix + x for x in items], max_length=max_len, truncation=True, padding=False)
+        keys = list(enc.keys())
+        return [{k: enc[k][i] for k in keys} for i in range(len(items))]
     head, tail = special_token_template(tokenizer)
     prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
     room = max(max_len - len(head) - len(tail), 0)
@@ -31,21 +43,18 @@ def tokenize_batch(tokenizer, items: Sequence, max_len: int, prefix: str = "", p
     for x in items:
         ids = tokenizer(prefix + x, add_special_tokens=False)["input_ids"] if isinstance(x, str) else prefix_ids + list(x)
         features.append({"input_ids": head + ids[:room] + tail})
-    return tokenizer.pad(features, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+    return features
+
+
+def pad_batch(tokenizer, features: Sequence[dict], pad_to_multiple_of: int | None = None):
+    """Tensors of :func:`tokenize_each`'s features, padded to the longest (the tokenizer's own padding)."""
+    return tokenizer.pad(list(features), padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
 
 
 def token_lengths(tokenizer, items: Sequence, max_len: int, prefix: str = "") -> list[int]:
     """How many tokens :func:`tokenize_batch` gives each item (special tokens included, after
     truncation), without padding or tensors: what length-sorted, token-budget batches are cut by."""
-    if all(isinstance(x, str) for x in items):
-        enc = tokenizer([prefix + x for x in items], max_length=max_len, truncation=True, padding=False,
-                        return_attention_mask=False, return_token_type_ids=False)
-        return [len(ids) for ids in enc["input_ids"]]
-    head, tail = special_token_template(tokenizer)
-    prefix_len = len(tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else 0
-    room = max(max_len - len(head) - len(tail), 0)
-    return [len(head) + len(tail) + min(room, len(tokenizer(prefix + x, add_special_tokens=False)["input_ids"])
-                                        if isinstance(x, str) else prefix_len + len(x)) for x in items]
+    return [len(f["input_ids"]) for f in tokenize_each(tokenizer, items, max_len, prefix)]
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list:

@@ -183,3 +183,23 @@ def test_token_budget_batches_bound_padded_tokens_and_keep_the_vectors(tiny_bert
                          _args(corpus, tmp_path / "b/c", max_tokens_per_batch=120, per_device_eval_batch_size=16))
     assert capped.ids() == plain.ids()
     np.testing.assert_allclose(capped.vectors(), plain.vectors(), atol=1e-5)
+
+
+def test_tokenize_once_then_pad_equals_tokenize_batch(tiny_bert_dir):
+    """encode_texts tokenizes a chunk once (tokenize_each) and pads each batch (pad_batch): the same
+    tensors as tokenize_batch of the batch, for strings (with a prefix) and pre-tokenized ids."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from densir.tokenization import pad_batch, tokenize_batch, tokenize_each, token_lengths
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    texts = ["a short one", "a much longer passage about cells and the proteins in them " * 4, "mid length text here"]
+    pre = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    for items, prefix in ((texts, "passage: "), (pre, "")):
+        features = tokenize_each(tok, items, 16, prefix)
+        assert [len(f["input_ids"]) for f in features] == token_lengths(tok, items, 16, prefix)
+        for idx in ([0, 1, 2], [2, 0]):
+            want = tokenize_batch(tok, [items[i] for i in idx], 16, prefix)
+            got = pad_batch(tok, [features[i] for i in idx])
+            assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)

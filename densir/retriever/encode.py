@@ -57,7 +57,7 @@ from densir.precision import autocast, precision_from_flags, resolve_precision
 from densir.threads import configure_cpu_threads
 from densir.retriever.arguments import EncodeArguments, ModelArguments
 from densir.retriever.modeling import DenseEncoder
-from densir.tokenization import length_batches, token_lengths, tokenize_batch
+from densir.tokenization import length_batches, pad_batch, tokenize_each
 
 logger = logging.getLogger(__name__)
 
@@ -147,8 +147,8 @@ def encode_texts(encoder: DenseEncoder, texts: Sequence[str], kind: str, max_len
     ``kind`` is ``"query"`` (query encoder and prefix) or ``"passage"``. The model must already be
     on ``device`` and in eval mode. Batches hold at most ``batch_size`` texts and, with
     ``max_tokens``, at most that many padded tokens (:func:`densir.tokenization.length_batches`:
-    short texts share big batches, long ones small). Tokenization runs on a background thread,
-    ahead of the model. ``progress``: a tqdm bar advanced by each batch.
+    short texts share big batches, long ones small). The texts are tokenized once, unpadded; each
+    batch is padded on a background thread, ahead of the model. ``progress``: a tqdm bar advanced by each batch.
     """
     device = torch.device(device)
     is_query = kind == "query"
@@ -156,8 +156,10 @@ def encode_texts(encoder: DenseEncoder, texts: Sequence[str], kind: str, max_len
     forward = encoder.encode_query if is_query else encoder.encode_passage
     # longest first, as sentence-transformers does (it sorts by characters; here by tokens): equal
     # lengths share a batch, little padding, and an out-of-memory shows on the first batch
-    batches = length_batches(token_lengths(encoder.tokenizer, texts, max_len, prefix), batch_size, max_tokens)
-    tokenized = (tokenize_batch(encoder.tokenizer, [texts[j] for j in idx], max_len, prefix) for idx in batches)
+    # tokenized once, unpadded; each batch padded on the background thread
+    features = tokenize_each(encoder.tokenizer, texts, max_len, prefix)
+    batches = length_batches([len(f["input_ids"]) for f in features], batch_size, max_tokens)
+    tokenized = (pad_batch(encoder.tokenizer, [features[j] for j in idx]) for idx in batches)
     out = None
     with torch.inference_mode(), autocast(device, precision):
         for idx, batch in zip(batches, _prefetch(tokenized)):
