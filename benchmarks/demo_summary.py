@@ -37,8 +37,14 @@ def main():
             if len(parts) >= 3:
                 timings.append({"script": parts[0], "step": parts[1], "seconds": float(parts[2])})
     walls = {k: int(v) for k, v in (w.split("=", 1) for w in args.walls)}
+    # the seconds of the steps that did the work, per stage script (timings.tsv keeps them across
+    # reruns, which skip complete steps: this run's own walls are then only the skipping)
+    work: dict[str, float] = {}
+    for t in timings:
+        work[t["script"]] = work.get(t["script"], 0.0) + t["seconds"]
     summary = {"split": split, "systems": systems, "stage_seconds": walls,
-               "total_seconds": sum(walls.values()), "steps": timings, "cpu": _cpu(),
+               "total_seconds": sum(walls.values()), "stage_work_seconds": work,
+               "total_work_seconds": sum(work.values()), "steps": timings, "cpu": _cpu(),
                "date": time.strftime("%Y-%m-%d"), "settings": _settings(out)}
     Path(args.save).write_text(json.dumps(summary, indent=2) + "\n")
     print(f"{args.save}: {len(systems)} systems, {len(walls)} stages")

@@ -15,6 +15,7 @@ import re
 
 from conftest import REPO
 from test_scale_readme import figures as _figures
+from test_scale_readme import json_numbers as _json_numbers
 
 README = REPO / "README.md"
 FENCE = re.compile(r"<!-- figures: (?P<paths>[^>]+?) -->(?P<body>.*?)<!-- /figures -->", re.DOTALL)
@@ -23,20 +24,7 @@ OTHER_FENCES = (("<!-- scale:begin -->", "<!-- scale:end -->"), ("<!-- expected:
 
 def json_numbers(obj) -> list[float]:
     """Every number of a JSON document: values, numeric strings, and numeric keys (a sweep's settings)."""
-    if isinstance(obj, bool) or obj is None:
-        return []
-    if isinstance(obj, (int, float)):
-        return [float(obj)]
-    if isinstance(obj, str):
-        try:
-            return [float(obj)]
-        except ValueError:
-            return []
-    if isinstance(obj, dict):
-        return json_numbers(list(obj)) + json_numbers(list(obj.values()))
-    if isinstance(obj, list):
-        return [v for item in obj for v in json_numbers(item)]
-    return []
+    return _json_numbers(obj, loose=True)
 
 
 def figures(text: str):

@@ -51,15 +51,24 @@ def figures(text: str) -> list[tuple[str, float, int, float]]:
     return out
 
 
-def json_numbers(obj) -> list[float]:
+def json_numbers(obj, loose: bool = False) -> list[float]:
+    """Every numeric value of a JSON document; ``loose`` adds numeric strings and numeric keys (a
+    sweep's settings), which tests/test_readme_figures.py accepts and this section's test does not."""
     if isinstance(obj, bool) or obj is None:
         return []
     if isinstance(obj, (int, float)):
         return [float(obj)]
+    if isinstance(obj, str):
+        if not loose:
+            return []
+        try:
+            return [float(obj)]
+        except ValueError:
+            return []
     if isinstance(obj, dict):
-        obj = list(obj.values())
+        return (json_numbers(list(obj), loose) if loose else []) + json_numbers(list(obj.values()), loose)
     if isinstance(obj, list):
-        return [v for item in obj for v in json_numbers(item)]
+        return [v for item in obj for v in json_numbers(item, loose)]
     return []
 
 
