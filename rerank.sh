@@ -16,7 +16,8 @@
 #   RERANK_GROUPS      train groups, space-separated      (default "BM25_GROUPS HN_GROUPS": round 2's)
 #   RERANK_LOSS        bce | listwise | lambda | ranknet | listmle | plistmle | mnrl, or with teacher
 #                      scores on the groups (tools/score_groups.py) margin_mse | kl (densir.reranker.losses;
-#                      benchmarks/rerank_losses.sh compares them)                 (default listwise)
+#                      benchmarks/rerank_losses.sh compares them; the default was best
+#                      fused there, on held-out train queries)                 (default plistmle)
 #   RERANK_MAX_LEN     tokens of query + passage                               (default 256)
 #   RERANK_N_PASSAGES  pairs per query in training: 1 positive + n-1 negatives (default TRAIN_N_PASSAGES)
 #   RERANK_BATCH       queries per device per training step                   (default BATCH)
@@ -27,7 +28,8 @@
 #   RERANK_ALPHA       final score = ALPHA * z(first-stage score) + (1 - ALPHA) * z(cross-encoder
 #                      score), z standardising each query's top RERANK_DEPTH (densir/search/fusion.py);
 #                      0 = the cross-encoder alone. Choose it on held-out train queries
-#                      (tools/fuse_runs.py --alpha ... --qrels), never on test   (default 0)
+#                      (tools/fuse_runs.py --alpha ... --qrels), never on test; the default is
+#                      benchmarks/rerank_losses.sh's best on SciFact's            (default 0.6)
 #   RERANK_EVAL_BATCH  pairs per forward pass when re-ranking                  (default 64)
 #   NUM_QUERY_SHARDS   split the re-ranking into this many query ranges (a SLURM array) (default 1)
 #   QUERY_SHARD        with STAGE=rerank: only this query shard (an array task)
@@ -65,7 +67,7 @@ RERANK_RUN=${RERANK_RUN:-$OUT_DIR/$FROM_ROUND/$EVAL_SPLIT.run}
 BM25_GROUPS=${BM25_GROUPS:-$DATA_DIR/train.bm25.jsonl}
 HN_GROUPS=${HN_GROUPS:-$OUT_DIR/round1/train.hn.jsonl}
 RERANK_GROUPS=${RERANK_GROUPS:-$BM25_GROUPS $HN_GROUPS}
-RERANK_LOSS=${RERANK_LOSS:-listwise}
+RERANK_LOSS=${RERANK_LOSS:-plistmle}
 RERANK_MAX_LEN=${RERANK_MAX_LEN:-256}
 RERANK_N_PASSAGES=${RERANK_N_PASSAGES:-$TRAIN_N_PASSAGES}
 RERANK_BATCH=${RERANK_BATCH:-$BATCH}
@@ -73,7 +75,7 @@ RERANK_LR=${RERANK_LR:-2e-5}
 RERANK_EPOCHS=${RERANK_EPOCHS:-1}
 RERANK_MAX_STEPS=${RERANK_MAX_STEPS:--1}
 RERANK_DEPTH=${RERANK_DEPTH:-100}
-RERANK_ALPHA=${RERANK_ALPHA:-0}
+RERANK_ALPHA=${RERANK_ALPHA:-0.6}
 RERANK_EVAL_BATCH=${RERANK_EVAL_BATCH:-64}
 NUM_QUERY_SHARDS=${NUM_QUERY_SHARDS:-1}
 QUERY_SHARD=${QUERY_SHARD:-}

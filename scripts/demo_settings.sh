@@ -27,9 +27,10 @@ export INIT=${INIT:-round1}
 # hybrid (dense + BM25): weighted min-max at dense weight 0.5 was best of the sweep on the 100 held-out
 # train queries (benchmarks/results/hybrid_sweep.json: 0.7693 vs RRF k=60 0.7484; zero-shot dense run)
 export HYBRID=${HYBRID:-weighted} HYBRID_NORM=${HYBRID_NORM:-minmax} HYBRID_WEIGHT=${HYBRID_WEIGHT:-0.5}
-# the re-ranker (demo.sh with RERANK=1): MiniLM + a fresh one-logit head, listwise loss over
-# 1 positive + 3 negatives, query + passage cut at 128 tokens, 1 epoch over round 2's groups at
-# lr 2e-4 (5e-5 barely moved the loss), then 0.2 * z(round 2) + 0.8 * z(cross-encoder)
-export RERANK_LOSS=${RERANK_LOSS:-listwise} RERANK_LR=${RERANK_LR:-2e-4} RERANK_MAX_LEN=${RERANK_MAX_LEN:-128}
+# the re-ranker (demo.sh with RERANK=1): MiniLM + a fresh one-logit head, 1 positive + 3 negatives,
+# query + passage cut at 128 tokens, 1 epoch over round 2's groups at lr 2e-4 (5e-5 barely moved the
+# loss), then 0.6 * z(round 2) + 0.4 * z(cross-encoder). Loss and weight from benchmarks/rerank_losses.sh
+# (benchmarks/results/rerank_losses.json, held-out train queries): PListMLE was best fused, at 0.6
+export RERANK_LOSS=${RERANK_LOSS:-plistmle} RERANK_LR=${RERANK_LR:-2e-4} RERANK_MAX_LEN=${RERANK_MAX_LEN:-128}
 export RERANK_N_PASSAGES=${RERANK_N_PASSAGES:-4} RERANK_BATCH=${RERANK_BATCH:-16} RERANK_EPOCHS=${RERANK_EPOCHS:-1}
-export RERANK_DEPTH=${RERANK_DEPTH:-100} RERANK_ALPHA=${RERANK_ALPHA:-0.2}
+export RERANK_DEPTH=${RERANK_DEPTH:-100} RERANK_ALPHA=${RERANK_ALPHA:-0.6}
