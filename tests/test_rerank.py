@@ -158,7 +158,13 @@ def test_rerank_depth_order_scores_and_query_shards(tmp_path, reranker_dir, tiny
     shards = [tmp_path / f"sh.run.qshard-{i}-of-3" for i in range(3)]
     assert [len(read_run(p)) for p in shards] == [1, 1, 2]
     run_rerank(_args(reranker_dir, d, tmp_path / "sh.run", num_query_shards=3, merge_query_shards=True))
-    assert (tmp_path / "sh.run").read_text() == out.read_text()
+    # the same run as the unsharded one: queries, hits and order; scores to the float noise of other
+    # batch shapes (a 6-decimal score can round the other way: 1.776623 vs 1.776624 on an AMX CPU)
+    merged, whole = read_run(tmp_path / "sh.run"), read_run(out)
+    assert list(merged) == list(whole)
+    for qid, hits in whole.items():
+        assert [doc for doc, _ in merged[qid]] == [doc for doc, _ in hits], qid
+        np.testing.assert_allclose([s for _, s in merged[qid]], [s for _, s in hits], atol=2e-6)
     shards[1].unlink()
     with pytest.raises(FileNotFoundError, match="qshard-1-of-3"):
         run_rerank(_args(reranker_dir, d, tmp_path / "sh2.run", num_query_shards=3, merge_query_shards=True))
