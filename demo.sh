@@ -13,11 +13,14 @@
 #   DEMO_CHECK 1 = exit 1 unless nDCG@10 round2 > round1 > 0.645 (zero-shot, MTEB)  (default 1)
 #   ZERO_SHOT  1 = also encode and score the untrained checkpoint (about 3 more minutes) (default 0)
 #   THREADS    BM25 threads                                     (default nproc)
+#   DISTILL    1 = round 2 learns from a cross-encoder too: after mining, rerank.sh STAGE=train trains
+#              the re-ranker on round 2's groups (the teacher stage), and train_hn.sh distils it
+#              (TEACHER; listwise KL beside the contrastive loss)               (default: scripts/demo_settings.sh)
 #   RERANK     1 = then rerank.sh: train a cross-encoder on the round-2 groups, re-rank round 2's
 #              top 100, fuse with round 2 (RERANK_ALPHA); about 26 more minutes on 2 cores (default 0)
 # Writes DATA_DIR (get_data.sh layout), OUT_DIR/{round1,round2}/ (run.sh layout; [zeroshot/]),
 # OUT_DIR/test.table.txt, OUT_DIR/timings.tsv (seconds per step), OUT_DIR/demo_summary.{txt,json}
-# [and OUT_DIR/rerank/ with RERANK=1].
+# [and OUT_DIR/rerank/ with DISTILL=1 (its model) or RERANK=1].
 # A rerun skips every complete step (delete OUT_DIR to start over).
 set -euo pipefail
 { # read whole before running: editing this file mid-run cannot derail a running copy
@@ -59,8 +62,14 @@ stage get_data env -u OUT_DIR -u DEPTH -u N_SAMPLE -u SEED bash get_data.sh --da
   "${src[@]}" --out_dir "$DATA_DIR" --threads "$THREADS"
 stage run bash run.sh
 stage mine_hard_neg bash mine_hard_neg.sh
+STAGES=(get_data run mine_hard_neg)
+if [ "$DISTILL" = 1 ]; then
+  # the teacher is the re-ranker of RERANK=1 (same settings, same directory): trained once, used twice
+  stage teacher env STAGE=train bash rerank.sh; STAGES+=(teacher)
+  export TEACHER=$OUT_DIR/rerank/model
+fi
 stage train_hn bash train_hn.sh
-STAGES=(get_data run mine_hard_neg train_hn)
+STAGES+=(train_hn)
 if [ "$RERANK" = 1 ]; then stage rerank bash rerank.sh; STAGES+=(rerank); fi
 
 {

@@ -12,6 +12,11 @@
 #   BM25_GROUPS    BM25-negative groups                   (default DATA_DIR/train.bm25.jsonl)
 #   HN_GROUPS      hard-negative groups from mine_hard_neg.sh  (default OUT_DIR/round1/train.hn.jsonl)
 #   HN_EPOCHS HN_MAX_STEPS HN_LR   round-2 values of EPOCHS, MAX_STEPS, LR (default: the same)
+#   TEACHER        a cross-encoder dir (rerank.sh's model, or any CrossEncoder): distil it into round 2.
+#                  It scores every passage of both group files (tools/score_groups.py, at RERANK_MAX_LEN
+#                  tokens, PRECISION) into OUT_DIR/ROUND/teacher/, and round 2 trains on those groups
+#                  with --distill_loss DISTILL_LOSS beside the contrastive loss   (default: none)
+#   DISTILL_LOSS   kl (listwise KL to the teacher's softmax over each group) | margin_mse  (default kl)
 #   STAGE          all | train | encode-corpus | encode-queries | search | reduce   (default all)
 #
 # Writes under OUT_DIR/ROUND the round layout below (model/, enc/, runs/, <EVAL_SPLIT>.run,
@@ -24,7 +29,8 @@ DENSIR_SCRIPT=train_hn
 USAGE_EXTRA="$DENSIR_HOME/scripts/stages.sh"
 source "$DENSIR_HOME/scripts/lib.sh"
 source "$DENSIR_HOME/scripts/stages.sh"
-FLAG_VARS="$PIPELINE_VARS $HYBRID_VARS INIT ROUND BM25_GROUPS HN_GROUPS HN_EPOCHS HN_MAX_STEPS HN_LR"
+FLAG_VARS="$PIPELINE_VARS $HYBRID_VARS INIT ROUND BM25_GROUPS HN_GROUPS HN_EPOCHS HN_MAX_STEPS HN_LR
+  TEACHER DISTILL_LOSS RERANK_MAX_LEN"
 parse_flags "$@"
 pipeline_defaults
 hybrid_defaults
@@ -35,6 +41,9 @@ HN_GROUPS=${HN_GROUPS:-$OUT_DIR/round1/train.hn.jsonl}
 EPOCHS=${HN_EPOCHS:-$EPOCHS}
 MAX_STEPS=${HN_MAX_STEPS:-$MAX_STEPS}
 LR=${HN_LR:-$LR}
+TEACHER=${TEACHER:-}
+DISTILL_LOSS=${DISTILL_LOSS:-kl}
+RERANK_MAX_LEN=${RERANK_MAX_LEN:-256}
 check_stage train encode-corpus encode-queries search reduce
 export DENSIR_HOME EPOCHS MAX_STEPS LR
 
@@ -45,6 +54,22 @@ case "$INIT" in
   *) die "INIT must be 'model' or 'round1', not '$INIT'" ;;
 esac
 
+case "$DISTILL_LOSS" in kl|margin_mse) ;; *) die "DISTILL_LOSS must be 'kl' or 'margin_mse', not '$DISTILL_LOSS'" ;; esac
+if [ -n "$TEACHER" ] && want train; then
+  # distillation: the teacher's score on every passage of both group files, then the distillation loss
+  [ -d "$TEACHER" ] || die "TEACHER=$TEACHER is not a directory (a cross-encoder: rerank.sh STAGE=train writes one)"
+  scored=()
+  for g in "$BM25_GROUPS" "$HN_GROUPS"; do
+    [ -f "$g" ] || die "train groups $g are missing (round $ROUND)"
+    s=$OUT_DIR/$ROUND/teacher/$(basename "$g" .jsonl).scored.jsonl
+    mkdir -p "$(dirname "$s")"
+    step "score-$(basename "$g" .jsonl)" "$s" "$PYTHON" "$DENSIR_HOME/tools/score_groups.py" \
+      --model_name_or_path "$TEACHER" --groups "$g" --out "$s" --max_len "$RERANK_MAX_LEN" --precision "$PRECISION"
+    scored+=("$s")
+  done
+  BM25_GROUPS=${scored[0]} HN_GROUPS=${scored[1]}
+  TRAIN_ARGS="$TRAIN_ARGS --distill_loss $DISTILL_LOSS"
+fi
 if want train; then train_round "$ROUND" "$INIT_MODEL" "$BM25_GROUPS" "$HN_GROUPS"; fi
 if want encode-corpus; then encode_corpus "$ROUND" "$OUT_DIR/$ROUND/model"; fi
 if want encode-queries; then encode_queries "$ROUND" "$OUT_DIR/$ROUND/model" "$EVAL_SPLIT"; fi

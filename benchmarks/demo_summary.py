@@ -70,7 +70,9 @@ def _settings(out: Path) -> dict:
 
     keys = ("MODEL", "PRECISION", "Q_MAX_LEN", "P_MAX_LEN", "BATCH", "TRAIN_N_PASSAGES", "LR", "EPOCHS",
             "TEMPERATURE", "NUM_SHARDS", "HYBRID", "HYBRID_NORM", "HYBRID_WEIGHT", "SEED", "INIT", "BACKEND",
-            "QUANTIZE", "ATTENTION_DROPOUT", "DEPTH", "SKIP", "N_SAMPLE")
+            "QUANTIZE", "ATTENTION_DROPOUT", "DEPTH", "SKIP", "N_SAMPLE", "DISTILL", "TEACHER", "DISTILL_LOSS",
+            "RERANK_LOSS", "RERANK_LR", "RERANK_MAX_LEN", "RERANK_N_PASSAGES", "RERANK_BATCH", "RERANK_EPOCHS",
+            "RERANK_ALPHA")
     return {k: os.environ[k] for k in keys if k in os.environ}
 
 

@@ -205,19 +205,29 @@ def test_nproc2_trains_with_torchrun_and_cross_device_negatives(tmp_path, slice_
 
 
 def test_demo_sh_runs_the_stages_and_checks_its_figures(tmp_path, slice_data, slice_zip, tiny_bert_dir):
-    """demo.sh (what `make demo` runs) on the slice with the tiny model, RERANK=1: the stages in
-    order, the summary with one wall time per stage, the table; then its own check, which a tiny
-    random BERT's figures must fail with a non-zero exit."""
+    """demo.sh (what `make demo` runs) on the slice with the tiny model, DISTILL=1 and RERANK=1: the
+    stages in order (the re-ranker trained once, before round 2, as its teacher), the teacher's scores
+    on every passage of round 2's groups and round 2 trained with the distillation loss, the summary
+    with one wall time per stage, the table; then its own check, which a tiny random BERT's figures
+    must fail with a non-zero exit."""
     out = tmp_path / "demo"
     env = pipeline_env(tiny_bert_dir, slice_data, out, SOURCE=str(slice_zip), DATASET="beir/scifact-slice",
-                       DEMO_CHECK="0", RERANK="1", THREADS="2", RERANK_MAX_STEPS="4", RERANK_BATCH="2",
+                       DEMO_CHECK="0", DISTILL="1", RERANK="1", THREADS="2", RERANK_MAX_STEPS="4", RERANK_BATCH="2",
                        RERANK_N_PASSAGES="4", RERANK_MAX_LEN="64", RERANK_DEPTH="10", RERANK_EVAL_BATCH="32")
     proc = run_cmd(["bash", "demo.sh"], env=env, timeout=1500)
     assert [m.group(1) for m in re.finditer(r"=== (\w+)", proc.stderr)] == \
-        ["get_data", "run", "mine_hard_neg", "train_hn", "rerank"]
+        ["get_data", "run", "mine_hard_neg", "teacher", "train_hn", "rerank"]
+    assert proc.stderr.count("step train-rerank ") == 1 and "skip train-rerank" in proc.stderr  # trained once
+    for name, src in (("train.bm25", slice_data / "train.bm25.jsonl"), ("train.hn", out / "round1" / "train.hn.jsonl")):
+        scored = [g for _, g in iter_train_groups(out / "round2" / "teacher" / f"{name}.scored.jsonl")]
+        plain = [g for _, g in iter_train_groups(src)]
+        assert [g["query"] for g in scored] == [g["query"] for g in plain] and scored
+        assert all(isinstance(p["score"], float) for g in scored for p in g["positive_passages"] + g["negative_passages"])
+    launch = [line for line in proc.stderr.splitlines() if "densir.driver.train " in line and "round2" in line][0]
+    assert "--distill_loss kl" in launch and "round2/teacher/train.hn.scored.jsonl" in launch
     summary = (out / "demo_summary.txt").read_text()
     walls = dict(re.findall(r"^(\w+) +(\d+)$", summary, flags=re.M))
-    assert list(walls) == ["get_data", "run", "mine_hard_neg", "train_hn", "rerank", "total"]
+    assert list(walls) == ["get_data", "run", "mine_hard_neg", "teacher", "train_hn", "rerank", "total"]
     assert int(walls["total"]) == sum(int(v) for k, v in walls.items() if k != "total")
     table = (out / "test.table.txt").read_text()
     assert [line.split()[0] for line in table.splitlines()[2:]] == ["BM25", "round1", "round2", "rerank-ce", "rerank"]

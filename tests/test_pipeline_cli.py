@@ -87,3 +87,15 @@ def test_submit_pipeline_stops_when_sbatch_refuses(tmp_path):
     proc = run_cmd(["bash", "slurm/submit_pipeline.sh", "--partition", "nope"], check=False,
                    env={"SBATCH": str(fake), "DATA_DIR": str(tmp_path / "d"), "OUT_DIR": str(tmp_path / "o")})
     assert proc.returncode == 1 and "sbatch of job 'get_data' failed" in proc.stderr and "invalid partition" in proc.stderr
+
+
+def test_train_hn_teacher_and_distill_loss_checked(tmp_path):
+    """train_hn.sh's distillation settings fail with one line before anything runs."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dataset.json").write_text("{}")
+    base = ["bash", "train_hn.sh", "--data_dir", str(data), "--out_dir", str(tmp_path / "out"), "--precision", "fp32"]
+    proc = run_cmd(base + ["--distill_loss", "mse"], check=False)
+    assert proc.returncode == 1 and "DISTILL_LOSS must be 'kl' or 'margin_mse', not 'mse'" in proc.stderr
+    proc = run_cmd(base + ["--teacher", str(tmp_path / "no-model")], check=False)
+    assert proc.returncode == 1 and "is not a directory" in proc.stderr and "Traceback" not in proc.stderr
