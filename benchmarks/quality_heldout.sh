@@ -22,6 +22,9 @@
 #   distill    init_r1 plus distillation in round 2: listwise KL to a cross-encoder teacher's scores
 #              (--distill_loss kl beside the contrastive loss) on the same groups, scored by the model of
 #              benchmarks/rerank_losses.sh's TEACHER (TEACHER_GROUPS: its scored groups dir)
+#   distill_demo  the demo's distillation (DISTILL=1): init_r1, with rerank.sh's cross-encoder (the demo's
+#              RERANK_* settings, trained here on round 2's groups) as the teacher of train_hn.sh (TEACHER)
+#   group4_r1  group4 and init_r1 together (both rounds three negatives per query, batch 16; round 2 from round 1)
 #   bf16       training and encoding in bf16 (PRECISION=bf16; on a CPU with bf16 units, 1.6x per training step)
 # Every step skips what is complete, so a rerun only rescores; the JSON is rewritten after each
 # configuration, so a study cut short still reports the configurations it finished.
@@ -45,8 +48,10 @@ declare -A LEVER=(
   [attn0]="ATTENTION_DROPOUT=0"
   [bf16]="PRECISION=bf16"
   [distill]="INIT=round1 DISTILL_LOSS=kl"
+  [distill_demo]="INIT=round1 DISTILL=1"
+  [group4_r1]="TRAIN_N_PASSAGES=4 BATCH=16 INIT=round1"
 )
-ORDER="base p256 init_r1 group4 temp002 epochs2 attn0 bf16 distill"
+ORDER="base p256 init_r1 group4 temp002 epochs2 attn0 bf16 distill distill_demo group4_r1"
 TEACHER_GROUPS=${TEACHER_GROUPS:-runs/rerank-losses/teacher-listwise}
 CONFIGS=${CONFIGS:-$ORDER}
 for c in $CONFIGS; do [ -n "${LEVER[$c]+x}" ] || die "unknown configuration '$c' (known: $ORDER)"; done
@@ -77,12 +82,18 @@ for c in $CONFIGS; do
       export BM25_GROUPS=$TEACHER_GROUPS/train.bm25.scored.jsonl HN_GROUPS=$TEACHER_GROUPS/train.hn.scored.jsonl
       export TRAIN_ARGS="--distill_loss $DISTILL_LOSS"
     fi
-    if { [ "$c" = init_r1 ] || [ "$c" = distill ]; } && [ ! -e "$OUT_DIR/round1" ]; then
+    case $c in init_r1|distill|distill_demo) round2_only=1 ;; *) round2_only=0 ;; esac
+    if [ "$round2_only" = 1 ] && [ ! -e "$OUT_DIR/round1" ]; then
       # a round-2 lever: round 1 and its mined negatives are base's (hard links, so nothing is recomputed)
       [ -f "$OUT/base/round1/train.hn.jsonl" ] || die "$c needs base first (CONFIGS='base $c')"
       cp -al "$OUT/base/round1" "$OUT_DIR/round1"
     fi
-    if [ "$c" = distill ]; then bash train_hn.sh  # round 1 and its negatives are base's, scored by the teacher
+    if [ "$c" = distill_demo ]; then
+      # as demo.sh with DISTILL=1: the re-ranker trained on round 2's groups is round 2's teacher
+      STAGE=train bash rerank.sh
+      export TEACHER=$OUT_DIR/rerank/model
+    fi
+    if [ "$round2_only" = 1 ]; then bash train_hn.sh  # round 1 and its negatives are base's
     else bash run.sh && bash mine_hard_neg.sh && bash train_hn.sh; fi
   ) || die "configuration $c failed (rerun to resume)"
   "$PYTHON" benchmarks/quality_table.py --out "$OUT" --configs $ORDER --levers \

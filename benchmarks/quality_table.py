@@ -5,7 +5,9 @@ wall times: the study shares the machine with other work, and its stage times sa
     python benchmarks/quality_table.py --out runs/quality-heldout --configs base p256 \\
         --levers "base=;p256=P_MAX_LEN=256;" --save benchmarks/results/quality_heldout.json
 
-Refuses a split other than the held-out one: the study never reads test queries.
+Refuses a split other than the held-out one: the study never reads test queries. A configuration that
+OUT does not hold (measured on another machine, whose runs are gone) keeps its row from the JSON
+already at --save, marked "carried" with that row's machine; every row names the CPU it was measured on.
 """
 from __future__ import annotations
 
@@ -44,12 +46,20 @@ def main(argv=None):
         raise SystemExit("error: the quality study chooses settings on held-out train queries, never on test")
     levers = dict(item.split("=", 1) for item in args.levers.split(";") if item)
     out = Path(args.out)
+    machine = _cpu()
     rows = {c: config_row(out / c, args.split) for c in args.configs}
+    rows = {c: r and {**r, "machine": machine} for c, r in rows.items()}
+    previous = read_json(args.save) if Path(args.save).exists() else {}
+    for c, r in rows.items():
+        old = previous.get("configs", {}).get(c)
+        if r is None and old and not old.get("missing") and previous.get("split") == args.split:
+            rows[c] = {k: v for k, v in old.items() if k != "lever"} | {
+                "machine": old.get("machine", previous.get("machine")), "carried": True}
     data = read_json(out / "data" / "dataset.json") if (out / "data" / "dataset.json").exists() else {}
     result = {
         "what": "SciFact, held-out train queries (tools/holdout_split.py --n 100 --seed 0); the demo's settings "
                 "with one lever changed per configuration; benchmarks/quality_heldout.sh",
-        "split": args.split, "dataset": data.get("name"), "machine": _cpu(),
+        "split": args.split, "dataset": data.get("name"), "machine": machine,
         "configs": {c: {"lever": levers.get(c, ""), **(r or {"missing": True})} for c, r in rows.items()},
     }
     done = {c: r for c, r in rows.items() if r}
@@ -61,7 +71,8 @@ def main(argv=None):
     print(f"{'config':10} {'lever':28} " + " ".join(f"{n:>14}" for n in RUNS))
     for c, r in rows.items():
         cells = [f"{r[n]['nDCG@10']:14.4f}" for n in RUNS] if r else [f"{'-':>14}"] * len(RUNS)
-        print(f"{c:10} {levers.get(c, '') or '(demo)':28} " + " ".join(cells))
+        note = " (carried)" if r and r.get("carried") else ""
+        print(f"{c:10} {levers.get(c, '') or '(demo)':28} " + " ".join(cells) + note)
     print(f"(nDCG@10 on {args.split}; wrote {args.save})")
 
 
