@@ -156,7 +156,6 @@ def encode_texts(encoder: DenseEncoder, texts: Sequence[str], kind: str, max_len
     forward = encoder.encode_query if is_query else encoder.encode_passage
     # longest first, as sentence-transformers does (it sorts by characters; here by tokens): equal
     # lengths share a batch, little padding, and an out-of-memory shows on the first batch
-    # tokenized once, unpadded; each batch padded on the background thread
     features = tokenize_each(encoder.tokenizer, texts, max_len, prefix)
     batches = length_batches([len(f["input_ids"]) for f in features], batch_size, max_tokens)
     tokenized = (pad_batch(encoder.tokenizer, [features[j] for j in idx]) for idx in batches)
