@@ -11,13 +11,13 @@
 #   DATA_DIR   get_data.sh output                              (default data/beir-scifact)
 #   OUT_DIR    rounds, tables, timings                         (default runs/demo-scifact)
 #   DEMO_CHECK 1 = exit 1 unless nDCG@10 round2 > round1 > 0.645 (zero-shot, MTEB)  (default 1)
-#   ZERO_SHOT  1 = also encode and score the untrained checkpoint (about 3 more minutes) (default 0)
+#   ZERO_SHOT  1 = also encode and score the untrained checkpoint (one more corpus encoding) (default 0)
 #   THREADS    BM25 threads                                     (default nproc)
 #   DISTILL    1 = round 2 learns from a cross-encoder too: after mining, rerank.sh STAGE=train trains
 #              the re-ranker on round 2's groups (the teacher stage), and train_hn.sh distils it
 #              (TEACHER; listwise KL beside the contrastive loss)               (default: scripts/demo_settings.sh)
 #   RERANK     1 = then rerank.sh: train a cross-encoder on the round-2 groups, re-rank round 2's
-#              top 100, fuse with round 2 (RERANK_ALPHA); about 26 more minutes on 2 cores (default 0)
+#              top 100, fuse with round 2 (RERANK_ALPHA); its steps' times join timings.tsv  (default 0)
 # Writes DATA_DIR (get_data.sh layout), OUT_DIR/{round1,round2}/ (run.sh layout; [zeroshot/]),
 # OUT_DIR/test.table.txt, OUT_DIR/timings.tsv (seconds per step), OUT_DIR/demo_summary.{txt,json}
 # [and OUT_DIR/rerank/ with DISTILL=1 (its model) or RERANK=1].

@@ -13,10 +13,11 @@
 #   HN_GROUPS      hard-negative groups from mine_hard_neg.sh  (default OUT_DIR/round1/train.hn.jsonl)
 #   HN_EPOCHS HN_MAX_STEPS HN_LR   round-2 values of EPOCHS, MAX_STEPS, LR (default: the same)
 #   TEACHER        a cross-encoder dir (rerank.sh's model, or any CrossEncoder): distil it into round 2.
-#                  It scores every passage of both group files (tools/score_groups.py, at RERANK_MAX_LEN
-#                  tokens, PRECISION) into OUT_DIR/ROUND/teacher/, and round 2 trains on those groups
+#                  It scores every passage of both group files (tools/score_groups.py, at PRECISION)
+#                  into OUT_DIR/ROUND/teacher/, and round 2 trains on those groups
 #                  with --distill_loss DISTILL_LOSS beside the contrastive loss   (default: none)
 #   DISTILL_LOSS   kl (listwise KL to the teacher's softmax over each group) | margin_mse  (default kl)
+#   TEACHER_MAX_LEN  query + passage tokens the teacher scores (default: the length it was trained at)
 #   STAGE          all | train | encode-corpus | encode-queries | search | reduce   (default all)
 #
 # Writes under OUT_DIR/ROUND the round layout below (model/, enc/, runs/, <EVAL_SPLIT>.run,
@@ -30,7 +31,7 @@ USAGE_EXTRA="$DENSIR_HOME/scripts/stages.sh"
 source "$DENSIR_HOME/scripts/lib.sh"
 source "$DENSIR_HOME/scripts/stages.sh"
 FLAG_VARS="$PIPELINE_VARS $HYBRID_VARS INIT ROUND BM25_GROUPS HN_GROUPS HN_EPOCHS HN_MAX_STEPS HN_LR
-  TEACHER DISTILL_LOSS RERANK_MAX_LEN"
+  TEACHER DISTILL_LOSS TEACHER_MAX_LEN"
 parse_flags "$@"
 pipeline_defaults
 hybrid_defaults
@@ -43,7 +44,7 @@ MAX_STEPS=${HN_MAX_STEPS:-$MAX_STEPS}
 LR=${HN_LR:-$LR}
 TEACHER=${TEACHER:-}
 DISTILL_LOSS=${DISTILL_LOSS:-kl}
-RERANK_MAX_LEN=${RERANK_MAX_LEN:-256}
+TEACHER_MAX_LEN=${TEACHER_MAX_LEN:-}
 check_stage train encode-corpus encode-queries search reduce
 export DENSIR_HOME EPOCHS MAX_STEPS LR
 
@@ -62,9 +63,7 @@ if [ -n "$TEACHER" ] && want train; then
   for g in "$BM25_GROUPS" "$HN_GROUPS"; do
     [ -f "$g" ] || die "train groups $g are missing (round $ROUND)"
     s=$OUT_DIR/$ROUND/teacher/$(basename "$g" .jsonl).scored.jsonl
-    mkdir -p "$(dirname "$s")"
-    step "score-$(basename "$g" .jsonl)" "$s" "$PYTHON" "$DENSIR_HOME/tools/score_groups.py" \
-      --model_name_or_path "$TEACHER" --groups "$g" --out "$s" --max_len "$RERANK_MAX_LEN" --precision "$PRECISION"
+    score_groups_step "$TEACHER" "$g" "$s" "$TEACHER_MAX_LEN"
     scored+=("$s")
   done
   BM25_GROUPS=${scored[0]} HN_GROUPS=${scored[1]}

@@ -20,11 +20,13 @@
 #   epochs2    2 epochs in both rounds: twice the budget
 #   attn0      attention dropout 0 in training (ATTENTION_DROPOUT=0: torch's fused attention kernel, 1.3x per step)
 #   distill    init_r1 plus distillation in round 2: listwise KL to a cross-encoder teacher's scores
-#              (--distill_loss kl beside the contrastive loss) on the same groups, scored by the model of
-#              benchmarks/rerank_losses.sh's TEACHER (TEACHER_GROUPS: its scored groups dir)
-#   distill_demo  the demo's distillation (DISTILL=1): init_r1, with rerank.sh's cross-encoder (the demo's
-#              RERANK_* settings, trained here on round 2's groups) as the teacher of train_hn.sh (TEACHER)
-#   group4_r1  group4 and init_r1 together (both rounds three negatives per query, batch 16; round 2 from round 1)
+#              (train_hn.sh TEACHER, --distill_loss kl beside the contrastive loss) on the same groups; the
+#              teacher is benchmarks/rerank_losses.sh's (DISTILL_TEACHER, default its listwise re-ranker)
+#   group4_r1  group4 and init_r1 together (both rounds three negatives per query, batch 16; round 2 from
+#              round 1): the demo's settings since this table chose them
+#   distill_demo  group4_r1 plus the demo's distillation (DISTILL=1): rerank.sh's cross-encoder (the demo's
+#              RERANK_* settings, trained here on round 2's groups) is the teacher of train_hn.sh (TEACHER);
+#              round 1 and its negatives are group4_r1's
 #   bf16       training and encoding in bf16 (PRECISION=bf16; on a CPU with bf16 units, 1.6x per training step)
 # Every step skips what is complete, so a rerun only rescores; the JSON is rewritten after each
 # configuration, so a study cut short still reports the configurations it finished.
@@ -48,11 +50,11 @@ declare -A LEVER=(
   [attn0]="ATTENTION_DROPOUT=0"
   [bf16]="PRECISION=bf16"
   [distill]="INIT=round1 DISTILL_LOSS=kl"
-  [distill_demo]="INIT=round1 DISTILL=1"
+  [distill_demo]="TRAIN_N_PASSAGES=4 BATCH=16 INIT=round1 DISTILL=1"
   [group4_r1]="TRAIN_N_PASSAGES=4 BATCH=16 INIT=round1"
 )
-ORDER="base p256 init_r1 group4 temp002 epochs2 attn0 bf16 distill distill_demo group4_r1"
-TEACHER_GROUPS=${TEACHER_GROUPS:-runs/rerank-losses/teacher-listwise}
+ORDER="base p256 init_r1 group4 temp002 epochs2 attn0 bf16 distill group4_r1 distill_demo"
+DISTILL_TEACHER=${DISTILL_TEACHER:-runs/rerank-losses/rerank-listwise/model}
 CONFIGS=${CONFIGS:-$ORDER}
 for c in $CONFIGS; do [ -n "${LEVER[$c]+x}" ] || die "unknown configuration '$c' (known: $ORDER)"; done
 [ -f "$SRC/dataset.json" ] || die "DATA_DIR=$SRC has no dataset.json: run get_data.sh (or make demo) first"
@@ -68,32 +70,33 @@ for c in $CONFIGS; do
   (
     # shellcheck disable=SC2086
     [ -n "${LEVER[$c]}" ] && export ${LEVER[$c]}
-    # the study's baseline is the demo's settings as base was measured (round 2 from the start, encoding
-    # on torch fp32), so that each configuration differs from base by its lever alone; the demo has
-    # since taken INIT=round1 from this table and OpenVINO int8 from benchmarks/backend_quality.py
+    # the study's baseline is the demo's settings as base was measured (1 positive + 1 negative, batch 32,
+    # round 2 from the start, encoding on torch fp32), so that each configuration differs from base by its
+    # lever alone; the demo has since taken group4_r1's settings from this table and OpenVINO int8 from
+    # benchmarks/backend_quality.py
     export INIT=${INIT:-model} BACKEND=${BACKEND:-torch} QUANTIZE=${QUANTIZE:-none}
+    export BATCH=${BATCH:-32} TRAIN_N_PASSAGES=${TRAIN_N_PASSAGES:-2}
     source "$DENSIR_HOME/scripts/demo_settings.sh"
     export OUT_DIR=$OUT/$c TIMINGS=$OUT/$c/timings.tsv
     mkdir -p "$OUT_DIR"
     if [ "$c" = distill ]; then
-      for g in train.bm25 train.hn; do
-        [ -f "$TEACHER_GROUPS/$g.scored.jsonl" ] || die "distill needs $TEACHER_GROUPS/$g.scored.jsonl (benchmarks/rerank_losses.sh)"
-      done
-      export BM25_GROUPS=$TEACHER_GROUPS/train.bm25.scored.jsonl HN_GROUPS=$TEACHER_GROUPS/train.hn.scored.jsonl
-      export TRAIN_ARGS="--distill_loss $DISTILL_LOSS"
+      [ -f "$DISTILL_TEACHER/densir_reranker.json" ] || \
+        die "distill needs the teacher $DISTILL_TEACHER (benchmarks/rerank_losses.sh, or set DISTILL_TEACHER)"
+      export TEACHER=$DISTILL_TEACHER
     fi
-    case $c in init_r1|distill|distill_demo) round2_only=1 ;; *) round2_only=0 ;; esac
-    if [ "$round2_only" = 1 ] && [ ! -e "$OUT_DIR/round1" ]; then
-      # a round-2 lever: round 1 and its mined negatives are base's (hard links, so nothing is recomputed)
-      [ -f "$OUT/base/round1/train.hn.jsonl" ] || die "$c needs base first (CONFIGS='base $c')"
-      cp -al "$OUT/base/round1" "$OUT_DIR/round1"
+    # a round-2 lever: round 1 and its mined negatives are those of the configuration it extends
+    case $c in init_r1|distill) from=base ;; distill_demo) from=group4_r1 ;; *) from= ;; esac
+    if [ -n "$from" ] && [ ! -e "$OUT_DIR/round1" ]; then
+      # hard links, so nothing is recomputed
+      [ -f "$OUT/$from/round1/train.hn.jsonl" ] || die "$c needs $from first (CONFIGS='$from $c')"
+      cp -al "$OUT/$from/round1" "$OUT_DIR/round1"
     fi
     if [ "$c" = distill_demo ]; then
       # as demo.sh with DISTILL=1: the re-ranker trained on round 2's groups is round 2's teacher
       STAGE=train bash rerank.sh
       export TEACHER=$OUT_DIR/rerank/model
     fi
-    if [ "$round2_only" = 1 ]; then bash train_hn.sh  # round 1 and its negatives are base's
+    if [ -n "$from" ]; then bash train_hn.sh  # round 1 and its negatives are $from's
     else bash run.sh && bash mine_hard_neg.sh && bash train_hn.sh; fi
   ) || die "configuration $c failed (rerun to resume)"
   "$PYTHON" benchmarks/quality_table.py --out "$OUT" --configs $ORDER --levers \

@@ -7,7 +7,8 @@ wall times: the study shares the machine with other work, and its stage times sa
 
 Refuses a split other than the held-out one: the study never reads test queries. A configuration that
 OUT does not hold (measured on another machine, whose runs are gone) keeps its row from the JSON
-already at --save, marked "carried" with that row's machine; every row names the CPU it was measured on.
+already at --save, marked "carried" with that row's machine; every row names the CPU it was measured on
+("machine"), and "written_on" names the CPU that last wrote the table.
 """
 from __future__ import annotations
 
@@ -54,12 +55,12 @@ def main(argv=None):
         old = previous.get("configs", {}).get(c)
         if r is None and old and not old.get("missing") and previous.get("split") == args.split:
             rows[c] = {k: v for k, v in old.items() if k != "lever"} | {
-                "machine": old.get("machine", previous.get("machine")), "carried": True}
+                "machine": old.get("machine", previous.get("written_on", previous.get("machine"))), "carried": True}
     data = read_json(out / "data" / "dataset.json") if (out / "data" / "dataset.json").exists() else {}
     result = {
         "what": "SciFact, held-out train queries (tools/holdout_split.py --n 100 --seed 0); the demo's settings "
-                "with one lever changed per configuration; benchmarks/quality_heldout.sh",
-        "split": args.split, "dataset": data.get("name"), "machine": machine,
+                "as first measured (base) with one lever changed per configuration; benchmarks/quality_heldout.sh",
+        "split": args.split, "dataset": data.get("name"), "written_on": machine,
         "configs": {c: {"lever": levers.get(c, ""), **(r or {"missing": True})} for c, r in rows.items()},
     }
     done = {c: r for c, r in rows.items() if r}

@@ -58,9 +58,7 @@ for loss in $LOSSES; do
         scored=()
         for g in "$BM25_GROUPS" "$HN_GROUPS"; do
           s=$OUT/teacher-$TEACHER/$(basename "$g" .jsonl).scored.jsonl
-          mkdir -p "$(dirname "$s")"
-          step "score-$(basename "$g" .jsonl)" "$s" "$PYTHON" tools/score_groups.py --model_name_or_path "$teacher" \
-            --groups "$g" --out "$s" --max_len "$RERANK_MAX_LEN" --precision "$PRECISION"
+          score_groups_step "$teacher" "$g" "$s" "$RERANK_MAX_LEN"
           scored+=("$s")
         done
         export RERANK_GROUPS="${scored[*]}" ;;

@@ -36,6 +36,15 @@ step() {
   return 0
 }
 
+# score_groups_step TEACHER GROUPS OUT [MAX_LEN]: the step that writes GROUPS with the cross-encoder
+# TEACHER's score on every passage to OUT (tools/score_groups.py, at PRECISION; MAX_LEN: query + passage
+# tokens, default the length the teacher was trained at): the teacher scores of distillation
+score_groups_step() {
+  mkdir -p "$(dirname "$3")"
+  step "score-$(basename "$2" .jsonl)" "$3" "${PYTHON:-python}" "$DENSIR_HOME/tools/score_groups.py" \
+    --model_name_or_path "$1" --groups "$2" --out "$3" --precision "${PRECISION:-auto}" ${4:+--max_len "$4"}
+}
+
 usage() {
   local f
   sed -n '2,/^set -euo\|^$/p' "$0" | sed '/^set -euo/d; /^$/d; s/^# \{0,1\}//'

@@ -37,7 +37,7 @@ def test_rows_measured_here_and_carried(tmp_path):
     assert proc.returncode == 0, proc.stderr
     res = json.loads(save.read_text())
     base, new, gone = (res["configs"][c] for c in ("base", "new", "gone"))
-    assert base["round2"]["nDCG@10"] == 0.72 and base["machine"] == res["machine"] and "carried" not in base
+    assert base["round2"]["nDCG@10"] == 0.72 and base["machine"] == res["written_on"] and "carried" not in base
     assert new == {"lever": "X=1", **measured, "machine": "Some Other CPU, 2 cores", "carried": True}
     assert gone == {"lever": "", "missing": True}
     assert "(carried)" in proc.stdout.splitlines()[2]
