@@ -193,6 +193,27 @@ def test_score_groups_writes_the_cross_encoders_scores(dl19_graded, teacher_dir,
     assert loss_target(build_loss("margin_mse"), batch) is batch["teacher"]
 
 
+def test_score_groups_on_a_cpu_backend_matches_torch(dl19_graded, teacher_dir, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from densir.reranker.score_groups import score_groups_file
+
+    _, _, graded, _ = dl19_graded
+    few = tmp_path / "few.jsonl"
+    few.write_text("".join(json.dumps(g) + "\n" for g in graded[:4]))
+    scores = {}
+    for backend in ("torch", "onnx"):
+        out = tmp_path / f"{backend}.jsonl"
+        stats = score_groups_file(str(teacher_dir), few, out, batch_size=4, backend=backend)
+        assert stats["recipe"] == ("torch-fp32" if backend == "torch" else "ort-fp32") and stats["groups"] == 4
+        scores[backend] = [p["score"] for line in out.read_text().splitlines()
+                           for g in [json.loads(line)] for p in g["positive_passages"] + g["negative_passages"]]
+    spread = np.ptp(scores["torch"])
+    assert spread > 1e-2
+    np.testing.assert_allclose(scores["onnx"], scores["torch"], atol=1e-4 * spread)
+    with pytest.raises(ValueError, match="fp32 or int8"):
+        score_groups_file(str(teacher_dir), few, tmp_path / "bf16.jsonl", backend="onnx", precision="bf16")
+
+
 def test_distillation_needs_a_score_on_every_passage(tmp_path, tiny_bert_dir):
     groups = tmp_path / "g.jsonl"
     rows = [{"query_id": "q1", "query": "what is a cat",

@@ -2,7 +2,8 @@
 any cross-encoder (densir.reranker.score_groups), for the distillation losses (--loss margin_mse | kl).
 
     python tools/score_groups.py --model_name_or_path CROSS_ENCODER --groups IN.jsonl --out OUT.jsonl \\
-        [--batch_size 64] [--max_len 512] [--precision fp32] [--device auto]
+        [--batch_size 64] [--max_len 512] [--precision fp32] [--device auto] \\
+        [--backend openvino --quantize int8]
 
 Streams IN, writes OUT atomically (the same groups, in order, every other field kept).
 """

@@ -2,7 +2,8 @@
 ``tools/score_groups.py``) and qrels grades (:func:`grade_groups`).
 
     python tools/score_groups.py --model_name_or_path CROSS_ENCODER --groups IN.jsonl --out OUT.jsonl \\
-        [--batch_size 64] [--max_len 512] [--precision fp32|auto|fp16|bf16] [--device auto|cpu|cuda]
+        [--batch_size 64] [--max_len 512] [--precision fp32|auto|fp16|bf16] [--device auto|cpu|cuda] \
+        [--backend torch|onnx|openvino --quantize none|int8 --backend_recipe NAME]
 
 Reads train groups (JSONL, Tevatron's layout; strings or pre-tokenized ids) and writes the same
 groups, record by record in input order, each passage, positive or negative, carrying
@@ -56,22 +57,46 @@ def score_groups(reranker, groups: Iterable[dict], batch_size: int = 64, amp: st
 
 
 def score_groups_file(model_name_or_path: str, groups_path, out, batch_size: int = 64, max_len: int | None = None,
-                      precision: str = "fp32", device: str = "auto") -> dict:
-    """``groups_path`` -> ``out`` (atomic) with teacher scores on every passage; returns counts."""
+                      precision: str = "fp32", device: str = "auto", backend: str = "torch", quantize: str = "none",
+                      recipe: str | None = None) -> dict:
+    """``groups_path`` -> ``out`` (atomic) with teacher scores on every passage; returns counts.
+
+    ``backend``/``quantize``/``recipe``: the teacher run by :mod:`densir.backends` (``onnx`` or
+    ``openvino``, fp32 or int8, on the CPU), as ``densir.driver.rerank`` runs it; a calibrated recipe
+    calibrates on the file's first 300 pairs."""
+    import itertools
+
     import torch
 
+    from densir.backends import RECIPES, recipe_name
+    from densir.dataset import passage_input
     from densir.formats import iter_train_groups
     from densir.io import InputError, atomic_write
     from densir.precision import resolve_device, resolve_precision
     from densir.reranker.modeling import CrossEncoderReranker
+    from densir.threads import configure_cpu_threads
 
     if not Path(groups_path).is_file():  # before loading a model
         raise FileNotFoundError(f"{groups_path}: no such train-group file")
+    recipe = recipe_name(backend, quantize, recipe, task="cross-encoder")  # ValueError on a bad request
+    if backend != "torch":
+        if precision not in ("fp32", "auto"):
+            raise ValueError(f"--backend {backend} runs in fp32 or int8 (--quantize int8), not {precision}")
+        precision, device = "fp32", "cpu"
     device = resolve_device(device)
+    if device == "cpu":
+        configure_cpu_threads()
     amp = resolve_precision(precision, device).name
     reranker = CrossEncoderReranker.load(model_name_or_path, max_len=max_len).to(device)
+    if backend != "torch":
+        calibration = None
+        if RECIPES[recipe].calibrated:
+            pairs = ((g["query"], passage_input(p)) for _, g in iter_train_groups(groups_path) for p in _passages(g))
+            calibration = list(itertools.islice(pairs, 300))
+        reranker = reranker.with_backend(backend, quantize, recipe=recipe, calibration=calibration)
+        logger.info("backend %s", reranker.runtime_info)
     stats = {"groups": 0, "passages": 0, "model": str(model_name_or_path), "max_len": reranker.max_len,
-             "precision": amp}
+             "precision": amp, "recipe": recipe}
     with torch.inference_mode(), atomic_write(out) as f:
         for g in score_groups(reranker, (g for _, g in iter_train_groups(groups_path)), batch_size, amp):
             f.write(json.dumps(g, ensure_ascii=False))
@@ -94,12 +119,25 @@ def score_groups_cli(argv: list[str] | None = None) -> dict:
                     help="query + passage tokens; default: the model's saved max_len, else min(tokenizer, 512)")
     ap.add_argument("--precision", default="fp32", help="fp32 | auto | fp16 | bf16 (densir.precision)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when there is one) | cpu | cuda[:i]")
+    ap.add_argument("--backend", default="torch", help="torch | onnx | openvino (densir.backends; CPU only)")
+    ap.add_argument("--quantize", default="none", help="none | int8 (with --backend onnx or openvino)")
+    ap.add_argument("--backend_recipe", default=None,
+                    help="a named recipe of densir.backends.RECIPES (calibrated ones on the file's first 300 pairs)")
     args = ap.parse_args(argv)
     if args.batch_size < 1:
         ap.error(f"--batch_size must be positive, got {args.batch_size}")
+    from densir.backends import recipe_name
+
+    try:
+        recipe_name(args.backend, args.quantize, args.backend_recipe, task="cross-encoder")
+    except ValueError as e:
+        ap.error(str(e))
+    if args.backend != "torch" and args.precision not in ("fp32", "auto"):
+        ap.error(f"--backend {args.backend} runs in fp32 or int8 (--quantize int8), not {args.precision}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stats = score_groups_file(args.model_name_or_path, args.groups, args.out, batch_size=args.batch_size,
-                              max_len=args.max_len, precision=args.precision, device=args.device)
+                              max_len=args.max_len, precision=args.precision, device=args.device,
+                              backend=args.backend, quantize=args.quantize, recipe=args.backend_recipe)
     print(f"{args.out}: {stats['groups']} groups, {stats['passages']} passages scored by {args.model_name_or_path}")
     return stats
 
