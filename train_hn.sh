@@ -12,9 +12,11 @@
 #   BM25_GROUPS    BM25-negative groups                   (default DATA_DIR/train.bm25.jsonl)
 #   HN_GROUPS      hard-negative groups from mine_hard_neg.sh  (default OUT_DIR/round1/train.hn.jsonl)
 #   HN_EPOCHS HN_MAX_STEPS HN_LR   round-2 values of EPOCHS, MAX_STEPS, LR (default: the same)
-#   TEACHER        a cross-encoder dir (rerank.sh's model, or any CrossEncoder): distil it into round 2.
-#                  It scores every passage of both group files (tools/score_groups.py, at PRECISION)
-#                  into OUT_DIR/ROUND/teacher/, and round 2 trains on those groups
+#   TEACHER        a cross-encoder dir (rerank.sh's model, or any CrossEncoder), or a scored TREC run file
+#                  (the teacher's scores): distil it into round 2. Every passage of both group files gets
+#                  its score (tools/score_groups.py; a model at PRECISION, TEACHER_ARGS: more flags such as
+#                  --backend openvino --quantize int8; a run: TEACHER_MISSING=drop leaves out the passages
+#                  it lacks, default error) into OUT_DIR/ROUND/teacher/, and round 2 trains on those groups
 #                  with --distill_loss DISTILL_LOSS beside the contrastive loss   (default: none)
 #   DISTILL_LOSS   kl (listwise KL to the teacher's softmax over each group) | margin_mse  (default kl)
 #   TEACHER_MAX_LEN  query + passage tokens the teacher scores (default: the length it was trained at)
@@ -31,7 +33,7 @@ USAGE_EXTRA="$DENSIR_HOME/scripts/stages.sh"
 source "$DENSIR_HOME/scripts/lib.sh"
 source "$DENSIR_HOME/scripts/stages.sh"
 FLAG_VARS="$PIPELINE_VARS $HYBRID_VARS INIT ROUND BM25_GROUPS HN_GROUPS HN_EPOCHS HN_MAX_STEPS HN_LR
-  TEACHER DISTILL_LOSS TEACHER_MAX_LEN"
+  TEACHER DISTILL_LOSS TEACHER_MAX_LEN TEACHER_ARGS TEACHER_MISSING"
 parse_flags "$@"
 pipeline_defaults
 hybrid_defaults
@@ -58,7 +60,7 @@ esac
 case "$DISTILL_LOSS" in kl|margin_mse) ;; *) die "DISTILL_LOSS must be 'kl' or 'margin_mse', not '$DISTILL_LOSS'" ;; esac
 if [ -n "$TEACHER" ] && want train; then
   # distillation: the teacher's score on every passage of both group files, then the distillation loss
-  [ -d "$TEACHER" ] || die "TEACHER=$TEACHER is not a directory (a cross-encoder: rerank.sh STAGE=train writes one)"
+  [ -e "$TEACHER" ] || die "TEACHER=$TEACHER does not exist (a cross-encoder dir, as rerank.sh STAGE=train writes, or a scored run)"
   scored=()
   for g in "$BM25_GROUPS" "$HN_GROUPS"; do
     [ -f "$g" ] || die "train groups $g are missing (round $ROUND)"

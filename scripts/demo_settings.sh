@@ -31,8 +31,11 @@ export INIT=${INIT:-round1}
 # train queries (benchmarks/results/hybrid_sweep.json: 0.7693 vs RRF k=60 0.7484; zero-shot dense run)
 export HYBRID=${HYBRID:-weighted} HYBRID_NORM=${HYBRID_NORM:-minmax} HYBRID_WEIGHT=${HYBRID_WEIGHT:-0.5}
 # distillation (demo.sh DISTILL=1): the re-ranker below, trained on round 2's groups before round 2, is its
-# teacher (listwise KL beside the contrastive loss). Off until the held-out study measures it
-# (benchmarks/quality_heldout.sh CONFIGS=distill_demo, against group4_r1)
+# teacher (listwise KL beside the contrastive loss). Off: on the held-out queries it scored round 2 0.7641
+# vs 0.7660 without it (hybrid 0.8085 vs 0.8077) for 1324 s more on 2 cores (benchmarks/results/
+# quality_heldout.json, distill_demo vs group4_r1; runs/quality-heldout/distill_demo/timings.tsv). The
+# teacher is no stronger than its student: this recipe's re-ranker alone scored 0.7126 re-ranking a round 2
+# that scored 0.7354 (benchmarks/results/rerank_losses.json, plistmle)
 export DISTILL=${DISTILL:-0}
 # the re-ranker (demo.sh with RERANK=1): MiniLM + a fresh one-logit head, 1 positive + 3 negatives,
 # query + passage cut at 128 tokens, 1 epoch over round 2's groups at lr 2e-4 (5e-5 barely moved the

@@ -36,13 +36,21 @@ step() {
   return 0
 }
 
-# score_groups_step TEACHER GROUPS OUT [MAX_LEN]: the step that writes GROUPS with the cross-encoder
-# TEACHER's score on every passage to OUT (tools/score_groups.py, at PRECISION; MAX_LEN: query + passage
-# tokens, default the length the teacher was trained at): the teacher scores of distillation
+# score_groups_step TEACHER GROUPS OUT [MAX_LEN]: the step that writes GROUPS with the teacher's score on
+# every passage to OUT (tools/score_groups.py): the teacher scores of distillation. TEACHER is a cross-encoder
+# dir (run at PRECISION; MAX_LEN: query + passage tokens, default the length it was trained at; TEACHER_ARGS:
+# more flags, e.g. --backend openvino --quantize int8) or a scored TREC run file (each passage gets its
+# pair's score; TEACHER_MISSING=drop leaves out the passages the run lacks, default error)
 score_groups_step() {
+  local teacher
+  if [ -f "$1" ]; then teacher=(--run "$1" --missing "${TEACHER_MISSING:-error}")
+  else
+    # shellcheck disable=SC2206
+    teacher=(--model_name_or_path "$1" --precision "${PRECISION:-auto}" ${4:+--max_len "$4"} ${TEACHER_ARGS:-})
+  fi
   mkdir -p "$(dirname "$3")"
   step "score-$(basename "$2" .jsonl)" "$3" "${PYTHON:-python}" "$DENSIR_HOME/tools/score_groups.py" \
-    --model_name_or_path "$1" --groups "$2" --out "$3" --precision "${PRECISION:-auto}" ${4:+--max_len "$4"}
+    --groups "$2" --out "$3" "${teacher[@]}"
 }
 
 usage() {

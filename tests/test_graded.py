@@ -214,6 +214,56 @@ def test_score_groups_on_a_cpu_backend_matches_torch(dl19_graded, teacher_dir, t
         score_groups_file(str(teacher_dir), few, tmp_path / "bf16.jsonl", backend="onnx", precision="bf16")
 
 
+def test_a_scored_run_is_a_teacher_too(dl19_graded, teacher_dir, tmp_path):
+    """The cross-encoder's scores written as a TREC run teach the same scores as the cross-encoder;
+    a pair the run lacks is an error at the group's line, or (--missing drop) left out and counted."""
+    from densir.io import write_run
+
+    _, _, graded, _ = dl19_graded
+    few = tmp_path / "few.jsonl"
+    few.write_text("".join(json.dumps(g) + "\n" for g in graded[:6]))
+    teacher = CrossEncoderReranker.load(str(teacher_dir))
+    run = {}
+    for g in graded[:6]:
+        passages = g["positive_passages"] + g["negative_passages"]
+        scores = teacher.predict([(g["query"], passage_input(p)) for p in passages], batch_size=4)
+        run[g["query_id"]] = [(p["docid"], float(s)) for p, s in zip(passages, scores)] + [("not-in-a-group", 99.0)]
+    run_path = tmp_path / "teacher.run"
+    write_run(run_path, run)
+    by_model, by_run = tmp_path / "by_model.jsonl", tmp_path / "by_run.jsonl"
+    run_cmd(["python", "tools/score_groups.py", "--model_name_or_path", str(teacher_dir), "--groups", str(few),
+             "--out", str(by_model)])
+    proc = run_cmd(["python", "tools/score_groups.py", "--run", str(run_path), "--groups", str(few), "--out", str(by_run)])
+    n = sum(len(g["positive_passages"]) + len(g["negative_passages"]) for g in graded[:6])
+    assert f"6 groups, {n} passages scored by {run_path}" in proc.stdout
+    a = [json.loads(line) for line in by_model.read_text().splitlines()]
+    b = [json.loads(line) for line in by_run.read_text().splitlines()]
+    assert [[p["docid"] for p in g["positive_passages"] + g["negative_passages"]] for g in a] == \
+           [[p["docid"] for p in g["positive_passages"] + g["negative_passages"]] for g in b]
+    np.testing.assert_allclose([p["score"] for g in b for p in g["positive_passages"] + g["negative_passages"]],
+                               [p["score"] for g in a for p in g["positive_passages"] + g["negative_passages"]],
+                               atol=1e-5)  # 6 decimals, and batches padded apart
+
+    # a negative of group 2 and every positive of group 4 missing from the run
+    neg, pos = graded[1]["negative_passages"][0]["docid"], {p["docid"] for p in graded[3]["positive_passages"]}
+    run[graded[1]["query_id"]] = [h for h in run[graded[1]["query_id"]] if h[0] != neg]
+    run[graded[3]["query_id"]] = [h for h in run[graded[3]["query_id"]] if h[0] not in pos]
+    write_run(run_path, run)
+    out = tmp_path / "partial.jsonl"
+    proc = run_cmd(["python", "tools/score_groups.py", "--run", str(run_path), "--groups", str(few), "--out", str(out)],
+                   check=False)
+    assert proc.returncode == 1 and not out.exists()
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {few}:2: field 'negative_passages': passage {neg!r} of query {graded[1]['query_id']!r} has no score "
+        f"in the run {run_path} (--missing drop leaves such passages out)")
+    proc = run_cmd(["python", "tools/score_groups.py", "--run", str(run_path), "--groups", str(few), "--out", str(out),
+                    "--missing", "drop"])
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [g["query_id"] for g in kept] == [g["query_id"] for i, g in enumerate(graded[:6]) if i != 3]
+    assert neg not in {p["docid"] for p in kept[1]["negative_passages"]}
+    assert f"(left out: {1 + len(pos)} passages not in the run, 1 groups left without a positive)" in proc.stdout
+
+
 def test_distillation_needs_a_score_on_every_passage(tmp_path, tiny_bert_dir):
     groups = tmp_path / "g.jsonl"
     rows = [{"query_id": "q1", "query": "what is a cat",

@@ -98,4 +98,24 @@ def test_train_hn_teacher_and_distill_loss_checked(tmp_path):
     proc = run_cmd(base + ["--distill_loss", "mse"], check=False)
     assert proc.returncode == 1 and "DISTILL_LOSS must be 'kl' or 'margin_mse', not 'mse'" in proc.stderr
     proc = run_cmd(base + ["--teacher", str(tmp_path / "no-model")], check=False)
-    assert proc.returncode == 1 and "is not a directory" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_score_groups_step_takes_a_scored_run_as_teacher(tmp_path):
+    """scripts/lib.sh's score_groups_step: a file TEACHER is a scored run (TEACHER_MISSING passed on), a step
+    that a rerun skips."""
+    groups, run, out = tmp_path / "g.jsonl", tmp_path / "t.run", tmp_path / "teacher" / "g.scored.jsonl"
+    groups.write_text(json.dumps({"query_id": "q1", "query": "what is a cat",
+                                  "positive_passages": [{"docid": "p1", "text": "a cat is an animal"}],
+                                  "negative_passages": [{"docid": "n1", "text": "dogs bark"},
+                                                        {"docid": "n2", "text": "the sky"}]}) + "\n")
+    run.write_text("q1 Q0 p1 1 3.500000 t\nq1 Q0 n1 2 -1.250000 t\n")
+    script = 'DENSIR_HOME=$PWD; DENSIR_SCRIPT=test; source scripts/lib.sh; score_groups_step "$@"'
+    cmd = ["bash", "-c", script, "step", str(run), str(groups), str(out)]
+    proc = run_cmd(cmd, check=False)
+    assert proc.returncode == 1 and "'n2' of query 'q1' has no score" in proc.stderr and not out.exists()
+    proc = run_cmd(cmd, env={"TEACHER_MISSING": "drop"})
+    g = json.loads(out.read_text())
+    assert [(p["docid"], p["score"]) for p in g["positive_passages"] + g["negative_passages"]] == \
+        [("p1", 3.5), ("n1", -1.25)]
+    assert "skip score-g" in run_cmd(cmd).stderr

@@ -4,6 +4,7 @@
     python tools/score_groups.py --model_name_or_path CROSS_ENCODER --groups IN.jsonl --out OUT.jsonl \\
         [--batch_size 64] [--max_len 512] [--precision fp32|auto|fp16|bf16] [--device auto|cpu|cuda] \
         [--backend torch|onnx|openvino --quantize none|int8 --backend_recipe NAME]
+    python tools/score_groups.py --run TEACHER.run --groups IN.jsonl --out OUT.jsonl [--missing error|drop]
 
 Reads train groups (JSONL, Tevatron's layout; strings or pre-tokenized ids) and writes the same
 groups, record by record in input order, each passage, positive or negative, carrying
@@ -16,6 +17,14 @@ other field is kept. The groups stream through (a chunk of ``--batch_size * 16``
 time, so a file of MS MARCO size never sits in memory) and OUT appears only when complete
 (:func:`densir.io.atomic_write`). The distillation losses (``--loss margin_mse | kl``) train on
 these scores.
+
+The teacher may instead be a scored run (``--run RUN``: a TREC run whose scores are the teacher's,
+e.g. a cross-encoder's re-ranking or a published teacher's scores): each passage gets the score
+its (``query_id``, ``docid``) has in the run (:func:`score_groups_from_run`). A passage the run
+lacks is an error naming the group's line (``--missing error``) or is dropped
+(``--missing drop``; a group left without a positive is dropped too, and both are counted). Only
+the pairs the groups hold are kept while the run streams through, so memory follows the groups,
+not the run.
 
 :func:`grade_groups` puts qrels grades (e.g. TREC DL's 0-3 judgements) on groups as each
 passage's ``"relevance"``, for the graded losses (``lambda``, ``listmle``, ``plistmle``,
@@ -108,10 +117,97 @@ def score_groups_file(model_name_or_path: str, groups_path, out, batch_size: int
     return stats
 
 
+def run_scores(groups_path, run_path) -> dict[str, dict[str, float]]:
+    """The score in the TREC run ``run_path`` of every (query_id, docid) pair the groups at
+    ``groups_path`` hold: ``{query_id: {docid: score}}``, the run streamed (pairs it lacks are absent)."""
+    from densir.formats import iter_train_groups
+    from densir.io import InputError, iter_run
+
+    wanted: dict[str, set[str]] = {}
+    for lineno, g in iter_train_groups(groups_path):
+        if g.get("query_id") is None:
+            raise InputError(groups_path, lineno, "missing: a scored run is looked up by query_id and docid",
+                             "query_id")
+        docids = wanted.setdefault(str(g["query_id"]), set())
+        for p in _passages(g):
+            if p.get("docid") is None:
+                raise InputError(groups_path, lineno, "a passage without one: a scored run is looked up by docid",
+                                 "docid")
+            docids.add(str(p["docid"]))
+    scores: dict[str, dict[str, float]] = {}
+    for qid, hits in iter_run(run_path):
+        docids = wanted.get(qid)
+        if docids:
+            scores[qid] = {d: s for d, s in hits if d in docids}
+    return scores
+
+
+def score_groups_from_run(groups: Iterable[tuple[int, dict]], scores: Mapping[str, Mapping[str, float]],
+                          groups_path="groups", run_path="run", missing: str = "error",
+                          stats: dict | None = None) -> Iterator[dict]:
+    """Yield each ``(line, group)``'s group with ``"score"`` on every passage from ``scores``
+    (:func:`run_scores`). ``missing="error"``: a passage without a score raises InputError at the
+    group's line; ``"drop"``: it is left out, and a group left without a positive is skipped
+    (``stats["dropped_passages"]``, ``stats["dropped_groups"]``)."""
+    from densir.io import InputError
+
+    if missing not in ("error", "drop"):
+        raise ValueError(f"missing must be 'error' or 'drop', not {missing!r}")
+    stats = stats if stats is not None else {}
+    stats.setdefault("dropped_passages", 0)
+    stats.setdefault("dropped_groups", 0)
+    for lineno, g in groups:
+        qid = str(g["query_id"])
+        table = scores.get(qid, {})
+        out = {}
+        for field in ("positive_passages", "negative_passages"):
+            kept = []
+            for p in g[field]:
+                score = table.get(str(p["docid"]))
+                if score is None:
+                    if missing == "error":
+                        raise InputError(groups_path, lineno, f"passage {p['docid']!r} of query {qid!r} has no "
+                                         f"score in the run {run_path} (--missing drop leaves such passages out)",
+                                         field)
+                    stats["dropped_passages"] += 1
+                    continue
+                kept.append({**p, "score": float(score)})
+            out[field] = kept
+        if not out["positive_passages"]:
+            stats["dropped_groups"] += 1
+            continue
+        yield {**g, **out}
+
+
+def score_groups_from_run_file(run_path, groups_path, out, missing: str = "error") -> dict:
+    """``groups_path`` -> ``out`` (atomic) with the scored run's score on every passage; returns counts."""
+    from densir.formats import iter_train_groups
+    from densir.io import InputError, atomic_write
+
+    for path, what in ((groups_path, "train-group"), (run_path, "run")):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such {what} file")
+    scores = run_scores(groups_path, run_path)
+    stats = {"groups": 0, "passages": 0, "run": str(run_path)}
+    with atomic_write(out) as f:
+        for g in score_groups_from_run(iter_train_groups(groups_path), scores, groups_path, run_path, missing, stats):
+            f.write(json.dumps(g, ensure_ascii=False))
+            f.write("\n")
+            stats["groups"] += 1
+            stats["passages"] += sum(1 for _ in _passages(g))
+        if not stats["groups"]:  # raised inside the atomic write: no output file appears
+            raise InputError(groups_path, None, f"no train group left with a score from {run_path}")
+    return stats
+
+
 def score_groups_cli(argv: list[str] | None = None) -> dict:
     """The CLI of ``tools/score_groups.py`` (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model_name_or_path", required=True, help="the teacher: any cross-encoder")
+    teacher = ap.add_mutually_exclusive_group(required=True)
+    teacher.add_argument("--model_name_or_path", help="the teacher: any cross-encoder")
+    teacher.add_argument("--run", help="the teacher: a scored TREC run (each passage gets its pair's score)")
+    ap.add_argument("--missing", default="error", choices=("error", "drop"),
+                    help="with --run: a passage the run lacks is an error, or is left out")
     ap.add_argument("--groups", required=True, help="train-group JSONL to score")
     ap.add_argument("--out", required=True, help="the same groups with 'score' on every passage")
     ap.add_argument("--batch_size", type=int, default=64, help="pairs per forward pass")
@@ -135,6 +231,12 @@ def score_groups_cli(argv: list[str] | None = None) -> dict:
     if args.backend != "torch" and args.precision not in ("fp32", "auto"):
         ap.error(f"--backend {args.backend} runs in fp32 or int8 (--quantize int8), not {args.precision}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.run:
+        stats = score_groups_from_run_file(args.run, args.groups, args.out, missing=args.missing)
+        dropped = f" (left out: {stats['dropped_passages']} passages not in the run, {stats['dropped_groups']} groups " \
+            "left without a positive)" if stats["dropped_passages"] else ""
+        print(f"{args.out}: {stats['groups']} groups, {stats['passages']} passages scored by {args.run}{dropped}")
+        return stats
     stats = score_groups_file(args.model_name_or_path, args.groups, args.out, batch_size=args.batch_size,
                               max_len=args.max_len, precision=args.precision, device=args.device,
                               backend=args.backend, quantize=args.quantize, recipe=args.backend_recipe)
