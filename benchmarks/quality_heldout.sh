@@ -31,6 +31,10 @@
 #              kernel, 1.3x per step)
 #   bf16       group4_r1 with training and encoding in bf16 (PRECISION=bf16; on a CPU with bf16 units, 1.6x
 #              per training step)
+#   hybrid_teacher  group4_r1 whose round 2 distils round 1's hybrid run of the train queries (round 1's
+#              dense train run fused with BM25's as the demo fuses, HYBRID_*): a scored run as TEACHER
+#              (TEACHER_MISSING=drop: a passage in neither run is left out), listwise KL at teacher
+#              temperature 0.05, the student's (min-max fused scores lie in [0, 1], as cosines do)
 # Every step skips what is complete, so a rerun only rescores; the JSON is rewritten after each
 # configuration, so a study cut short still reports the configurations it finished.
 set -euo pipefail
@@ -55,8 +59,9 @@ declare -A LEVER=(
   [distill]="INIT=round1 DISTILL_LOSS=kl"
   [distill_demo]="TRAIN_N_PASSAGES=4 BATCH=16 INIT=round1 DISTILL=1"
   [group4_r1]="TRAIN_N_PASSAGES=4 BATCH=16 INIT=round1"
+  [hybrid_teacher]="TRAIN_N_PASSAGES=4 BATCH=16 INIT=round1 TEACHER_MISSING=drop"
 )
-ORDER="base p256 init_r1 group4 temp002 distill group4_r1 distill_demo epochs2 attn0 bf16"
+ORDER="base p256 init_r1 group4 temp002 distill group4_r1 distill_demo epochs2 attn0 bf16 hybrid_teacher"
 DISTILL_TEACHER=${DISTILL_TEACHER:-runs/rerank-losses/rerank-listwise/model}
 CONFIGS=${CONFIGS:-$ORDER}
 for c in $CONFIGS; do [ -n "${LEVER[$c]+x}" ] || die "unknown configuration '$c' (known: $ORDER)"; done
@@ -88,7 +93,7 @@ for c in $CONFIGS; do
       export TEACHER=$DISTILL_TEACHER
     fi
     # a round-2 lever: round 1 and its mined negatives are those of the configuration it extends
-    case $c in init_r1|distill) from=base ;; distill_demo) from=group4_r1 ;; *) from= ;; esac
+    case $c in init_r1|distill) from=base ;; distill_demo|hybrid_teacher) from=group4_r1 ;; *) from= ;; esac
     if [ -n "$from" ] && [ ! -e "$OUT_DIR/round1" ]; then
       # hard links, so nothing is recomputed
       [ -f "$OUT/$from/round1/train.hn.jsonl" ] || die "$c needs $from first (CONFIGS='$from $c')"
@@ -98,6 +103,15 @@ for c in $CONFIGS; do
       # as demo.sh with DISTILL=1: the re-ranker trained on round 2's groups is round 2's teacher
       STAGE=train bash rerank.sh
       export TEACHER=$OUT_DIR/rerank/model
+    fi
+    if [ "$c" = hybrid_teacher ]; then
+      # round 1's train run fused with BM25's train run, the demo's hybrid: round 2's teacher
+      hybrid=$OUT_DIR/round1/train.hybrid.run
+      step hybrid-round1-train "$hybrid" "$PYTHON" tools/fuse_runs.py \
+        --runs "$OUT_DIR/round1/train.run" "$DATA_DIR/bm25.train.run" --method "$HYBRID" --norm "$HYBRID_NORM" \
+        --weights "$HYBRID_WEIGHT" "$(awk -v w="$HYBRID_WEIGHT" 'BEGIN { print 1 - w }')" --depth 1000 \
+        --out "$hybrid" --tag densir-hybrid
+      export TEACHER=$hybrid TRAIN_ARGS="--teacher_temperature 0.05"
     fi
     if [ -n "$from" ]; then bash train_hn.sh  # round 1 and its negatives are $from's
     else bash run.sh && bash mine_hard_neg.sh && bash train_hn.sh; fi
