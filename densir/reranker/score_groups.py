@@ -2,7 +2,7 @@
 ``tools/score_groups.py``) and qrels grades (:func:`grade_groups`).
 
     python tools/score_groups.py --model_name_or_path CROSS_ENCODER --groups IN.jsonl --out OUT.jsonl \\
-        [--batch_size 64] [--max_len 512] [--precision fp32|auto|fp16|bf16] [--device auto|cpu|cuda] \
+        [--batch_size 64] [--max_len 512] [--precision fp32|auto|fp16|bf16] [--device auto|cpu|cuda] \\
         [--backend torch|onnx|openvino --quantize none|int8 --backend_recipe NAME]
     python tools/score_groups.py --run TEACHER.run --groups IN.jsonl --out OUT.jsonl [--missing error|drop]
 
