@@ -79,11 +79,11 @@ for c in $CONFIGS; do
     # shellcheck disable=SC2086
     [ -n "${LEVER[$c]}" ] && export ${LEVER[$c]}
     # the study's baseline is the demo's settings as base was measured (1 positive + 1 negative, batch 32,
-    # round 2 from the start, encoding on torch fp32), so that each configuration differs from base by its
-    # lever alone; the demo has since taken group4_r1's settings from this table and OpenVINO int8 from
+    # 1 epoch, round 2 from the start, encoding on torch fp32), so that each configuration differs from base by its
+    # lever alone; the demo has since taken group4_r1's and epochs2's settings from this table and OpenVINO int8 from
     # benchmarks/backend_quality.py
     export INIT=${INIT:-model} BACKEND=${BACKEND:-torch} QUANTIZE=${QUANTIZE:-none}
-    export BATCH=${BATCH:-32} TRAIN_N_PASSAGES=${TRAIN_N_PASSAGES:-2}
+    export BATCH=${BATCH:-32} TRAIN_N_PASSAGES=${TRAIN_N_PASSAGES:-2} EPOCHS=${EPOCHS:-1}
     source "$DENSIR_HOME/scripts/demo_settings.sh"
     export OUT_DIR=$OUT/$c TIMINGS=$OUT/$c/timings.tsv
     mkdir -p "$OUT_DIR"
