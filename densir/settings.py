@@ -25,8 +25,8 @@ import shlex
 import string
 import sys
 import textwrap
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence, Union
 
 from densir.io import UsageError, describe_error
 
@@ -42,7 +42,7 @@ SUBMITTED = (RUN, MINE, TRAIN_HN)
 # ... except these, which it needs itself (the jobs' paths and array sizes): filled in when unset
 SUBMIT_FILLS = ("DATA_DIR", "OUT_DIR", "NUM_SHARDS")
 
-Default = Union[str, Callable[[Mapping[str, str]], str]]
+Default = str | Callable[[Mapping[str, str]], str]
 
 
 class SettingError(UsageError):
@@ -91,7 +91,8 @@ class Setting:
             return "non-empty"
         what = "an integer" if self.type == "int" else "a number"
         if self.low is not None and self.high is not None:
-            return f"{what} in {'(' if self.open_low else '['}{_num(self.low)}, {_num(self.high)}{')' if self.open_high else ']'}"
+            left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+            return f"{what} in {left}{_num(self.low)}, {_num(self.high)}{right}"
         if self.low is not None:
             return f"{what} {'>' if self.open_low else '>='} {_num(self.low)}"
         if self.high is not None:
@@ -395,8 +396,8 @@ CONSTRAINTS: tuple = (
     (("QUERY_SHARD", "NUM_QUERY_SHARDS"), _shard("QUERY_SHARD", "NUM_QUERY_SHARDS")),
     (("BACKEND", "QUANTIZE"), lambda v: "QUANTIZE=int8 needs BACKEND=onnx or openvino"
      if v["BACKEND"] == "torch" and v["QUANTIZE"] == "int8" else None),
-    (("SKIP", "DEPTH"), lambda v: f"SKIP={v['SKIP']} leaves no rank of DEPTH={v['DEPTH']} to mine (SKIP must be < DEPTH)"
-     if int(v["SKIP"]) >= int(v["DEPTH"]) else None),
+    (("SKIP", "DEPTH"), lambda v: f"SKIP={v['SKIP']} leaves no rank of DEPTH={v['DEPTH']} to mine "
+     "(SKIP must be < DEPTH)" if int(v["SKIP"]) >= int(v["DEPTH"]) else None),
     (("MINE_RANGE_MIN", "MINE_RANGE_MAX"), lambda v: f"MINE_RANGE_MAX must be > MINE_RANGE_MIN, not "
      f"'{v['MINE_RANGE_MAX']}' (MINE_RANGE_MIN={v['MINE_RANGE_MIN']})"
      if int(v["MINE_RANGE_MAX"]) <= int(v["MINE_RANGE_MIN"]) else None),
@@ -514,7 +515,7 @@ def export_lines(script: str, values: Mapping[str, str]) -> str:
 def help_text(script: str, width: int = 100) -> str:
     """The settings table of ``script``'s --help: name, type and default on one line, then the help."""
     own = settings_of(script)
-    out = [f"Settings (env vars, or --flags of the same name in lower case; flags win; densir/settings.py):"]
+    out = ["Settings (env vars, or --flags of the same name in lower case; flags win; densir/settings.py):"]
     out += _table(own, width)
     handed = passed_on(script)
     if handed:

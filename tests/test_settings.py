@@ -16,7 +16,8 @@ from densir import settings as S
 
 FILE_SCRIPTS = {  # each bash file that reads settings -> the scripts whose settings it may read
     "get_data.sh": (S.GET_DATA,), "run.sh": (S.RUN,), "mine_hard_neg.sh": (S.MINE,), "train_hn.sh": (S.TRAIN_HN,),
-    "rerank.sh": (S.RERANK,), "demo.sh": (S.DEMO,) + S.PIPELINE,  # + what scripts/demo_settings.sh sets "slurm/submit_pipeline.sh": (S.SUBMIT,),
+    "rerank.sh": (S.RERANK,), "slurm/submit_pipeline.sh": (S.SUBMIT,),
+    "demo.sh": (S.DEMO,) + S.PIPELINE,  # and the stage settings scripts/demo_settings.sh sets
     "scripts/stages.sh": S.PIPELINE, "scripts/lib.sh": S.SCRIPTS, "scripts/demo_settings.sh": S.PIPELINE + (S.DEMO,),
 }
 # the files of the scripts slurm/submit_pipeline.sh submits
@@ -24,7 +25,8 @@ SUBMITTED_FILES = ("run.sh", "mine_hard_neg.sh", "train_hn.sh", "scripts/stages.
 SCRIPT_PATH = {S.SUBMIT: "slurm/submit_pipeline.sh"}
 # what the scripts read from the environment that is not a stage setting: the machinery's (SLURM,
 # torchrun, HF), bash's own, densir's internals between a script and what it sources, and demo.sh's data root
-NOT_SETTINGS = {"BASH_SOURCE", "SECONDS", "DENSIR_HOME", "DENSIR_SCRIPT", "DENSIR_SRUN", "DENSIR_LIB_HOME", "DENSIR_SHARED_DATA", "USAGE_EXTRA",
+NOT_SETTINGS = {"BASH_SOURCE", "SECONDS", "DENSIR_HOME", "DENSIR_SCRIPT", "DENSIR_SRUN", "DENSIR_LIB_HOME",
+                "DENSIR_SHARED_DATA", "USAGE_EXTRA",
                 "PYTHONPATH", "MASTER_PORT", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM", "SLURM_ARRAY_TASK_ID",
                 "SLURM_CPUS_PER_TASK", "SLURM_GPUS_ON_NODE", "SLURM_NNODES", "SLURM_JOB_NODELIST", "SLURM_JOB_ID",
                 "SLURM_SUBMIT_DIR"}
@@ -174,7 +176,8 @@ def read_names(path) -> set:
                      if not line.lstrip().startswith("#"))
     with_default = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*):?[-+=]", text))
     read = {n for n in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text) if n.upper() == n}
-    assigned = set(re.findall(r"(?:^|[\s;({])(?:export\s+|local\s+)?([A-Z_][A-Z0-9_]*)(?:\[[^]]*\])?\+?=", text, re.M))
+    assignment = r"(?:^|[\s;({])(?:export\s+|local\s+)?([A-Z_][A-Z0-9_]*)(?:\[[^]]*\])?\+?="
+    assigned = set(re.findall(assignment, text, re.MULTILINE))
     assigned |= set(re.findall(r"(?:mapfile -t|read -r|declare -A|for)\s+([A-Z_][A-Z0-9_]*)", text))
     return (with_default | (read - assigned)) - NOT_SETTINGS
 
@@ -226,8 +229,8 @@ def test_submit_pipeline_passes_every_setting_of_the_scripts_it_submits(tmp_path
     values.update(DATA_DIR=str(tmp_path / "data"), OUT_DIR=str(tmp_path / "out"), PYTHON=sys.executable)
     log = tmp_path / "envs.jsonl"
     sbatch = tmp_path / "sbatch"
-    sbatch.write_text(f"#!/bin/bash\n{sys.executable} -c 'import json, os; print(json.dumps(dict(os.environ)))' >> {log}\n"
-                      "echo 7\n")
+    dump = "import json, os; print(json.dumps(dict(os.environ)))"
+    sbatch.write_text(f"#!/bin/bash\n{sys.executable} -c '{dump}' >> {log}\necho 7\n")
     sbatch.chmod(0o755)
     env, flags = {"SBATCH": str(sbatch)}, []
     for i, (name, value) in enumerate(values.items()):  # half as flags, half as env vars
