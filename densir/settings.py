@@ -15,7 +15,8 @@ A bad value ends the command, before the script does any work, with one line nam
 and the value, ``error: run.sh: NUM_SHARDS must be an integer >= 1, not 'abc'``, and exit status 1
 (2 for an unknown option, an argument that is no option, or an option without its value).
 
-This module imports nothing heavy (no torch): a script pays a few tens of milliseconds for it.
+It imports nothing heavy (no torch; the standard library and densir.io): the check costs a script one
+short python start, before anything else runs.
 """
 from __future__ import annotations
 
@@ -515,7 +516,9 @@ def export_lines(script: str, values: Mapping[str, str]) -> str:
 def help_text(script: str, width: int = 100) -> str:
     """The settings table of ``script``'s --help: name, type and default on one line, then the help."""
     own = settings_of(script)
-    out = ["Settings (env vars, or --flags of the same name in lower case; flags win; densir/settings.py):"]
+    how = "env vars" if script_name(script) == DEMO else \
+        "env vars, or --flags of the same name in lower case; flags win"
+    out = [f"Settings ({how}; densir/settings.py):"]
     out += _table(own, width)
     handed = passed_on(script)
     if handed:
