@@ -5,19 +5,9 @@
 # Its settings (scripts/demo_settings.sh) were chosen on 100 held-out TRAIN queries
 # (benchmarks/demo_heldout.sh), never on the test split; any of them can be overridden by its env var.
 #
-#   DATASET    get_data.sh's dataset name                      (default beir/scifact)
-#   SOURCE     SciFact zip (default $DENSIR_SHARED_DATA/scifact/scifact.zip, else ../shared/data/...;
-#              the public BEIR URL when neither exists)
-#   DATA_DIR   get_data.sh output                              (default data/beir-scifact)
-#   OUT_DIR    rounds, tables, timings                         (default runs/demo-scifact)
-#   DEMO_CHECK 1 = exit 1 unless nDCG@10 round2 > round1 > 0.645 (zero-shot, MTEB)  (default 1)
-#   ZERO_SHOT  1 = also encode and score the untrained checkpoint (one more corpus encoding) (default 0)
-#   THREADS    BM25 threads                                     (default nproc)
-#   DISTILL    1 = round 2 learns from a cross-encoder too: after mining, rerank.sh STAGE=train trains
-#              the re-ranker on round 2's groups (the teacher stage), and train_hn.sh distils it
-#              (TEACHER; listwise KL beside the contrastive loss)               (default: scripts/demo_settings.sh)
-#   RERANK     1 = then rerank.sh: train a cross-encoder on the round-2 groups, re-rank round 2's
-#              top 100, fuse with round 2 (RERANK_ALPHA); its steps' times join timings.tsv  (default 0)
+# Its own settings (env vars; listed below with their type and default, declared in densir/settings.py)
+# choose the data, the output, the check and the optional stages; the stage scripts' settings are checked
+# before get_data.sh starts.
 # Writes DATA_DIR (get_data.sh layout), OUT_DIR/{round1,round2}/ (run.sh layout; [zeroshot/]),
 # OUT_DIR/test.table.txt, OUT_DIR/timings.tsv (seconds per step), OUT_DIR/demo_summary.{txt,json}
 # [and OUT_DIR/rerank/ with DISTILL=1 (its model) or RERANK=1].
@@ -29,24 +19,18 @@ DENSIR_SCRIPT=demo
 source "$DENSIR_HOME/scripts/lib.sh"
 case "${1:-}" in -h|--help) usage; exit 0 ;; "") ;; *) die "no arguments; settings are env vars (see --help)" ;; esac
 cd "$DENSIR_HOME"
+load_settings
 
 SHARED=${DENSIR_SHARED_DATA:-$DENSIR_HOME/../shared/data}
-SOURCE=${SOURCE:-}
-DATASET=${DATASET:-beir/scifact}
 [ -z "$SOURCE" ] && [ -f "$SHARED/scifact/scifact.zip" ] && SOURCE=$SHARED/scifact/scifact.zip
-DATA_DIR=${DATA_DIR:-data/beir-scifact}
-OUT_DIR=${OUT_DIR:-runs/demo-scifact}
-DEMO_CHECK=${DEMO_CHECK:-1}
-THREADS=${THREADS:-$(nproc)}
-PYTHON=${PYTHON:-python}
-mkdir -p "$OUT_DIR"
-export TIMINGS=${TIMINGS:-$OUT_DIR/timings.tsv}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=${TOKENIZERS_PARALLELISM:-false}
-
-export DATA_DIR OUT_DIR PYTHON
 export EVAL_SPLIT=test
 source "$DENSIR_HOME/scripts/demo_settings.sh"
-RERANK=${RERANK:-0}
+# every stage script's settings, checked now: a bad one stops the demo before get_data.sh starts
+STAGE_SCRIPTS=(run.sh mine_hard_neg.sh train_hn.sh)
+if [ "$DISTILL" = 1 ] || [ "$RERANK" = 1 ]; then STAGE_SCRIPTS+=(rerank.sh); fi
+densir_settings check "${STAGE_SCRIPTS[@]}" || exit 1
+mkdir -p "$OUT_DIR"
 ZERO_SHOT_REF=0.645   # all-MiniLM-L6-v2 on SciFact test, nDCG@10 (MTEB; tests/expected_figures.json)
 
 declare -A WALL

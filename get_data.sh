@@ -3,58 +3,22 @@
 # negatives, score the BM25 baseline and build the round-1 train groups.
 #
 # Usage: bash get_data.sh [--dataset D] [--source URL|FILE|DIR] [--out_dir DIR] [options]
-# Every option is also an env var of the same name in capitals (flags win):
-#   DATASET     msmarco-passage | beir/<name>                        (default beir/scifact)
-#   SOURCE      URL, local file (.zip/.tar.gz) or directory in place of the public URL
-#   OUT_DIR     output directory                                    (default data/<dataset>)
-#   THREADS     BM25 threads                                        (default: nproc)
-#   DEPTH       sample round-1 negatives from the BM25 top DEPTH    (default 200)
-#   N_SAMPLE    negatives per query                                 (default 30)
-#   SEED        negative sampling seed                              (default 42)
-#   EVAL_DEPTH  BM25 depth for the evaluation split                 (default 1000)
-#   TOKENIZE    a tokenizer (HF name or dir): also write pre-tokenized groups and corpus
-#   Q_MAX_LEN / P_MAX_LEN   truncation for --tokenize                (default 32 / 128)
-#   PYTHON      python interpreter                                  (default python)
+# Every option is also an env var of the same name in capitals (flags win); all are listed below with
+# their type and default (declared in densir/settings.py, which checks them before any work).
 #
 # Writes under OUT_DIR (each file appears only when complete; a rerun skips finished steps and
 # redoes a step whose output is missing):
-#   corpus.jsonl queries.<split>.jsonl qrels.<split>.tsv dataset.json   (DESIGN formats, string ids)
+#   corpus.jsonl queries.<split>.jsonl qrels.<split>.tsv dataset.json   (README "Data formats", string ids)
 #   bm25_index/  bm25.<eval>.run  bm25.<eval>.metrics.json  bm25.train.run
 #   train.bm25.jsonl (+ .stats.json)   [train.bm25.tok.jsonl corpus.tok.jsonl]
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-
-DATASET=${DATASET:-beir/scifact}
-SOURCE=${SOURCE:-}
-OUT_DIR=${OUT_DIR:-}
-THREADS=${THREADS:-$(nproc)}
-DEPTH=${DEPTH:-200}
-N_SAMPLE=${N_SAMPLE:-30}
-SEED=${SEED:-42}
-EVAL_DEPTH=${EVAL_DEPTH:-1000}
-TOKENIZE=${TOKENIZE:-}
-Q_MAX_LEN=${Q_MAX_LEN:-32}
-P_MAX_LEN=${P_MAX_LEN:-128}
-PYTHON=${PYTHON:-python}
-
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --dataset) DATASET=$2; shift 2 ;;
-    --source) SOURCE=$2; shift 2 ;;
-    --out_dir) OUT_DIR=$2; shift 2 ;;
-    --threads) THREADS=$2; shift 2 ;;
-    --depth) DEPTH=$2; shift 2 ;;
-    --n_sample) N_SAMPLE=$2; shift 2 ;;
-    --seed) SEED=$2; shift 2 ;;
-    --eval_depth) EVAL_DEPTH=$2; shift 2 ;;
-    --tokenize) TOKENIZE=$2; shift 2 ;;
-    --q_max_len) Q_MAX_LEN=$2; shift 2 ;;
-    --p_max_len) P_MAX_LEN=$2; shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "get_data.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
-  esac
-done
+DENSIR_HOME=$HERE
+# log, die, load_settings, and step NAME OUTPUT CMD...: skip when OUTPUT exists (outputs are written
+# atomically), else run
+DENSIR_SCRIPT=get_data
+source "$HERE/scripts/lib.sh"
+load_settings "$@"
 
 case "$DATASET" in
   msmarco-passage)
@@ -66,12 +30,7 @@ case "$DATASET" in
   *) echo "get_data.sh: unknown dataset '$DATASET' (msmarco-passage or beir/<name>)" >&2; exit 2 ;;
 esac
 SOURCE=${SOURCE:-$URL}
-OUT_DIR=${OUT_DIR:-data/${DATASET//\//-}}
 mkdir -p "$OUT_DIR"
-
-# log, and step NAME OUTPUT CMD...: skip when OUTPUT exists (outputs are written atomically), else run
-DENSIR_SCRIPT=get_data
-source "$HERE/scripts/lib.sh"
 
 # ---- 1. fetch: a URL is downloaded (to a .part name, renamed when done); a local path is used as is
 if [[ "$SOURCE" =~ ^https?:// ]]; then

@@ -4,40 +4,10 @@
 # the result, and print BM25 / round 1 / round 2 / re-ranked side by side.
 #
 # Usage: bash rerank.sh [--rerank_model M] [--rerank_depth K] [--stage S] [--<setting> V]...
-# Every setting is an env var of the same name (flags win); the shared ones are listed below.
-# Settings of this script:
-#   RERANK_MODEL       starting checkpoint: a cross-encoder, or an encoder that gets a fresh one-logit
-#                      head (a bi-encoder dir works)                            (default MODEL)
-#   RERANK_ROUND       name of this stage's directory under OUT_DIR            (default rerank)
-#   FROM_ROUND         round whose EVAL_SPLIT run is re-ranked                 (default round2)
-#   RERANK_RUN         the run to re-rank                 (default OUT_DIR/FROM_ROUND/EVAL_SPLIT.run)
-#   BM25_GROUPS        BM25-negative groups                (default DATA_DIR/train.bm25.jsonl)
-#   HN_GROUPS          mined hard-negative groups      (default OUT_DIR/round1/train.hn.jsonl)
-#   RERANK_GROUPS      train groups, space-separated      (default "BM25_GROUPS HN_GROUPS": round 2's)
-#   RERANK_LOSS        bce | listwise | lambda | ranknet | listmle | plistmle | mnrl, or with teacher
-#                      scores on the groups (tools/score_groups.py) margin_mse | kl (densir.reranker.losses;
-#                      benchmarks/rerank_losses.sh compares them; the default was best
-#                      fused there, on held-out train queries)                 (default plistmle)
-#   RERANK_MAX_LEN     tokens of query + passage                               (default 256)
-#   RERANK_N_PASSAGES  pairs per query in training: 1 positive + n-1 negatives (default TRAIN_N_PASSAGES)
-#   RERANK_BATCH       queries per device per training step                   (default BATCH)
-#   RERANK_LR          learning rate                                           (default 2e-5)
-#   RERANK_EPOCHS      training epochs                                         (default 1)
-#   RERANK_MAX_STEPS   > 0: train this many steps instead                      (default -1)
-#   RERANK_DEPTH       re-rank each query's top RERANK_DEPTH                   (default 100)
-#   RERANK_ALPHA       final score = ALPHA * z(first-stage score) + (1 - ALPHA) * z(cross-encoder
-#                      score), z standardising each query's top RERANK_DEPTH (densir/search/fusion.py);
-#                      0 = the cross-encoder alone. Choose it on held-out train queries
-#                      (tools/fuse_runs.py --alpha ... --qrels), never on test; the default is
-#                      benchmarks/rerank_losses.sh's best on SciFact's            (default 0.6)
-#   RERANK_EVAL_BATCH  pairs per forward pass when re-ranking                  (default 64)
-#   NUM_QUERY_SHARDS   split the re-ranking into this many query ranges (a SLURM array) (default 1)
-#   QUERY_SHARD        with STAGE=rerank: only this query shard (an array task)
-#   RERANK_TRAIN_ARGS  extra flags for densir.driver.train_reranker, e.g. "--bce_pos_weight 7"
-#   RERANK_ARGS        extra flags for densir.driver.rerank
-#   STAGE              all | train | rerank | merge  (merge = join the query shards, fuse, score, table)
-# Shared settings used here: MODEL DATA_DIR OUT_DIR EVAL_SPLIT PRECISION NPROC BATCH TRAIN_N_PASSAGES
-#   WARMUP SAVE_STEPS SEED TIMINGS PYTHON (PRECISION also sets the re-ranking autocast).
+# Every setting is an env var of the same name (flags win); all are listed below with their type and
+# default (declared in densir/settings.py, which checks them before any work). Of the shared settings
+# it uses MODEL DATA_DIR OUT_DIR EVAL_SPLIT PRECISION NPROC BATCH TRAIN_N_PASSAGES WARMUP SAVE_STEPS SEED
+# TIMINGS PYTHON (PRECISION also sets the re-ranking autocast); STAGE is all | train | rerank | merge.
 #
 # Writes under OUT_DIR/RERANK_ROUND (every file appears only when complete; a rerun skips complete
 # steps and resumes training from its last checkpoint):
@@ -53,42 +23,10 @@ DENSIR_SCRIPT=rerank
 USAGE_EXTRA="$DENSIR_HOME/scripts/stages.sh"
 source "$DENSIR_HOME/scripts/lib.sh"
 source "$DENSIR_HOME/scripts/stages.sh"
-# one line: parse_flags matches " NAME " inside FLAG_VARS, so no name may sit at a line break
-# shellcheck disable=SC2116,SC2086
-FLAG_VARS=$(echo $PIPELINE_VARS RERANK_MODEL RERANK_ROUND FROM_ROUND RERANK_RUN BM25_GROUPS HN_GROUPS \
-  RERANK_GROUPS RERANK_LOSS RERANK_MAX_LEN RERANK_N_PASSAGES RERANK_BATCH RERANK_LR RERANK_EPOCHS \
-  RERANK_MAX_STEPS RERANK_DEPTH RERANK_ALPHA RERANK_EVAL_BATCH NUM_QUERY_SHARDS QUERY_SHARD RERANK_TRAIN_ARGS RERANK_ARGS)
-parse_flags "$@"
-pipeline_defaults
-RERANK_MODEL=${RERANK_MODEL:-$MODEL}
-RERANK_ROUND=${RERANK_ROUND:-rerank}
-FROM_ROUND=${FROM_ROUND:-round2}
-RERANK_RUN=${RERANK_RUN:-$OUT_DIR/$FROM_ROUND/$EVAL_SPLIT.run}
-BM25_GROUPS=${BM25_GROUPS:-$DATA_DIR/train.bm25.jsonl}
-HN_GROUPS=${HN_GROUPS:-$OUT_DIR/round1/train.hn.jsonl}
-RERANK_GROUPS=${RERANK_GROUPS:-$BM25_GROUPS $HN_GROUPS}
-RERANK_LOSS=${RERANK_LOSS:-plistmle}
-RERANK_MAX_LEN=${RERANK_MAX_LEN:-256}
-RERANK_N_PASSAGES=${RERANK_N_PASSAGES:-$TRAIN_N_PASSAGES}
-RERANK_BATCH=${RERANK_BATCH:-$BATCH}
-RERANK_LR=${RERANK_LR:-2e-5}
-RERANK_EPOCHS=${RERANK_EPOCHS:-1}
-RERANK_MAX_STEPS=${RERANK_MAX_STEPS:--1}
-RERANK_DEPTH=${RERANK_DEPTH:-100}
-RERANK_ALPHA=${RERANK_ALPHA:-0.6}
-RERANK_EVAL_BATCH=${RERANK_EVAL_BATCH:-64}
-NUM_QUERY_SHARDS=${NUM_QUERY_SHARDS:-1}
-QUERY_SHARD=${QUERY_SHARD:-}
-RERANK_TRAIN_ARGS=${RERANK_TRAIN_ARGS:-}
-RERANK_ARGS=${RERANK_ARGS:-}
-check_stage train rerank merge
+load_settings "$@"
 case "$RERANK_LOSS" in bce|listwise|lambda|ranknet|listmle|plistmle|margin_mse|kl|mnrl) ;;
   *) die "RERANK_LOSS must be bce, listwise, lambda, ranknet, listmle, plistmle, margin_mse, kl or mnrl, not '$RERANK_LOSS'" ;; esac
-case "$NUM_QUERY_SHARDS" in ''|*[!0-9]*|0) die "NUM_QUERY_SHARDS must be a positive integer, not '$NUM_QUERY_SHARDS'" ;; esac
-if [ -n "$QUERY_SHARD" ]; then
-  case "$QUERY_SHARD" in *[!0-9]*) die "QUERY_SHARD must be an integer, not '$QUERY_SHARD'" ;; esac
-  [ "$QUERY_SHARD" -lt "$NUM_QUERY_SHARDS" ] || die "QUERY_SHARD=$QUERY_SHARD is out of range for NUM_QUERY_SHARDS=$NUM_QUERY_SHARDS"
-fi
+pipeline_setup
 export DENSIR_HOME
 
 DIR=$OUT_DIR/$RERANK_ROUND
@@ -105,9 +43,8 @@ launch_train_reranker() {
               --per_device_train_batch_size "$RERANK_BATCH" --learning_rate "$RERANK_LR"
               --num_train_epochs "$RERANK_EPOCHS" --max_steps "$RERANK_MAX_STEPS" --warmup_steps "$WARMUP"
               --save_steps "$SAVE_STEPS" --seed "$SEED" --resume_from_checkpoint auto)
-  case "$PRECISION" in bf16) args+=(--bf16) ;; fp16) args+=(--fp16) ;; esac
-  # shellcheck disable=SC2206
-  args+=($RERANK_TRAIN_ARGS)
+  # shellcheck disable=SC2206,SC2207
+  args+=($(precision_flags) $RERANK_TRAIN_ARGS)
   compgen -G "$MODEL_DIR/checkpoint-*" >/dev/null && log "resuming from the last checkpoint in $MODEL_DIR"
   launch_module densir.driver.train_reranker "${args[@]}"
 }

@@ -5,13 +5,8 @@
 # score that, and print both next to BM25.
 #
 # Usage: bash run.sh [--model M] [--data_dir D] [--out_dir O] [--stage S] [--shard i] [--<setting> V]...
-# Every setting is an env var of the same name (flags win); the shared ones are listed below.
-# Settings of this script:
-#   TRAIN_GROUPS   round-1 train groups (one or more files, space-separated)
-#                                                         (default DATA_DIR/train.bm25.jsonl)
-#   ZERO_SHOT      1 = also encode, search and score MODEL untrained, as OUT_DIR/zeroshot/ (default 0)
-#   STAGE          all | train | encode-corpus | encode-queries | search | reduce   (default all)
-#                  (reduce = merge shard runs, MS MARCO copy, evaluate, hybrid run, table)
+# Every setting is an env var of the same name (flags win); all are listed below with their type and
+# default (declared in densir/settings.py, which checks them before any work).
 #
 # Writes under OUT_DIR (see the round layout below; a rerun skips every complete step and a
 # killed training resumes from its last checkpoint):
@@ -26,13 +21,8 @@ DENSIR_SCRIPT=run
 USAGE_EXTRA="$DENSIR_HOME/scripts/stages.sh"
 source "$DENSIR_HOME/scripts/lib.sh"
 source "$DENSIR_HOME/scripts/stages.sh"
-FLAG_VARS="$PIPELINE_VARS $HYBRID_VARS TRAIN_GROUPS ZERO_SHOT"
-parse_flags "$@"
-pipeline_defaults
-hybrid_defaults
-TRAIN_GROUPS=${TRAIN_GROUPS:-$DATA_DIR/train.bm25.jsonl}
-ZERO_SHOT=${ZERO_SHOT:-0}
-check_stage train encode-corpus encode-queries search reduce
+load_settings "$@"
+pipeline_setup
 export DENSIR_HOME
 
 ROUNDS=(round1)

@@ -5,22 +5,9 @@
 # round 1 vs round 2 vs BM25 (and their hybrids).
 #
 # Usage: bash train_hn.sh [--init model|round1] [--hn_groups F] [--stage S] [--<setting> V]...
-# Every setting is an env var of the same name (flags win); the shared ones are listed below.
-# Settings of this script:
-#   INIT           model = start from MODEL (default); round1 = continue from OUT_DIR/round1/model
-#   ROUND          name of this round under OUT_DIR                          (default round2)
-#   BM25_GROUPS    BM25-negative groups                   (default DATA_DIR/train.bm25.jsonl)
-#   HN_GROUPS      hard-negative groups from mine_hard_neg.sh  (default OUT_DIR/round1/train.hn.jsonl)
-#   HN_EPOCHS HN_MAX_STEPS HN_LR   round-2 values of EPOCHS, MAX_STEPS, LR (default: the same)
-#   TEACHER        a cross-encoder dir (rerank.sh's model, or any CrossEncoder), or a scored TREC run file
-#                  (the teacher's scores): distil it into round 2. Every passage of both group files gets
-#                  its score (tools/score_groups.py; a model at PRECISION, TEACHER_ARGS: more flags such as
-#                  --backend openvino --quantize int8; a run: TEACHER_MISSING=drop leaves out the passages
-#                  it lacks, default error) into OUT_DIR/ROUND/teacher/, and round 2 trains on those groups
-#                  with --distill_loss DISTILL_LOSS beside the contrastive loss   (default: none)
-#   DISTILL_LOSS   kl (listwise KL to the teacher's softmax over each group) | margin_mse  (default kl)
-#   TEACHER_MAX_LEN  query + passage tokens the teacher scores (default: the length it was trained at)
-#   STAGE          all | train | encode-corpus | encode-queries | search | reduce   (default all)
+# Every setting is an env var of the same name (flags win); all are listed below with their type and
+# default (declared in densir/settings.py, which checks them before any work). TEACHER distils a
+# cross-encoder (rerank.sh's model, run at PRECISION) or a scored run into round 2.
 #
 # Writes under OUT_DIR/ROUND the round layout below (model/, enc/, runs/, <EVAL_SPLIT>.run,
 # .marco.tsv, .metrics.json, .hybrid.run, .hybrid.metrics.json), and OUT_DIR/<EVAL_SPLIT>.table.txt;
@@ -32,32 +19,18 @@ DENSIR_SCRIPT=train_hn
 USAGE_EXTRA="$DENSIR_HOME/scripts/stages.sh"
 source "$DENSIR_HOME/scripts/lib.sh"
 source "$DENSIR_HOME/scripts/stages.sh"
-FLAG_VARS="$PIPELINE_VARS $HYBRID_VARS INIT ROUND BM25_GROUPS HN_GROUPS HN_EPOCHS HN_MAX_STEPS HN_LR
-  TEACHER DISTILL_LOSS TEACHER_MAX_LEN TEACHER_ARGS TEACHER_MISSING"
-parse_flags "$@"
-pipeline_defaults
-hybrid_defaults
-INIT=${INIT:-model}
-ROUND=${ROUND:-round2}
-BM25_GROUPS=${BM25_GROUPS:-$DATA_DIR/train.bm25.jsonl}
-HN_GROUPS=${HN_GROUPS:-$OUT_DIR/round1/train.hn.jsonl}
-EPOCHS=${HN_EPOCHS:-$EPOCHS}
-MAX_STEPS=${HN_MAX_STEPS:-$MAX_STEPS}
-LR=${HN_LR:-$LR}
-TEACHER=${TEACHER:-}
-DISTILL_LOSS=${DISTILL_LOSS:-kl}
-TEACHER_MAX_LEN=${TEACHER_MAX_LEN:-}
-check_stage train encode-corpus encode-queries search reduce
+load_settings "$@"
+pipeline_setup
+# round 2's values (HN_*: default the round-1 ones)
+EPOCHS=$HN_EPOCHS MAX_STEPS=$HN_MAX_STEPS LR=$HN_LR
 export DENSIR_HOME EPOCHS MAX_STEPS LR
 
 case "$INIT" in
   model) INIT_MODEL=$MODEL ;;
   round1) INIT_MODEL=$OUT_DIR/round1/model
           [ -f "$INIT_MODEL/densir_config.json" ] || die "INIT=round1 but $INIT_MODEL is not a trained model" ;;
-  *) die "INIT must be 'model' or 'round1', not '$INIT'" ;;
 esac
 
-case "$DISTILL_LOSS" in kl|margin_mse) ;; *) die "DISTILL_LOSS must be 'kl' or 'margin_mse', not '$DISTILL_LOSS'" ;; esac
 if [ -n "$TEACHER" ] && want train; then
   # distillation: the teacher's score on every passage of both group files, then the distillation loss
   [ -e "$TEACHER" ] || die "TEACHER=$TEACHER does not exist (a cross-encoder dir, as rerank.sh STAGE=train writes, or a scored run)"

@@ -10,11 +10,16 @@
 #                              A failing CMD, or one that exits 0 without writing OUTPUT, ends the
 #                              script with "name.sh: step 'NAME' failed ...". With TIMINGS=FILE, each
 #                              step that ran appends "script<TAB>NAME<TAB>seconds" to FILE.
-#   parse_flags "$@"           --name VALUE / --name=VALUE sets the env var NAME (upper case, - -> _)
-#                              for each NAME listed in FLAG_VARS; -h/--help prints usage and exits.
-#   usage                      the calling script's header comment (and USAGE_EXTRA's, if set)
+#   load_settings "$@"         the calling script's settings (densir/settings.py, the one list): each
+#                              from its --flag, else its env var, else its default, checked and exported
+#                              before any work (a bad one: one line "error: ...", exit 1; an unknown
+#                              option: exit 2); -h/--help prints usage and exits.
+#   densir_settings ARGS...    python -m densir.settings ARGS, from this checkout
+#   usage                      the calling script's header comment, its settings (name, type, default,
+#                              help), and USAGE_EXTRA's header, if set
 
 DENSIR_SCRIPT=${DENSIR_SCRIPT:-$(basename "$0" .sh)}
+DENSIR_LIB_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 log() { echo "[$DENSIR_SCRIPT $(date +%H:%M:%S)] $*" >&2; }
 die() { echo "$DENSIR_SCRIPT.sh: $*" >&2; exit 1; }
@@ -53,28 +58,22 @@ score_groups_step() {
     --groups "$2" --out "$3" "${teacher[@]}"
 }
 
+# densir_settings ARGS...: densir/settings.py of this checkout (the scripts and their list go together)
+densir_settings() {
+  PYTHONPATH="$DENSIR_LIB_HOME${PYTHONPATH:+:$PYTHONPATH}" "${PYTHON:-python}" -m densir.settings "$@"
+}
+
 usage() {
   local f
   sed -n '2,/^set -euo\|^$/p' "$0" | sed '/^set -euo/d; /^$/d; s/^# \{0,1\}//'
+  echo; densir_settings help "$DENSIR_SCRIPT.sh"
   for f in ${USAGE_EXTRA:-}; do
     echo; sed -n '1,/^$/p' "$f" | sed '/^$/d; s/^# \{0,1\}//'
   done
 }
 
-parse_flags() {
-  local key val
-  while [ $# -gt 0 ]; do
-    case "$1" in
-      -h|--help) usage; exit 0 ;;
-      --*=*) key=${1%%=*}; val=${1#*=}; shift ;;
-      --*) [ $# -ge 2 ] || { echo "$DENSIR_SCRIPT.sh: option $1 needs a value" >&2; exit 2; }
-           key=$1; val=$2; shift 2 ;;
-      *) echo "$DENSIR_SCRIPT.sh: unexpected argument '$1' (see --help)" >&2; exit 2 ;;
-    esac
-    key=$(printf '%s' "${key#--}" | tr 'a-z-' 'A-Z_')
-    case " $(echo ${FLAG_VARS:-}) " in  # echo folds the newlines of a multi-line list
-      *" $key "*) printf -v "$key" '%s' "$val"; export "${key?}" ;;
-      *) echo "$DENSIR_SCRIPT.sh: unknown option --${key,,} (see --help)" >&2; exit 2 ;;
-    esac
-  done
+load_settings() {
+  local out
+  out=$(densir_settings export "$DENSIR_SCRIPT.sh" -- "$@") || exit $?
+  eval "$out"
 }

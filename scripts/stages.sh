@@ -1,53 +1,12 @@
 # scripts/stages.sh — the dense-retrieval steps shared by run.sh, mine_hard_neg.sh and
 # train_hn.sh (and, through them, by the SLURM jobs in slurm/). Sourced, never run.
 #
-# Settings shared by all three scripts (env vars, or --flags of the same name in lower case;
-# flags win). Defaults serve the real job (MS MARCO on GPUs); small runs pass their own.
-#   MODEL             initial checkpoint: HF hub name or local dir          (default bert-base-uncased)
-#   DATA_DIR          get_data.sh's output directory                        (default data/msmarco-passage)
-#   OUT_DIR           where the rounds are written                         (default runs/<basename DATA_DIR>)
-#   EVAL_SPLIT        split to evaluate   (default: dev if DATA_DIR/qrels.dev.tsv exists, else test)
-#   NUM_SHARDS        corpus shards: one encode job and one search job each (default 8)
-#   Q_MAX_LEN P_MAX_LEN  token limits for queries / passages                (default 32 / 128)
-#   POOLING           cls | mean | last               (default: what MODEL's config says, else cls)
-#   NORMALIZE         1 = L2-normalise embeddings, 0 = not (default: what MODEL's config says, else 0)
-#   TEMPERATURE       contrastive softmax temperature                       (default 1.0)
-#   PRECISION         auto | bf16 | fp16 | fp32 for training, encoding and re-ranking; auto = bf16
-#                     where the device has it (GPU sm_80+, CPU avx512_bf16/AMX), else fp16 on a GPU,
-#                     else fp32 (python -m densir.precision)                 (default auto)
-#   NPROC             training processes per node; > 1 runs torchrun with --negatives_x_device
-#                     (gloo on CPU, NCCL on GPUs)                           (default 1)
-#   BATCH             queries per device per training step                 (default 8)
-#   TRAIN_N_PASSAGES  passages per query: 1 positive + n-1 negatives        (default 8)
-#   LR                learning rate                                         (default 5e-6)
-#   EPOCHS            training epochs                                       (default 3)
-#   MAX_STEPS         > 0: train this many steps instead of EPOCHS         (default -1)
-#   WARMUP            linear warm-up: a share of the steps if < 1, else a step count (default 0.1)
-#   SAVE_STEPS        checkpoint every N steps; a rerun resumes from the last (default 500)
-#   SEED              training seed                                         (default 42)
-#   ATTENTION_DROPOUT training: attention-probability dropout; 0 runs torch's fused attention kernel
-#                     on the CPU, 1.3x faster per step (benchmarks/train_throughput.py) (default: MODEL's)
-#   ENCODE_BATCH      encoding batch size                                   (default 128)
-#   BACKEND QUANTIZE  what runs the encoder when encoding: torch | onnx | openvino, none | int8
-#                     (densir.backends; onnx/openvino run on the CPU, exported once beside the
-#                     model; PRECISION then applies to training only)   (default torch / none)
-#   EVAL_DEPTH        retrieval depth of the evaluation run                 (default 1000)
-#   TRAIN_ARGS ENCODE_ARGS SEARCH_ARGS   extra flags for densir.driver.train / densir.driver.encode /
-#                     densir.faiss_retriever, e.g. SEARCH_ARGS="--index_factory HNSW32"
-#   STAGE             only this stage (the SLURM jobs use it): see each script (default all)
-#   SHARD             with STAGE=encode-corpus or search: only this shard (a SLURM array task)
-#   TIMINGS           each step that ran appends "script step seconds" here (default OUT_DIR/timings.tsv)
-#   PYTHON            python interpreter                                   (default python)
-# Settings of the hybrid run of run.sh and train_hn.sh (each round's EVAL_SPLIT run fused with
-# DATA_DIR/bm25.<EVAL_SPLIT>.run by tools/fuse_runs.py; chosen on held-out train queries by
-# benchmarks/hybrid_sweep.py, never on test; a changed setting needs R/<split>.hybrid.* deleted):
-#   HYBRID            rrf (reciprocal rank fusion) | weighted (sum of per-query normalised
-#                     scores) | none                                        (default rrf)
-#   HYBRID_K          rrf: each run adds 1 / (HYBRID_K + rank)              (default 60)
-#   HYBRID_WEIGHT     weighted: weight of the dense run; BM25 gets 1 - it   (default 0.5)
-#                     (min-max 0.5 was the best weighted setting on 100 held-out SciFact train
-#                     queries, zero-shot MiniLM: benchmarks/results/hybrid_sweep.json)
-#   HYBRID_NORM       weighted: minmax | zscore, per query and run          (default minmax)
+# Their settings (the shared ones and each script's own) are declared once, in densir/settings.py:
+# `bash run.sh --help` lists them with type and default, and load_settings (scripts/lib.sh) fills them
+# in and checks them before any work. The hybrid run of run.sh and train_hn.sh fuses each round's
+# EVAL_SPLIT run with DATA_DIR/bm25.<EVAL_SPLIT>.run (tools/fuse_runs.py; HYBRID chosen on held-out
+# train queries by benchmarks/hybrid_sweep.py, never on test; a changed setting needs R/<split>.hybrid.*
+# deleted).
 #
 # Layout of one round R under OUT_DIR (every file appears only when complete):
 #   R/model/                          trained encoder (HF + sentence-transformers dir; densir_config.json
@@ -61,93 +20,21 @@
 #   R/<split>.hybrid.run              R/<split>.run fused with BM25 (HYBRID), EVAL_DEPTH hits a query
 #   R/<split>.hybrid.metrics.json     its scores (the table's "R-hybrid" row)
 
-PIPELINE_VARS="MODEL DATA_DIR OUT_DIR EVAL_SPLIT NUM_SHARDS Q_MAX_LEN P_MAX_LEN POOLING NORMALIZE
-  TEMPERATURE PRECISION NPROC BATCH TRAIN_N_PASSAGES LR EPOCHS MAX_STEPS WARMUP SAVE_STEPS SEED
-  ATTENTION_DROPOUT ENCODE_BATCH BACKEND QUANTIZE EVAL_DEPTH TRAIN_ARGS ENCODE_ARGS SEARCH_ARGS STAGE SHARD TIMINGS PYTHON"
-
-# pipeline_defaults: fill in every shared setting the caller left unset, check them, export them
-pipeline_defaults() {
-  MODEL=${MODEL:-bert-base-uncased}
-  DATA_DIR=${DATA_DIR:-data/msmarco-passage}
-  OUT_DIR=${OUT_DIR:-runs/$(basename "$DATA_DIR")}
-  if [ -z "${EVAL_SPLIT:-}" ]; then
-    if [ -f "$DATA_DIR/qrels.dev.tsv" ]; then EVAL_SPLIT=dev; else EVAL_SPLIT=test; fi
-  fi
-  NUM_SHARDS=${NUM_SHARDS:-8}
-  Q_MAX_LEN=${Q_MAX_LEN:-32}
-  P_MAX_LEN=${P_MAX_LEN:-128}
-  POOLING=${POOLING:-}
-  NORMALIZE=${NORMALIZE:-}
-  TEMPERATURE=${TEMPERATURE:-1.0}
-  PRECISION=${PRECISION:-auto}
+# pipeline_setup: after load_settings, what only the node that runs the job can settle: the precision
+# (densir.precision resolves PRECISION=auto for this node's device), the data, the output directory
+pipeline_setup() {
   HAVE_GPU=0
   if command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q GPU; then HAVE_GPU=1; fi
-  # the one precision policy (densir.precision), resolved on the node that runs the job
-  PRECISION=$("${PYTHON:-python}" -m densir.precision --device auto --requested "$PRECISION") \
-    || die "PRECISION must be auto, bf16, fp16 or fp32, not '$PRECISION'"
-  NPROC=${NPROC:-1}
-  BATCH=${BATCH:-8}
-  TRAIN_N_PASSAGES=${TRAIN_N_PASSAGES:-8}
-  LR=${LR:-5e-6}
-  EPOCHS=${EPOCHS:-3}
-  MAX_STEPS=${MAX_STEPS:--1}
-  WARMUP=${WARMUP:-0.1}
-  SAVE_STEPS=${SAVE_STEPS:-500}
-  SEED=${SEED:-42}
-  ENCODE_BATCH=${ENCODE_BATCH:-128}
-  BACKEND=${BACKEND:-torch}
-  QUANTIZE=${QUANTIZE:-none}
-  case "$BACKEND" in torch|onnx|openvino) ;; *) die "BACKEND must be torch, onnx or openvino, not '$BACKEND'" ;; esac
-  case "$QUANTIZE" in none|int8) ;; *) die "QUANTIZE must be none or int8, not '$QUANTIZE'" ;; esac
-  [ "$BACKEND" = torch ] && [ "$QUANTIZE" = int8 ] && die "QUANTIZE=int8 needs BACKEND=onnx or openvino"
-  EVAL_DEPTH=${EVAL_DEPTH:-1000}
-  TRAIN_ARGS=${TRAIN_ARGS:-}
-  ATTENTION_DROPOUT=${ATTENTION_DROPOUT:-}
-  ENCODE_ARGS=${ENCODE_ARGS:-}
-  SEARCH_ARGS=${SEARCH_ARGS:-}
-  STAGE=${STAGE:-all}
-  SHARD=${SHARD:-}
-  TIMINGS=${TIMINGS-$OUT_DIR/timings.tsv}
-  PYTHON=${PYTHON:-python}
-  case "$PRECISION" in bf16|fp16|fp32) ;; *) die "PRECISION must be bf16, fp16 or fp32, not '$PRECISION'" ;; esac
-  case "$NUM_SHARDS" in ''|*[!0-9]*|0) die "NUM_SHARDS must be a positive integer, not '$NUM_SHARDS'" ;; esac
-  case "$NPROC" in ''|*[!0-9]*|0) die "NPROC must be a positive integer, not '$NPROC'" ;; esac
-  if [ -n "$SHARD" ]; then
-    case "$SHARD" in *[!0-9]*) die "SHARD must be an integer, not '$SHARD'" ;; esac
-    [ "$SHARD" -lt "$NUM_SHARDS" ] || die "SHARD=$SHARD is out of range for NUM_SHARDS=$NUM_SHARDS"
-  fi
   [ -f "$DATA_DIR/dataset.json" ] || die "DATA_DIR=$DATA_DIR has no dataset.json: run get_data.sh first"
+  # the one precision policy (densir.precision), resolved on the node that runs the job
+  PRECISION=$("$PYTHON" -m densir.precision --device auto --requested "$PRECISION") \
+    || die "PRECISION=$PRECISION could not be resolved on this node"
   mkdir -p "$OUT_DIR"
-  # shellcheck disable=SC2086
-  export $PIPELINE_VARS
-}
-
-HYBRID_VARS="HYBRID HYBRID_K HYBRID_WEIGHT HYBRID_NORM"
-
-# hybrid_defaults: fill in, check and export the hybrid settings (run.sh, train_hn.sh)
-hybrid_defaults() {
-  HYBRID=${HYBRID:-rrf}
-  HYBRID_K=${HYBRID_K:-60}
-  HYBRID_WEIGHT=${HYBRID_WEIGHT:-0.5}
-  HYBRID_NORM=${HYBRID_NORM:-minmax}
-  case "$HYBRID" in rrf|weighted|none) ;; *) die "HYBRID must be rrf, weighted or none, not '$HYBRID'" ;; esac
-  case "$HYBRID_NORM" in minmax|zscore) ;; *) die "HYBRID_NORM must be minmax or zscore, not '$HYBRID_NORM'" ;; esac
-  awk -v k="$HYBRID_K" 'BEGIN { exit !(k ~ /^[0-9]+([.][0-9]*)?$/) }' || die "HYBRID_K must be a number >= 0, not '$HYBRID_K'"
-  awk -v w="$HYBRID_WEIGHT" 'BEGIN { exit !(w ~ /^[0-9]*([.][0-9]*)?$/ && w != "" && w + 0 <= 1) }' ||
-    die "HYBRID_WEIGHT must be a number in [0, 1], not '$HYBRID_WEIGHT'"
-  # shellcheck disable=SC2086
-  export $HYBRID_VARS
+  export PRECISION
 }
 
 # want STAGE_NAME: true when this invocation runs that stage
 want() { [ "$STAGE" = all ] || [ "$STAGE" = "$1" ]; }
-
-# check_stage NAME...: STAGE must be 'all' or one of NAMES
-check_stage() {
-  local s
-  for s in all "$@"; do [ "$STAGE" = "$s" ] && return 0; done
-  die "unknown STAGE '$STAGE' (one of: all $*)"
-}
 
 # shard_ids: the shards this invocation handles (SHARD, or all of them)
 shard_ids() { if [ -n "$SHARD" ]; then echo "$SHARD"; else seq 0 $((NUM_SHARDS - 1)); fi; }
@@ -171,7 +58,8 @@ launch_train() {
               --save_steps "$SAVE_STEPS" --seed "$SEED")
   [ -n "$POOLING" ] && args+=(--pooling "$POOLING")
   case "$NORMALIZE" in 1|true|True) args+=(--normalize true) ;; 0|false|False) args+=(--normalize false) ;; esac
-  case "$PRECISION" in bf16) args+=(--bf16) ;; fp16) args+=(--fp16) ;; esac
+  # shellcheck disable=SC2207
+  args+=($(precision_flags))
   [ -n "$ATTENTION_DROPOUT" ] && args+=(--attention_dropout "$ATTENTION_DROPOUT")
   # resume: the trainer picks up the newest complete checkpoint-* in OUT, if any
   args+=(--resume_from_checkpoint auto)
@@ -221,6 +109,7 @@ launch_module() {
 }
 
 # ------------------------------------------------------------------ encode
+# precision_flags: the HF Trainer's / densir.driver.encode's flag for PRECISION (none for fp32)
 precision_flags() { case "$PRECISION" in bf16) echo --bf16 ;; fp16) echo --fp16 ;; esac; }
 # encode_flags: how densir.driver.encode runs the model: PRECISION on torch, else BACKEND/QUANTIZE
 encode_flags() {

@@ -10,21 +10,14 @@
 #
 # Usage: bash slurm/submit_pipeline.sh [--partition P] [--account A] [--gpus_per_node G] [--nodes N]
 #            [--time T] [--mem M] [--dataset D --source S] [--<setting> V]...
-# Cluster settings (env vars or --flags of the same name in lower case; nothing is assumed):
-#   PARTITION ACCOUNT QOS   passed to every sbatch when set           (default: the cluster's)
-#   GPUS_PER_NODE  GPUs for training (per node) and for each encode/search task  (default 0)
-#   NODES          nodes for training (srun torchrun, one per node)                 (default 1)
-#   CPUS_PER_TASK  CPUs of each get_data/encode/search/reduce job                   (default 1)
-#   TRAIN_CPUS     CPUs per node of a training job        (default CPUS_PER_TASK * NPROC)
-#   TIME MEM       --time / --mem of every job; TRAIN_TIME / TRAIN_MEM for training (default: cluster's)
-#   SBATCH_ARGS    extra sbatch flags for every job, e.g. "--constraint=a100 --exclusive"
-#   JOB_PREFIX     job-name prefix                                                  (default densir)
-#   SBATCH         sbatch command                                                   (default sbatch)
-# Data: DATASET (default msmarco-passage), SOURCE (a local copy instead of the public URL),
-#   GET_DATA_ARGS (extra get_data.sh flags); the get_data job writes DATA_DIR (its steps are
-#   skipped when DATA_DIR is already complete).
-# Every setting of run.sh / mine_hard_neg.sh / train_hn.sh (MODEL DATA_DIR OUT_DIR NUM_SHARDS NPROC
-#   BATCH EPOCHS DEPTH INIT ...) is read from the environment or given as --flag, and exported to the jobs.
+# Its cluster settings (PARTITION ACCOUNT QOS GPUS_PER_NODE NODES CPUS_PER_TASK TRAIN_CPUS TIME MEM
+# TRAIN_TIME TRAIN_MEM SBATCH_ARGS JOB_PREFIX SBATCH; nothing is assumed: unset ones are the cluster's),
+# the data (DATASET, SOURCE, GET_DATA_ARGS: the get_data job writes DATA_DIR, its steps skipped when
+# DATA_DIR is already complete) and every setting of run.sh / mine_hard_neg.sh / train_hn.sh (MODEL
+# DATA_DIR OUT_DIR NUM_SHARDS NPROC BATCH EPOCHS DEPTH INIT TEACHER ...) are env vars or --flags of the
+# same name in lower case, all listed below with type and default (densir/settings.py, the one list
+# the stage scripts read too). Each is checked here, before anything is submitted, and every stage
+# setting that is set is exported to the jobs.
 # Prints "NAME JOBID" per job and writes them to OUT_DIR/slurm/jobs.tsv; job logs:
 #   OUT_DIR/slurm/<JOB_PREFIX>-<name>_<jobid>.out, arrays _<arrayjobid>_<task>.out
 # Resume after a failure: fix the cause and submit again with the same settings; every complete
@@ -34,38 +27,22 @@ set -euo pipefail
 DENSIR_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DENSIR_SCRIPT=submit_pipeline
 source "$DENSIR_HOME/scripts/lib.sh"
-source "$DENSIR_HOME/scripts/stages.sh"
 USAGE_EXTRA="$DENSIR_HOME/scripts/stages.sh"
-CLUSTER_VARS="PARTITION ACCOUNT QOS GPUS_PER_NODE NODES CPUS_PER_TASK TRAIN_CPUS TIME MEM TRAIN_TIME TRAIN_MEM
-  SBATCH_ARGS JOB_PREFIX SBATCH DATASET SOURCE GET_DATA_ARGS"
-SCRIPT_VARS="TRAIN_GROUPS ZERO_SHOT MINE_ROUND TRAIN_SPLIT DEPTH SKIP N_SAMPLE MINE_SEED HN_GROUPS
-  INIT ROUND BM25_GROUPS HN_EPOCHS HN_MAX_STEPS HN_LR
-  MINE_RANGE_MIN MINE_RANGE_MAX MINE_MARGIN MINE_RELATIVE_MARGIN MINE_MAX_SCORE MINE_MIN_SCORE
-  MINE_SAMPLING MINE_RESCORE_MODEL MINE_RESCORE_MAX_LEN MINE_RESCORE_BATCH_SIZE
-  HYBRID HYBRID_K HYBRID_WEIGHT HYBRID_NORM"
-FLAG_VARS="$PIPELINE_VARS $SCRIPT_VARS $CLUSTER_VARS"
-parse_flags "$@"
-
-PARTITION=${PARTITION:-}; ACCOUNT=${ACCOUNT:-}; QOS=${QOS:-}
-GPUS_PER_NODE=${GPUS_PER_NODE:-0}; NODES=${NODES:-1}; CPUS_PER_TASK=${CPUS_PER_TASK:-1}
-TIME=${TIME:-}; MEM=${MEM:-}; TRAIN_TIME=${TRAIN_TIME:-$TIME}; TRAIN_MEM=${TRAIN_MEM:-$MEM}
-SBATCH_ARGS=${SBATCH_ARGS:-}; JOB_PREFIX=${JOB_PREFIX:-densir}; SBATCH=${SBATCH:-sbatch}
-DATASET=${DATASET:-msmarco-passage}; SOURCE=${SOURCE:-}; GET_DATA_ARGS=${GET_DATA_ARGS:-}
+# its own settings with their defaults, and the stage scripts' settings that are set (exported)
+load_settings "$@"
 [ "$GPUS_PER_NODE" -gt 0 ] && NPROC=${NPROC:-$GPUS_PER_NODE}
 NPROC=${NPROC:-1}
 TRAIN_CPUS=${TRAIN_CPUS:-$((CPUS_PER_TASK * NPROC))}
 command -v "${SBATCH%% *}" >/dev/null || die "'$SBATCH' not found: is this a SLURM login node?"
 
 # jobs run elsewhere: make the paths absolute before exporting them
-DATA_DIR=${DATA_DIR:-data/msmarco-passage}; mkdir -p "$DATA_DIR"; DATA_DIR=$(cd "$DATA_DIR" && pwd)
-OUT_DIR=${OUT_DIR:-runs/$(basename "$DATA_DIR")}; mkdir -p "$OUT_DIR/slurm"; OUT_DIR=$(cd "$OUT_DIR" && pwd)
+mkdir -p "$DATA_DIR"; DATA_DIR=$(cd "$DATA_DIR" && pwd)
+mkdir -p "$OUT_DIR/slurm"; OUT_DIR=$(cd "$OUT_DIR" && pwd)
 if [ -n "${MODEL:-}" ] && [ -d "$MODEL" ]; then MODEL=$(cd "$MODEL" && pwd); fi
 if [ -n "$SOURCE" ] && [ -e "$SOURCE" ]; then SOURCE=$(cd "$(dirname "$SOURCE")" && pwd)/$(basename "$SOURCE"); fi
-NUM_SHARDS=${NUM_SHARDS:-8}
 # the jobs use this interpreter (the submitter's python, e.g. the venv's), whatever their PATH
 PYTHON=$(command -v "${PYTHON:-python}") || die "no python found (set PYTHON)"
 export DENSIR_HOME DATA_DIR OUT_DIR NUM_SHARDS NPROC PYTHON
-for v in $PIPELINE_VARS $SCRIPT_VARS; do [ -n "${!v+x}" ] && export "${v?}"; done
 LOGS=$OUT_DIR/slurm
 JOBS=$LOGS/jobs.tsv
 : > "$JOBS"

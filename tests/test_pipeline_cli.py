@@ -96,7 +96,9 @@ def test_train_hn_teacher_and_distill_loss_checked(tmp_path):
     (data / "dataset.json").write_text("{}")
     base = ["bash", "train_hn.sh", "--data_dir", str(data), "--out_dir", str(tmp_path / "out"), "--precision", "fp32"]
     proc = run_cmd(base + ["--distill_loss", "mse"], check=False)
-    assert proc.returncode == 1 and "DISTILL_LOSS must be 'kl' or 'margin_mse', not 'mse'" in proc.stderr
+    assert proc.returncode == 1 and "DISTILL_LOSS must be kl or margin_mse, not 'mse'" in proc.stderr
+    # one line, before anything ran
+    assert proc.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
     proc = run_cmd(base + ["--teacher", str(tmp_path / "no-model")], check=False)
     assert proc.returncode == 1 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
 
