@@ -50,7 +50,7 @@ from densir.embeddings import (
     model_fingerprint,
     shard_name,
 )
-from densir.formats import HFDataset, count_records, hf_dataset_from, iter_corpus, iter_queries, passage_text
+from densir.formats import HFDataset, count_records, has_records, hf_dataset_from, iter_corpus, iter_queries, passage_text
 from densir.io import InputError, usage_errors
 from densir.precision import REQUESTS as PRECISION_REQUESTS
 from densir.precision import autocast, precision_from_flags, resolve_precision
@@ -205,9 +205,8 @@ def check_encode_args(args: EncodeArguments) -> str | HFDataset:
     path = args.encode_in_path
     if not os.path.isfile(path):
         raise InputError(path, None, "no such file" if not os.path.exists(path) else "not a file")
-    with open(path, encoding="utf-8") as f:
-        if not any(line.strip() for line in f):  # stops at the first record
-            raise InputError(path, None, f"empty {what} file: nothing to encode")
+    if not has_records(path):  # stops at the first record
+        raise InputError(path, None, f"empty {what} file: nothing to encode")
     return path
 
 
