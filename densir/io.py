@@ -194,16 +194,24 @@ def read_json(path) -> dict:
 def iter_lines(path) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, text)`` for every line of a UTF-8 text file (``\n`` kept; a UTF-8 byte
     order mark on line 1 dropped). Bytes that are not UTF-8 are an :class:`InputError` naming file,
-    line and column: the one way every densir reader of text files reads its lines."""
+    line and column: the one way every densir reader of text files reads its lines. ``path`` may
+    also be an open binary stream (``sys.stdin.buffer``), named by its ``name``."""
+    if hasattr(path, "read"):
+        yield from _decode_lines(path, getattr(path, "name", "<stream>"))
+        return
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(path, lineno, _not_utf8(raw, e)) from None
-            if lineno == 1 and text.startswith("\ufeff"):
-                text = text[1:]
-            yield lineno, text
+        yield from _decode_lines(f, path)
+
+
+def _decode_lines(f, path) -> Iterator[tuple[int, str]]:
+    for lineno, raw in enumerate(f, 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(path, lineno, _not_utf8(raw, e)) from None
+        if lineno == 1 and text.startswith("\ufeff"):
+            text = text[1:]
+        yield lineno, text
 
 
 def _not_utf8(raw: bytes, e: UnicodeDecodeError) -> str:
