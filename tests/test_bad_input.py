@@ -273,9 +273,9 @@ def test_shard_ids_reader_names_file_and_line(data):
             src = flat[data.draw(st.integers(0, k - 1))]
             j, i = flat[k]
             ids[j][i] = ids[src[0]][src[1]]
-        for j, name in enumerate(names):
-            vectors = np.random.default_rng(j).standard_normal((sizes[j], 4)).astype(np.float32)
-            write_shard(name, ids[j], vectors, dict(SHARD_META, shard_index=j, num_shards=n))
+        for piece, name in enumerate(names):
+            vectors = np.random.default_rng(piece).standard_normal((sizes[piece], 4)).astype(np.float32)
+            write_shard(name, ids[piece], vectors, dict(SHARD_META, shard_index=piece, num_shards=n))
         if kind == "bytes":
             j = data.draw(st.integers(0, n - 1))
             i = data.draw(st.integers(0, sizes[j] - 1))
