@@ -310,50 +310,58 @@ def test_shard_vectors_are_checked_on_read(tmp_path, how):
 
 
 # --------------------------------------------------------------------------- CLIs reading stdin, a pipe
-def _tiny_round(tmp: Path, model: str, n_docs: int = 12) -> tuple[Path, Path]:
-    """A zero-shot round dir (round/enc/corpus encoded by ``model``) and its corpus."""
+@pytest.fixture(scope="module")
+def tiny_round(tmp_path_factory, tiny_bert_dir) -> tuple[Path, Path]:
+    """A zero-shot round dir (round/enc/corpus encoded by the tiny model) and its corpus."""
+    from densir.driver.encode import main as encode
+
+    tmp = tmp_path_factory.mktemp("round")
     corpus = tmp / "corpus.jsonl"
-    corpus.write_text("".join(_corpus_lines(n_docs)))
+    corpus.write_text("".join(_corpus_lines(12)))
     rd = tmp / "round"
-    run_cmd([sys.executable, "-m", "densir.driver.encode", "--model_name_or_path", model, "--encode_in_path",
-             str(corpus), "--encoded_save_path", str(rd / "enc" / "corpus"), "--p_max_len", "16"])
+    encode(["--model_name_or_path", tiny_bert_dir, "--encode_in_path", str(corpus), "--encoded_save_path",
+            str(rd / "enc" / "corpus"), "--p_max_len", "16"])
     return rd, corpus
 
 
 def _env() -> dict:
-    env = dict(os.environ, PYTHONPATH=str(REPO), PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
-    return env
+    return dict(os.environ, PYTHONPATH=str(REPO), PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
 
 
-def test_search_cli_stdin_bytes_and_broken_pipe(tmp_path, tiny_bert_dir):
-    rd, corpus = _tiny_round(tmp_path, tiny_bert_dir)
-    search = [sys.executable, "-m", "densir.search", "--index", str(rd), "--corpus", str(corpus), "--k", "5",
-              "--rerank_depth", "0", "--device", "cpu"]
-    # stdin holding bytes that are not UTF-8: one line naming stdin and the line
-    proc = subprocess.run(search, input=b"a fine query\nnot \xff utf-8\n", capture_output=True, env=_env(),
-                          cwd=REPO, timeout=300)
-    err = proc.stderr.decode("utf-8", "replace")
-    assert proc.returncode == 1 and "Traceback" not in err, err
-    assert err.strip().splitlines()[-1].startswith("error: <stdin>:2: not UTF-8"), err
-    assert proc.stdout == b""
-    # an argument with a lone surrogate (what Python makes of bad bytes in argv): one line too
-    proc = subprocess.run([*search, b"caf\xe9".decode("utf-8", "surrogateescape")], capture_output=True,
-                          env=_env(), cwd=REPO, timeout=300)
-    err = proc.stderr.decode("utf-8", "replace")
-    assert proc.returncode == 1 and "Traceback" not in err and "error: query" in err.strip().splitlines()[-1], err
-    # `| head -1` closes the pipe after one line of many: no BrokenPipeError
+def test_search_cli_stdin_bytes_and_broken_pipe(tiny_round, capsys, monkeypatch):
+    import io
+
+    from densir.search.__main__ import main as search_main
+
+    rd, corpus = tiny_round
+    search = ["--index", str(rd), "--corpus", str(corpus), "--k", "5", "--rerank_depth", "0", "--device", "cpu"]
+    # stdin holding bytes that are not UTF-8: one line naming stdin and the line, before the model loads
+    piped = rd.parent / "stdin.txt"  # sys.stdin as the process would have it, named by this file
+    piped.write_bytes(b"a fine query\nnot \xff utf-8\n")
+    with open(piped, "rb") as raw:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(raw))
+        with pytest.raises(SystemExit) as e:
+            search_main(search)
+    out, err = capsys.readouterr()
+    assert e.value.code == 1 and out == "" and err.strip().splitlines() == [
+        f"error: {piped}:2: not UTF-8 text (byte 0xff at column 5: invalid start byte)"], err
+    # an argument holding a lone surrogate (what Python makes of bad bytes in argv): one line too
+    with pytest.raises(SystemExit) as e:
+        search_main([*search, b"caf\xe9".decode("utf-8", "surrogateescape")])
+    out, err = capsys.readouterr()
+    assert e.value.code == 1 and out == "" and err.strip().startswith("error: query[0] is not encodable text"), err
+    # `| head -1` closes the pipe after one line of many: no BrokenPipeError (a real pipe, a real process)
     queries = [f"query number {i} about passage {i}" for i in range(400)]
-    cmd = " ".join(f"'{a}'" for a in search + queries) + " | head -1"
-    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, env=_env(),
-                          cwd=REPO, timeout=300)
-    assert proc.stdout.startswith("query 1: "), proc.stdout + proc.stderr
+    cmd = " ".join(f"'{a}'" for a in [sys.executable, "-m", "densir.search", *search, *queries]) + " | head -1"
+    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
+    assert proc.stdout.startswith("query 1: ") and proc.stdout.count("\n") == 1, proc.stdout + proc.stderr
     assert "BrokenPipeError" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
-def test_searcher_api_refuses_non_text_queries(tmp_path, tiny_bert_dir):
+def test_searcher_api_refuses_non_text_queries(tiny_round):
     from densir.search.searcher import Searcher
 
-    rd, corpus = _tiny_round(tmp_path, tiny_bert_dir)
+    rd, corpus = tiny_round
     searcher = Searcher.from_run_dir(rd, corpus=corpus, device="cpu")
     assert len(searcher.search("passage 3", k=3)) == 3  # text works
     for bad, error in ((b"passage 3", TypeError), (None, TypeError), (123, TypeError), ("x\ud800y", ValueError)):
