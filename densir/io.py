@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -37,7 +39,7 @@ class InputError(ValueError):
         """An error about query ``qid`` (or its hit ``docid``) of the TREC run ``path``, at the line of
         its first appearance (found by reading the run again: the error path only)."""
         line = None
-        with contextlib.suppress(OSError), open(path, encoding="utf-8") as f:
+        with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as f:
             for lineno, text in enumerate(f, 1):
                 parts = text.split()
                 if len(parts) >= 3 and parts[0] == qid and (docid is None or parts[2] == docid):
@@ -86,6 +88,13 @@ def cli_errors(main):
         except BAD_INPUT as e:
             print(f"error: {describe_error(e)}", file=sys.stderr, flush=True)
             sys.exit(1)
+        except BrokenPipeError:
+            # the reader of stdout went away (``... | head``): stop quietly, as a shell tool does;
+            # stdout goes to /dev/null so the interpreter's final flush does not fail again
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            sys.exit(141)  # 128 + SIGPIPE, what the shell reports for a tool killed by the pipe
     return wrapper
 
 
@@ -169,27 +178,94 @@ def write_json(path, obj) -> None:
 
 
 def read_json(path) -> dict:
+    with open(path, "rb") as f:
+        raw = f.read()
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(path, raw.count(b"\n", 0, e.start) + 1, _not_utf8(raw, e)) from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(path, e.lineno, f"invalid JSON: {e.msg}") from None
 
 
+# --------------------------------------------------------------------------- text lines
+def iter_lines(path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for every line of a UTF-8 text file (``\n`` kept; a UTF-8 byte
+    order mark on line 1 dropped). Bytes that are not UTF-8 are an :class:`InputError` naming file,
+    line and column: the one way every densir reader of text files reads its lines. ``path`` may
+    also be an open binary stream (``sys.stdin.buffer``), named by its ``name``."""
+    if hasattr(path, "read"):
+        yield from _decode_lines(path, getattr(path, "name", "<stream>"))
+        return
+    with open(path, "rb") as f:
+        yield from _decode_lines(f, path)
+
+
+def _decode_lines(f, path) -> Iterator[tuple[int, str]]:
+    for lineno, raw in enumerate(f, 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(path, lineno, _not_utf8(raw, e)) from None
+        if lineno == 1 and text.startswith("\ufeff"):
+            text = text[1:]
+        yield lineno, text
+
+
+def _not_utf8(raw: bytes, e: UnicodeDecodeError) -> str:
+    column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+    return f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {column}: {e.reason})"
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def parse_json_line(line: str | bytes, path, lineno: int) -> dict:
+    """One JSONL record: a JSON object of encodable text. Invalid JSON, another JSON value and a
+    string holding a lone surrogate (``"\\ud800"``: valid JSON, but no text can hold it, so
+    tokenizers fail on it) are :class:`InputError` s naming file, line (and field)."""
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(path, lineno, _not_utf8(line, e)) from None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise InputError(path, lineno, f"invalid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise InputError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
+    if _SURROGATE_ESCAPE.search(line):  # rare: only then walk the record
+        for key, value in obj.items():
+            if not _encodable(value):
+                raise InputError(path, lineno, "holds a lone surrogate (\\ud800-\\udfff escape): not text", key)
+    return obj
+
+
+def _encodable(value) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_encodable(v) for v in value)
+    return True
+
+
 # --------------------------------------------------------------------------- JSONL
 def iter_jsonl(path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, object)`` for each non-blank line; bad JSON names file and line."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, lineno, f"invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise InputError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+    """Yield ``(line_number, object)`` for each non-blank line; bad bytes, bad JSON, a value that
+    is not an object and unencodable text name file and line (:func:`parse_json_line`)."""
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        yield lineno, parse_json_line(line, path, lineno)
 
 
 def write_jsonl(path, records: Iterable[Mapping]) -> int:
@@ -243,25 +319,26 @@ def iter_run(path) -> Iterator[tuple[str, list[tuple[str, float]]]]:
     """
     seen: set[str] = set()
     qid, hits = None, []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise InputError(path, lineno, f"expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}")
-            try:
-                score = float(parts[4])
-            except ValueError:
-                raise InputError(path, lineno, f"not a number: {parts[4]!r}", "score") from None
-            if parts[0] != qid:
-                if qid is not None:
-                    yield qid, hits
-                if parts[0] in seen:
-                    raise InputError(path, lineno, f"query {parts[0]!r} appears in two separate blocks", "qid")
-                qid, hits = parts[0], []
-                seen.add(qid)
-            hits.append((parts[2], score))
+    for lineno, line in iter_lines(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 6:
+            raise InputError(path, lineno, f"expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}")
+        try:
+            score = float(parts[4])
+        except ValueError:
+            raise InputError(path, lineno, f"not a number: {parts[4]!r}", "score") from None
+        if not math.isfinite(score):
+            raise InputError(path, lineno, f"not a finite number: {parts[4]!r}", "score")
+        if parts[0] != qid:
+            if qid is not None:
+                yield qid, hits
+            if parts[0] in seen:
+                raise InputError(path, lineno, f"query {parts[0]!r} appears in two separate blocks", "qid")
+            qid, hits = parts[0], []
+            seen.add(qid)
+        hits.append((parts[2], score))
     if qid is not None:
         yield qid, hits
 

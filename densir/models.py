@@ -100,6 +100,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
         if revision not in (None, "main"):
             logger.warning("%s is a local dir: --model_revision %s is ignored", name, revision)
         local = path.resolve()
+        check_safetensors(local)
         return ResolvedModel(local, name, f"local dir {local}")
     if _looks_like_path(name):
         raise InputError(name, None, "no such model directory" if not path.exists() else "is a file, not a model dir")
@@ -332,7 +333,30 @@ def hub_offline() -> bool:
 # --------------------------------------------------------------------------- helpers
 def _hub_model(local: str, name: str, revision: str) -> ResolvedModel:
     local_dir = Path(local)
+    check_safetensors(local_dir)
     return ResolvedModel(local_dir, name, f"hub cache {local_dir} (revision {revision})")
+
+
+def check_safetensors(model_dir: Path) -> None:
+    """Refuse a truncated or damaged ``*.safetensors`` of a model dir (and of its query_model/ and
+    passage_model/) with one line naming the file, before any library reads it. Reads headers only:
+    8 bytes of header length, the JSON header, and the size the tensors' offsets announce."""
+    for f in sorted([*model_dir.glob("*.safetensors"), *model_dir.glob("*_model/*.safetensors")]):
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 2 or 8 + n > size:
+                raise InputError(f, None, f"not a complete safetensors file ({size} bytes, header length "
+                                 f"{n if n >= 0 else 'unreadable'}): truncated or damaged; save or copy it again")
+            try:
+                header = json.loads(fh.read(n))
+                end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+            except (ValueError, TypeError, KeyError, IndexError) as e:
+                raise InputError(f, None, f"not a safetensors file (bad header: {e}); save or copy it again") from None
+        if size != 8 + n + end:
+            raise InputError(f, None, f"{size} bytes, but its header announces {8 + n + end}: truncated or "
+                             "damaged; save or copy it again")
 
 
 def _looks_like_path(name: str) -> bool:

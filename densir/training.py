@@ -159,6 +159,34 @@ class DensirTrainer(Trainer):
 
 
 # --------------------------------------------------------------------------- grad cache
+class LogAtSavesCallback(TrainerCallback):
+    """Log the loss at every checkpoint and at the last step too, so the log history (which a
+    checkpoint carries) covers every step: :func:`history_loss` is then exact, resumed or not."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save or state.global_step >= state.max_steps:
+            control.should_log = True
+        return control
+
+
+def history_loss(log_history: list[dict]) -> float | None:
+    """The mean training loss over the logged steps: each logged ``loss`` (the mean since the
+    previous log) weighted by the steps it covers."""
+    total, steps, last = 0.0, 0, 0
+    for entry in log_history:
+        if "loss" in entry and "step" in entry:
+            span = int(entry["step"]) - last
+            total += float(entry["loss"]) * span
+            steps += span
+            last = int(entry["step"])
+    return total / steps if steps else None
+
+
+def _checkpoint_step(path) -> int | None:
+    m = _CHECKPOINT.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
 def setup_logging(training_args) -> None:
     level = logging.INFO if training_args.should_log else logging.WARNING
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, stream=sys.stderr)
@@ -188,11 +216,22 @@ def run_training(training_args, build: Callable[[], tuple["DensirTrainer", objec
         configure_cpu_threads()
     set_seed(training_args.seed)
     trainer, dataset = build()
+    trainer.add_callback(LogAtSavesCallback())
     start = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
+    summary_path = Path(training_args.output_dir) / "train_summary.json"
+    if resume is not None and _checkpoint_step(resume) == result.global_step and summary_path.is_file():
+        # a rerun of a finished training: nothing trained, the model and its summary stand as they are
+        from densir.io import read_json
+
+        logger.info("%s: training was already complete (step %d); %s kept", training_args.output_dir,
+                    result.global_step, summary_path)
+        return read_json(summary_path)
     trainer.save_model()
-    train_loss = trainer.accelerator.reduce(torch.tensor(result.training_loss, device=training_args.device),
-                                            reduction="mean").item()
+    # the mean loss of every step of the run, from the log history (restored from the checkpoint on
+    # a resume, so a resumed run reports what the uninterrupted run reports; HF's training_loss
+    # covers only the steps of this call). The logged losses are already means over the ranks.
+    train_loss = history_loss(trainer.state.log_history)
     summary = {"global_step": result.global_step, "train_loss": train_loss, **(extra or {}),
                "train_seconds": round(time.time() - start, 1), "queries": len(dataset),
                "resumed_from": resume, "skipped": dataset.stats,
@@ -207,5 +246,6 @@ def run_training(training_args, build: Callable[[], tuple["DensirTrainer", objec
     if trainer.is_world_process_zero():
         write_json(Path(training_args.output_dir) / "train_summary.json", summary)
         print(f"trained {result.global_step} steps in {summary['train_seconds']} s, "
-              f"{what + ' ' if what else ''}loss {train_loss:.4f} -> {training_args.output_dir}")
+              f"{what + ' ' if what else ''}loss {'-' if train_loss is None else f'{train_loss:.4f}'} -> "
+              f"{training_args.output_dir}")
     return summary

@@ -272,6 +272,104 @@ ROWS = [
         outputs=("{out}/scored.jsonl",)),
 ]
 
+# ---- issue 26: every reader of every entry point on bytes that are not UTF-8 and on bad records
+# (tests/test_bad_input.py feeds the readers themselves generated ones)
+ROWS += [
+    Row("densir.driver.encode", "corpus-not-utf8", ENCODE, bad=("corpus", "bytes"), outputs=SHARD_OUT),
+    Row("densir.driver.encode", "corpus-id-whitespace", ENCODE, bad=("corpus", "id-space"), field="docid",
+        outputs=SHARD_OUT),
+    Row("densir.driver.encode", "corpus-lone-surrogate", ENCODE, bad=("corpus", "surrogate"), field="text",
+        outputs=SHARD_OUT),
+    Row("densir.driver.encode", "queries-not-utf8", ENCODE_Q, bad=("queries", "bytes"), outputs=QSHARD_OUT),
+    Row("densir.driver.train", "groups-not-utf8", TRAIN, bad=("groups", "bytes"), outputs=("{out}/model",)),
+    Row("densir.driver.rerank", "run-not-utf8", RERANK, bad=("run", "bytes"), outputs=("{out}/rerank.run",)),
+    Row("densir.driver.rerank", "run-nan-score", RERANK, bad=("run", "nan"), field="score",
+        outputs=("{out}/rerank.run",)),
+    Row("densir.driver.rerank", "corpus-not-utf8", RERANK, bad=("corpus", "bytes"), outputs=("{out}/rerank.run",)),
+    Row("densir.driver.rerank", "queries-not-utf8", RERANK, bad=("queries", "bytes"), outputs=("{out}/rerank.run",)),
+    Row("densir.faiss_retriever", "ids-not-utf8", SEARCH, bad=("pshard", "ids-bytes"), outputs=("{out}/search.run",)),
+    Row("densir.faiss_retriever", "duplicate-ids", SEARCH, bad=("pshard", "dup-ids"), field="id",
+        outputs=("{out}/search.run",)),
+    Row("densir.faiss_retriever", "nan-vector", SEARCH, bad=("pshard", "nan-vector"), field="vector",
+        outputs=("{out}/search.run",)),
+    Row("densir.faiss_retriever", "empty-npy", SEARCH, bad=("pshard", "empty-npy"), outputs=("{out}/search.run",)),
+    Row("densir.faiss_retriever", "truncated-npy", SEARCH, bad=("pshard", "truncated-npy"),
+        outputs=("{out}/search.run",)),
+    Row("densir.faiss_retriever.reducer", "not-utf8", REDUCE, bad=("shard1_run", "bytes"),
+        outputs=("{out}/merged.run",)),
+    Row("densir.faiss_retriever.reducer", "nan-score", REDUCE, bad=("shard1_run", "nan"), field="score",
+        outputs=("{out}/merged.run",)),
+    Row("densir.search", "corpus-not-utf8", SEARCHER, bad=("corpus", "bytes")),
+    Row("tools/build_train_hn.py", "run-not-utf8", BUILD, bad=("run", "bytes"), outputs=BUILD_OUT),
+    Row("tools/build_train_hn.py", "queries-not-utf8", BUILD, bad=("queries", "bytes"), outputs=BUILD_OUT),
+    Row("tools/build_train_hn.py", "corpus-not-utf8", BUILD, bad=("corpus", "bytes"), outputs=BUILD_OUT),
+    Row("tools/evaluate.py", "qrels-not-utf8", EVALUATE, bad=("qrels", "bytes"), outputs=("{out}/metrics.json",)),
+    Row("tools/evaluate.py", "run-nan-score", EVALUATE, bad=("run", "nan"), field="score",
+        outputs=("{out}/metrics.json",)),
+]
+
+# ---- issue 26: numbers out of range and unwritable outputs, refused before any work. The model
+# and the inputs of these rows do not exist: an error about the flag proves it came first.
+NO_MODEL = ["--model_name_or_path", "{out}/no-model"]
+NO_INPUTS = {"{corpus}": "{out}/no-corpus.jsonl", "{queries}": "{out}/no-queries.jsonl", "{run}": "{out}/no.run",
+             "{groups}": "{out}/no-groups.jsonl", "{qshard}": "{out}/no-qshard", "{pshard}": "{out}/no-pshard",
+             "{shard0_run}": "{out}/no-0.run", "{shard1_run}": "{out}/no-1.run", "{round}": "{out}/no-round"}
+
+
+def _nothing(argv: list[str]) -> list[str]:
+    """``argv`` with the model and every input swapped for paths that do not exist."""
+    out = [NO_INPUTS.get(a, a) for a in argv]
+    if "--model_name_or_path" in out:
+        out[out.index("--model_name_or_path") + 1] = "{out}/no-model"
+    return out
+
+
+def _range_row(cli, argv, flag, value, expect=None) -> Row:
+    return Row(cli, f"range{flag.replace('_', '-')}-{value}", _nothing(argv) + [flag, value],
+               match=re.escape(f"{flag} {expect or 'must be'}") + ".*" + re.escape(value))
+
+
+def _output_row(cli, argv, flag, under_a_file, is_dir=False) -> Row:
+    """``flag`` pointed under an existing file (the corpus): refused up front (the model does not exist)."""
+    argv = list(argv)
+    argv[argv.index(flag) + 1] = "{corpus}/" + under_a_file
+    if "--model_name_or_path" in argv:
+        argv[argv.index("--model_name_or_path") + 1] = "{out}/no-model"
+    return Row(cli, f"output-under-a-file{flag.replace('_', '-')}", argv, names=None,
+               match=re.escape(flag) + r" .*is a file, not a directory")
+
+
+ROWS += [
+    _range_row("densir.faiss_retriever", SEARCH, "--batch_size", "-1"),
+    _range_row("densir.faiss_retriever", SEARCH, "--batch_size", "0"),
+    _range_row("densir.faiss_retriever", SEARCH, "--depth", "0"),
+    _range_row("densir.faiss_retriever.reducer", REDUCE, "--depth", "0"),
+    _range_row("densir.driver.encode", ENCODE, "--num_shards", "0"),
+    _range_row("densir.driver.encode", ENCODE, "--num_shards", "-2"),
+    _range_row("densir.driver.encode", ENCODE + ["--num_shards", "2"], "--shard_index", "5",
+               expect="must be < --num_shards 2, got"),
+    _range_row("densir.driver.encode", ENCODE, "--p_max_len", "0"),
+    _range_row("densir.driver.encode", ENCODE_Q, "--q_max_len", "0"),
+    _range_row("densir.driver.encode", ENCODE, "--per_device_eval_batch_size", "0"),
+    _range_row("densir.driver.train", TRAIN, "--per_device_train_batch_size", "0"),
+    _range_row("densir.driver.train", TRAIN, "--learning_rate", "-1"),
+    _range_row("densir.driver.train", TRAIN, "--temperature", "0"),
+    _range_row("densir.driver.train", TRAIN, "--q_max_len", "0"),
+    _range_row("densir.driver.train", TRAIN, "--p_max_len", "0"),
+    _range_row("densir.driver.train_reranker", RERANK_TRAIN, "--max_len", "0"),
+    _range_row("densir.driver.train_reranker", RERANK_TRAIN, "--temperature", "0"),
+    _range_row("densir.driver.rerank", RERANK, "--batch_size", "0"),
+    _range_row("densir.driver.rerank", RERANK, "--max_len", "0"),
+    _range_row("densir.driver.rerank", RERANK, "--num_query_shards", "0"),
+    _range_row("densir.search", SEARCHER, "--k", "0"),
+    _range_row("densir.search", SEARCHER, "--interpolate", "2"),
+    _output_row("densir.faiss_retriever", SEARCH, "--save_ranking_to", "search.run"),
+    _output_row("densir.faiss_retriever.reducer", REDUCE, "--save_ranking_to", "merged.run"),
+    _output_row("densir.driver.encode", ENCODE, "--encoded_save_path", "enc/corpus"),
+    _output_row("densir.driver.rerank", RERANK, "--save_ranking_to", "rerank.run"),
+    _output_row("densir.driver.train", TRAIN, "--output_dir", "model"),
+]
+
 
 def _param(row: Row):
     marks = [pytest.mark.xfail(strict=False, reason=f"owned elsewhere: {row.xfail}")] if row.xfail else []
@@ -376,6 +474,11 @@ def _corrupt(path: Path, how: str) -> int | None:
     if how == "empty":
         path.write_text("")
         return None
+    if how == "bytes":  # line 2 holds a byte that is not UTF-8
+        raw = path.read_bytes().split(b"\n")
+        raw[1] = raw[1][:3] + b"\xff" + raw[1][3:]
+        path.write_bytes(b"\n".join(raw))
+        return 2
     lines = path.read_text().splitlines()
     kind, _, arg = how.partition(":")
     if path.suffix == ".json" and kind in ("json", "field", "key"):  # a pretty-printed JSON object
@@ -397,6 +500,17 @@ def _corrupt(path: Path, how: str) -> int | None:
         del obj[arg]
         lines[1] = json.dumps(obj)
         line = 2
+    elif kind == "id-space":  # line 2's id holds a space
+        obj = json.loads(lines[1])
+        key = "docid" if "docid" in obj else "query_id"
+        obj[key] = f"{obj[key]} x"
+        lines[1] = json.dumps(obj)
+        line = 2
+    elif kind == "surrogate":  # line 2's text is a lone surrogate (valid JSON, not text)
+        obj = json.loads(lines[1])
+        obj["text"] = "PLACEHOLDER"
+        lines[1] = json.dumps(obj).replace("PLACEHOLDER", "\\ud800")
+        line = 2
     elif kind == "drop":  # drop the record of one id
         lines = [s for s in lines if json.loads(s).get("query_id") != arg]
         line = None
@@ -414,6 +528,8 @@ def _corrupt(path: Path, how: str) -> int | None:
             parts[3] = "high"
         elif kind == "score":
             parts[4] = "oops"
+        elif kind == "nan":
+            parts[4] = "nan"
         else:
             raise ValueError(how)
         lines[i] = ("\t" if header else " ").join(parts)
@@ -445,6 +561,21 @@ def _bad_input(inputs: dict, key: str, how: str, where: Path) -> tuple[dict, str
         inputs[top] = str(target)
     if not target.exists() and Path(f"{target}.json").exists():  # a shard inside a directory
         target = Path(f"{target}.json")
+    base = str(target)[:-len(".json")]
+    if how in ("ids-bytes", "dup-ids"):  # line 2 of the shard's ids: a byte that is not UTF-8, or line 1's id
+        ids = Path(f"{base}.ids").read_bytes().split(b"\n")
+        ids[1] = ids[1] + b"\xff" if how == "ids-bytes" else ids[0]
+        Path(f"{base}.ids").write_bytes(b"\n".join(ids))
+        return inputs, f"{base}.ids", 2
+    if how in ("nan-vector", "empty-npy", "truncated-npy"):  # the npy: a NaN in row 2, 0 bytes, 4 bytes short
+        npy = Path(f"{base}.npy")
+        if how == "nan-vector":
+            arr = np.load(npy)
+            arr[1, 0] = np.nan
+            np.save(npy, arr)
+        else:
+            os.truncate(npy, 0 if how == "empty-npy" else npy.stat().st_size - 4)
+        return inputs, str(npy), None
     if how == "dim16":  # the same shard re-encoded at another dimension
         base = str(target)[:-len(".json")]
         meta = json.loads(target.read_text())

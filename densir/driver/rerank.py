@@ -7,6 +7,7 @@ import logging
 import sys
 
 from densir.arguments import parse_args
+from densir.checks import check_output_path
 from densir.io import cli_errors, usage_errors
 from densir.reranker.arguments import RerankArguments
 from densir.reranker.rerank import run_rerank
@@ -21,7 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
     with usage_errors(argv):
-        (args,) = parse_args(RerankArguments, argv=argv)
+        (args,) = parse_args(RerankArguments, argv=argv)  # ranges checked
+    check_output_path("--save_ranking_to", args.save_ranking_to)
     run_rerank(args)
 
 

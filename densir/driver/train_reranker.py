@@ -41,6 +41,7 @@ from __future__ import annotations
 import sys
 
 from densir.arguments import parse_args
+from densir.checks import check_output_path
 from densir.io import cli_errors, usage_errors
 from densir.reranker.arguments import (
     RerankerDataArguments,
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     with usage_errors(argv):  # flags that do not go together: one line, not a traceback
         model_args, data_args, training_args = parse_args(
             RerankerModelArguments, RerankerDataArguments, RerankerTrainingArguments, argv=argv)
+    check_output_path("--output_dir", training_args.output_dir, is_dir=True)  # ranges: parse_args
     setup_logging(training_args)
     return train(model_args, data_args, training_args)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from densir.checks import at_least, check_output_path, check_parser_ranges
 from densir.io import cli_errors
 from densir.search.faiss_index import GPU_MAX_K, search_to_run
 
@@ -31,9 +32,9 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--query_reps", required=True, help="query shard name or pattern (densir.driver.encode --encode_is_qry)")
     parser.add_argument("--passage_reps", required=True, help="passage shard name, or a pattern over names ('DIR/corpus.*')")
-    parser.add_argument("--num_passage_shards", type=int, default=None,
+    parser.add_argument("--num_passage_shards", type=at_least(1), default=None,
                         help="how many shards the pattern must match (default: every shard of the encoding run)")
-    parser.add_argument("--depth", type=int, default=1000,
+    parser.add_argument("--depth", type=at_least(1), default=1000,
                         help=f"hits per query (above {GPU_MAX_K}, faiss' GPU limit, the search runs on the CPU)")
     parser.add_argument("--save_ranking_to", required=True, help="TREC run to write")
     parser.add_argument("--index_factory", default=None,
@@ -42,9 +43,9 @@ def main(argv=None) -> None:
     gpu.add_argument("--use_gpu", dest="use_gpu", action="store_true", default=None,
                      help="require a GPU; an error when faiss sees none (default: use every GPU faiss sees)")
     gpu.add_argument("--no_gpu", dest="use_gpu", action="store_false", help="search on CPU")
-    parser.add_argument("--batch_size", type=int, default=128, help="queries per FAISS search call")
+    parser.add_argument("--batch_size", type=at_least(1), default=128, help="queries per FAISS search call")
     parser.add_argument("--fp16_storage", action="store_true", help="store passage vectors in fp16 in the index")
-    parser.add_argument("--nprobe", type=int, default=None,
+    parser.add_argument("--nprobe", type=at_least(1), default=None,
                         help=f"IVF cells to visit (IVF factories; above {GPU_MAX_K} the search runs on the CPU)")
     saved = parser.add_mutually_exclusive_group()
     saved.add_argument("--save_index", default=None, metavar="NAME",
@@ -54,6 +55,10 @@ def main(argv=None) -> None:
                        help="search the index saved by --save_index instead of building one")
     parser.add_argument("--tag", default="densir", help="run tag (last TREC column)")
     args = parser.parse_args(argv)
+    check_parser_ranges(parser, args)
+    check_output_path("--save_ranking_to", args.save_ranking_to)
+    if args.save_index is not None:
+        check_output_path("--save_index", args.save_index + ".faiss")
     if args.index_factory is None and args.load_index is None:
         args.index_factory = "Flat"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from densir.arguments import BaseTrainingArguments, backend_fields
+from densir.checks import at_least, between, check_ranges, positive
 from densir.retriever.arguments import DataArguments
 
 RERANK_VALIDATION_METRICS = ("nDCG@10", "MRR@10")  # densir.reranker.validation's; logged as eval_nDCG@10, ...
@@ -26,7 +27,7 @@ class RerankerModelArguments:
 class RerankerDataArguments(DataArguments):
     """The bi-encoder's train-group arguments; pairs are budgeted by --max_len instead."""
 
-    max_len: int = field(default=256, metadata={
+    max_len: int = field(default=256, metadata={"range": at_least(1),
         "help": "tokens of query + passage together, special tokens included (the passage is truncated)"})
     q_max_len: int = field(default=32, metadata={"help": "not used by the re-ranker (see --max_len)"})
     p_max_len: int = field(default=128, metadata={"help": "not used by the re-ranker (see --max_len)"})
@@ -56,49 +57,53 @@ class RerankerTrainingArguments(BaseTrainingArguments):
                 "'relevance', else positive 1, negatives 0) | margin_mse | kl (distillation from the "
                 "passages' teacher 'score', see tools/score_groups.py) | mnrl (the positive against its hard negatives "
                 "and --mnrl_num_negatives passages of other queries in the batch); densir.reranker.losses"})
-    temperature: float = field(default=1.0, metadata={"help": "listwise: softmax over logits / temperature"})
+    temperature: float = field(default=1.0, metadata={"range": positive(),
+        "help": "listwise: softmax over logits / temperature"})
     lambda_weighting: str = field(default="ndcg2pp", metadata={"help": "lambda: ndcg2pp | ndcg2 | lambdarank"})
-    lambda_sigma: float = field(default=1.0, metadata={"help": "lambda: logistic scale of score differences"})
-    lambda_mu: float = field(default=10.0, metadata={"help": "lambda: weight of the NDCG-Loss2 term in ndcg2pp"})
-    lambda_k: Optional[int] = field(default=None, metadata={
+    lambda_sigma: float = field(default=1.0, metadata={"range": positive(),
+        "help": "lambda: logistic scale of score differences"})
+    lambda_mu: float = field(default=10.0, metadata={"range": at_least(0, float),
+        "help": "lambda: weight of the NDCG-Loss2 term in ndcg2pp"})
+    lambda_k: Optional[int] = field(default=None, metadata={"range": at_least(1),
         "help": "lambda, ranknet: only pairs with a passage in the current top K (lambda: NDCG@K); default all"})
     pairwise_reduction: str = field(default="query", metadata={
         "help": "lambda, ranknet: query (sum over each query's pairs, mean over queries) | pair (mean over "
                 "the batch's pairs, as sentence-transformers)"})
-    ranknet_sigma: float = field(default=1.0, metadata={"help": "ranknet: logistic scale of score differences"})
-    kl_temperature: float = field(default=1.0, metadata={
+    ranknet_sigma: float = field(default=1.0, metadata={"range": positive(),
+        "help": "ranknet: logistic scale of score differences"})
+    kl_temperature: float = field(default=1.0, metadata={"range": positive(),
         "help": "kl: softmax temperature of both teacher and student scores"})
-    mnrl_num_negatives: Optional[int] = field(default=4, metadata={
+    mnrl_num_negatives: Optional[int] = field(default=4, metadata={"range": at_least(-1),
         "help": "mnrl: in-batch candidates per query, drawn from the other queries' groups (-1: all of them)"})
-    mnrl_scale: float = field(default=10.0, metadata={"help": "mnrl: scores are scale * activation(logit)"})
+    mnrl_scale: float = field(default=10.0, metadata={"range": positive(),
+        "help": "mnrl: scores are scale * activation(logit)"})
     mnrl_activation: str = field(default="sigmoid", metadata={"help": "mnrl: sigmoid | none"})
     grad_cache: bool = field(default=False, metadata={
         "help": "gradient cache (densir.gradcache): a step's pairs scored in chunks of --gc_pair_chunk_size, "
                 "the memory of one chunk, the gradients of the whole batch"})
-    gc_pair_chunk_size: int = field(default=32, metadata={"help": "(query, passage) pairs per chunk with --grad_cache"})
-    bce_pos_weight: Optional[float] = field(default=None, metadata={
+    gc_pair_chunk_size: int = field(default=32, metadata={"range": at_least(1),
+        "help": "(query, passage) pairs per chunk with --grad_cache"})
+    bce_pos_weight: Optional[float] = field(default=None, metadata={"range": positive(),
         "help": "bce: weight of positive pairs (e.g. n-1 to balance the negatives); default 1"})
     # validation during training: the data flags are --eval_run/--eval_queries/--eval_qrels/--eval_corpus
-    eval_depth: int = field(default=100, metadata={"help": "re-rank each eval query's top EVAL_DEPTH hits"})
+    eval_depth: int = field(default=100, metadata={"range": at_least(1),
+        "help": "re-rank each eval query's top EVAL_DEPTH hits"})
     eval_metrics: list[str] = field(default_factory=lambda: list(RERANK_VALIDATION_METRICS), metadata={
         "help": "metrics logged as eval_<name> (densir.evaluation names or ir_measures ones)"})
-    per_device_eval_batch_size: int = field(default=64, metadata={
+    per_device_eval_batch_size: int = field(default=64, metadata={"range": at_least(1),
         "help": "pairs per forward pass when validation re-ranks (densir.driver.rerank's --batch_size default)"})
 
     def __post_init__(self):
         from densir.reranker.losses import LOSSES
         from densir.reranker.losses.ranknet import REDUCTIONS
 
+        check_ranges(self)
         if self.loss not in LOSSES:
             raise ValueError(f"--loss must be one of {LOSSES}, got {self.loss!r}")
         if self.pairwise_reduction not in REDUCTIONS:
             raise ValueError(f"--pairwise_reduction must be one of {REDUCTIONS}, got {self.pairwise_reduction!r}")
-        if self.eval_depth < 1:
-            raise ValueError(f"--eval_depth must be >= 1, got {self.eval_depth}")
         if self.mnrl_num_negatives is not None and self.mnrl_num_negatives < 0:
             self.mnrl_num_negatives = None  # -1: every other passage of the batch
-        if self.gc_pair_chunk_size < 1:
-            raise ValueError(f"--gc_pair_chunk_size must be >= 1, got {self.gc_pair_chunk_size}")
         self.resolve_best_metric(self.eval_metrics)
         super().__post_init__()
 
@@ -121,10 +126,10 @@ class RerankArguments:
     query_dataset_split: str = field(default="dev", metadata={"help": "its split"})
     dataset_cache_dir: Optional[str] = field(default=None, metadata={"help": "datasets cache dir"})
     save_ranking_to: str = field(default=None, metadata={"help": "output TREC run (per shard: OUT.qshard-i-of-n)"})
-    depth: int = field(default=100, metadata={"help": "re-rank each query's top DEPTH hits"})
-    max_len: Optional[int] = field(default=None, metadata={
+    depth: int = field(default=100, metadata={"range": at_least(1), "help": "re-rank each query's top DEPTH hits"})
+    max_len: Optional[int] = field(default=None, metadata={"range": at_least(1),
         "help": "max tokens of query + passage; default: the reranker's saved max_len, else min(tokenizer, 512)"})
-    batch_size: int = field(default=64, metadata={"help": "pairs per forward pass"})
+    batch_size: int = field(default=64, metadata={"range": at_least(1), "help": "pairs per forward pass"})
     model_revision: Optional[str] = field(default=None, metadata={"help": "hub revision of a hub id (default main)"})
     precision: Optional[str] = field(default=None, metadata={
         "help": "auto | fp32 | fp16 | bf16 (densir.precision); default: from --fp16/--bf16, else fp32"})
@@ -133,12 +138,19 @@ class RerankArguments:
     backend: str = _BACKEND[0]
     quantize: str = _BACKEND[1]
     backend_recipe: Optional[str] = _BACKEND[2]
-    query_shard: int = field(default=0, metadata={"help": "this job's query range, 0..num_query_shards-1"})
-    num_query_shards: int = field(default=1, metadata={"help": "split the run's queries into this many ranges"})
+    query_shard: int = field(default=0, metadata={"range": at_least(0),
+        "help": "this job's query range, 0..num_query_shards-1"})
+    num_query_shards: int = field(default=1, metadata={"range": at_least(1),
+        "help": "split the run's queries into this many ranges"})
     merge_query_shards: bool = field(default=False, metadata={
         "help": "concatenate the num_query_shards shard runs of save_ranking_to into save_ranking_to"})
-    interpolate: Optional[float] = field(default=None, metadata={
+    interpolate: Optional[float] = field(default=None, metadata={"range": between(0, 1),
         "help": "ALPHA in [0, 1]: rank by ALPHA * z(first-stage score) + (1 - ALPHA) * z(re-ranker score), "
                 "z = per-query standardisation over the re-ranked hits (densir.search.fusion); default: the re-ranker alone"})
     tag: str = field(default="densir-rerank", metadata={"help": "run tag (6th column)"})
     device: Optional[str] = field(default=None, metadata={"help": "cuda | cpu; default cuda when available"})
+
+    def __post_init__(self):
+        check_ranges(self)
+        if self.query_shard >= self.num_query_shards:
+            raise ValueError(f"--query_shard must be < --num_query_shards {self.num_query_shards}, got {self.query_shard}")

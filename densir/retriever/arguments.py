@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from densir.arguments import BaseTrainingArguments, backend_fields
+from densir.checks import at_least, between, check_ranges, positive
 
 VALIDATION_METRICS = ("nDCG@10", "MRR@10", "Recall@100")  # logged as eval_nDCG@10, ...
 DISTILL_LOSS_NAMES = ("margin_mse", "kl")  # densir.retriever.loss.DISTILL_LOSSES
@@ -29,7 +30,7 @@ class ModelArguments:
     untie_encoder: bool = field(default=False, metadata={"help": "separate query and passage encoders"})
     query_prefix: Optional[str] = field(default=None, metadata={"help": "text put before every query, e.g. 'query: '"})
     passage_prefix: Optional[str] = field(default=None, metadata={"help": "text put before every passage"})
-    attention_dropout: Optional[float] = field(default=None, metadata={
+    attention_dropout: Optional[float] = field(default=None, metadata={"range": between(0, 1, high_open=True),
         "help": "training: attention-probability dropout (default: the checkpoint's, 0.1 for BERT); 0 lets the "
                 "CPU run torch's fused attention kernel in training (densir.models.set_attention_dropout)"})
 
@@ -42,17 +43,19 @@ class DataArguments:
         "help": "train-group JSONL file(s), or directories whose files matching --train_pattern are read "
                 "(sorted by name, each one logged)"})
     train_pattern: str = field(default="*.jsonl", metadata={"help": "file pattern inside a --train_dir directory"})
-    train_expected_files: Optional[int] = field(default=None, metadata={
+    train_expected_files: Optional[int] = field(default=None, metadata={"range": at_least(1),
         "help": "fail unless --train_dir resolves to exactly this many files (guards a half-copied dir)"})
     dataset_name: Optional[str] = field(default=None, metadata={
         "help": "a Hugging Face dataset in Tevatron's layout (hub name or local path), instead of --train_dir"})
     dataset_config: Optional[str] = field(default=None, metadata={"help": "its configuration name"})
     dataset_split: str = field(default="train", metadata={"help": "its split"})
     dataset_cache_dir: Optional[str] = field(default=None, metadata={"help": "datasets cache dir"})
-    q_max_len: int = field(default=32, metadata={"help": "query tokens, special tokens included"})
-    p_max_len: int = field(default=128, metadata={"help": "passage tokens (title + text), special tokens included"})
-    train_n_passages: int = field(default=8, metadata={"help": "passages per query: 1 positive + n-1 negatives"})
-    pad_to_multiple_of: Optional[int] = field(default=None, metadata={
+    q_max_len: int = field(default=32, metadata={"range": at_least(1), "help": "query tokens, special tokens included"})
+    p_max_len: int = field(default=128, metadata={"range": at_least(1),
+        "help": "passage tokens (title + text), special tokens included"})
+    train_n_passages: int = field(default=8, metadata={"range": at_least(1),
+        "help": "passages per query: 1 positive + n-1 negatives"})
+    pad_to_multiple_of: Optional[int] = field(default=None, metadata={"range": at_least(1),
         "help": "pad batches to a multiple of this (8 helps tensor cores on GPU); default: the longest item"})
     # validation during training (densir.validation), every --eval_steps with --eval_strategy steps
     eval_queries: Optional[str] = field(default=None, metadata={
@@ -63,19 +66,17 @@ class DataArguments:
     eval_sample_bm25_run: Optional[str] = field(default=None, metadata={
         "help": "search a sample instead of the whole corpus: every judged passage of the eval queries plus "
                 "the top --eval_sample_depth passages of this (BM25) run for each of them"})
-    eval_sample_depth: int = field(default=100, metadata={"help": "distractors per eval query from that run"})
+    eval_sample_depth: int = field(default=100, metadata={"range": at_least(0),
+        "help": "distractors per eval query from that run"})
 
     def __post_init__(self):
+        check_ranges(self)
         if not self.train_dir and not self.dataset_name:
             raise ValueError("give --train_dir (train-group JSONL) or --dataset_name")
-        if self.train_n_passages < 1:
-            raise ValueError("--train_n_passages must be >= 1")
         if bool(self.eval_queries) != bool(self.eval_qrels):
             raise ValueError("--eval_queries and --eval_qrels go together")
         if (self.eval_corpus or self.eval_sample_bm25_run) and not self.eval_queries:
             raise ValueError("--eval_corpus / --eval_sample_bm25_run need --eval_queries and --eval_qrels")
-        if self.eval_sample_depth < 0:
-            raise ValueError(f"--eval_sample_depth must be >= 0, got {self.eval_sample_depth}")
 
 
 @dataclass
@@ -83,41 +84,39 @@ class DenseTrainingArguments(BaseTrainingArguments):
     """Bi-encoder training: the contrastive loss, cross-device negatives, grad cache, distillation,
     validation settings."""
 
-    temperature: float = field(default=1.0, metadata={
+    temperature: float = field(default=1.0, metadata={"range": positive(),
         "help": "scores are q.p / temperature (0.01-0.05 for normalized embeddings, 1 for raw dot products)"})
     negatives_x_device: bool = field(default=False, metadata={
         "help": "under torchrun, every rank's passages are negatives for every query"})
     grad_cache: bool = field(default=False, metadata={
         "help": "gradient cache (Gao et al. 2021): exact large-batch gradients in chunks of bounded memory"})
-    gc_q_chunk_size: int = field(default=4, metadata={"help": "queries per chunk with --grad_cache"})
-    gc_p_chunk_size: int = field(default=32, metadata={"help": "passages per chunk with --grad_cache"})
+    gc_q_chunk_size: int = field(default=4, metadata={"range": at_least(1),
+        "help": "queries per chunk with --grad_cache"})
+    gc_p_chunk_size: int = field(default=32, metadata={"range": at_least(1),
+        "help": "passages per chunk with --grad_cache"})
     # distillation from teacher scores carried by the train groups (densir.retriever.loss)
     distill_loss: Optional[str] = field(default=None, metadata={
         "help": "margin_mse (MarginMSE, Hofstaetter et al. 2020) | kl (listwise KL over each query's group, "
                 "RocketQAv2); student scores are q.p / --temperature; needs teacher scores in the train groups"})
-    distill_weight: float = field(default=1.0, metadata={"help": "weight of the distillation loss"})
-    contrastive_weight: float = field(default=1.0, metadata={
+    distill_weight: float = field(default=1.0, metadata={"range": at_least(0, float),
+        "help": "weight of the distillation loss"})
+    contrastive_weight: float = field(default=1.0, metadata={"range": at_least(0, float),
         "help": "weight of the contrastive loss; 0 with --distill_loss = distillation alone"})
-    teacher_temperature: float = field(default=1.0, metadata={
+    teacher_temperature: float = field(default=1.0, metadata={"range": positive(),
         "help": "--distill_loss kl: the teacher's distribution is softmax(teacher scores / this)"})
     # validation during training: the data flags are DataArguments' --eval_queries/--eval_qrels/...
-    eval_depth: int = field(default=100, metadata={"help": "passages retrieved per eval query"})
+    eval_depth: int = field(default=100, metadata={"range": at_least(1), "help": "passages retrieved per eval query"})
     eval_metrics: list[str] = field(default_factory=lambda: list(VALIDATION_METRICS), metadata={
         "help": "metrics logged as eval_<name> (densir.evaluation names or ir_measures ones)"})
-    per_device_eval_batch_size: int = field(default=128, metadata={
+    per_device_eval_batch_size: int = field(default=128, metadata={"range": at_least(1),
         "help": "texts per forward pass when validation encodes (densir.driver.encode's default)"})
 
     def __post_init__(self):
+        check_ranges(self)
         if self.distill_loss is not None and self.distill_loss not in DISTILL_LOSS_NAMES:
             raise ValueError(f"--distill_loss must be one of {', '.join(DISTILL_LOSS_NAMES)}, got {self.distill_loss!r}")
-        if self.distill_weight < 0 or self.contrastive_weight < 0:
-            raise ValueError("--distill_weight and --contrastive_weight must be >= 0")
         if self.contrastive_weight == 0 and not self.distill_loss:
             raise ValueError("--contrastive_weight 0 leaves nothing to train on without --distill_loss")
-        if self.teacher_temperature <= 0:
-            raise ValueError(f"--teacher_temperature must be > 0, got {self.teacher_temperature}")
-        if self.eval_depth < 1:
-            raise ValueError(f"--eval_depth must be >= 1, got {self.eval_depth}")
         self.resolve_best_metric(self.eval_metrics)
         super().__post_init__()
 
@@ -138,12 +137,13 @@ class EncodeArguments:
     dataset_split: str = field(default="train", metadata={"help": "its split"})
     dataset_cache_dir: Optional[str] = field(default=None, metadata={"help": "datasets cache dir"})
     encode_is_qry: bool = field(default=False, metadata={"help": "encode queries (query encoder, q_max_len)"})
-    q_max_len: Optional[int] = field(default=None, metadata={
+    q_max_len: Optional[int] = field(default=None, metadata={"range": at_least(1),
         "help": "query token budget; default: the checkpoint's max_seq_length, else 32"})
-    p_max_len: Optional[int] = field(default=None, metadata={
+    p_max_len: Optional[int] = field(default=None, metadata={"range": at_least(1),
         "help": "passage token budget; default: the checkpoint's max_seq_length, else 128"})
-    per_device_eval_batch_size: int = field(default=128, metadata={"help": "texts per forward pass, per process"})
-    max_tokens_per_batch: Optional[int] = field(default=None, metadata={
+    per_device_eval_batch_size: int = field(default=128, metadata={"range": at_least(1),
+        "help": "texts per forward pass, per process"})
+    max_tokens_per_batch: Optional[int] = field(default=None, metadata={"range": at_least(1),
         "help": "also cap each batch at this many padded tokens (texts x the longest): batches of short "
                 "texts grow to --per_device_eval_batch_size, long ones shrink; default no cap"})
     precision: Optional[str] = field(default=None, metadata={
@@ -154,8 +154,15 @@ class EncodeArguments:
     backend: str = _BACKEND[0]
     quantize: str = _BACKEND[1]
     backend_recipe: Optional[str] = _BACKEND[2]
-    shard_index: int = field(default=0, metadata={"help": "which of --num_shards round-robin slices of the input"})
-    num_shards: int = field(default=1, metadata={"help": "split the input into this many shards (separate jobs)"})
-    encode_chunk_size: int = field(default=50_000, metadata={
+    shard_index: int = field(default=0, metadata={"range": at_least(0),
+        "help": "which of --num_shards round-robin slices of the input"})
+    num_shards: int = field(default=1, metadata={"range": at_least(1),
+        "help": "split the input into this many shards (separate jobs)"})
+    encode_chunk_size: int = field(default=50_000, metadata={"range": at_least(1),
         "help": "texts read at a time and sorted by length into batches; memory is bounded by this, not the corpus"})
     embedding_dtype: str = field(default="float32", metadata={"help": "float32 | float16 (half the disk)"})
+
+    def __post_init__(self):
+        check_ranges(self)
+        if self.shard_index >= self.num_shards:
+            raise ValueError(f"--shard_index must be < --num_shards {self.num_shards}, got {self.shard_index}")

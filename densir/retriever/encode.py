@@ -45,12 +45,14 @@ from densir.backends import RECIPES, recipe_name
 from densir.embeddings import (
     FIELD_DEFAULTS,
     EmbeddingShard,
+    SHARD_SETTINGS,
     ShardWriter,
     is_complete,
     model_fingerprint,
     shard_name,
 )
-from densir.formats import HFDataset, count_records, hf_dataset_from, iter_corpus, iter_queries, passage_text
+from densir.checks import check_ranges
+from densir.formats import HFDataset, count_records, has_records, hf_dataset_from, iter_corpus, iter_queries, passage_text
 from densir.io import InputError, usage_errors
 from densir.precision import REQUESTS as PRECISION_REQUESTS
 from densir.precision import autocast, precision_from_flags, resolve_precision
@@ -63,8 +65,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_LEN = {"query": 32, "passage": 128}  # Tevatron's defaults, used when the checkpoint names none
 # settings a complete shard must share with the current request to be skipped on rerun
-_RERUN_KEYS = ("model_fingerprint", "pooling", "normalize", "kind", "prefix", "max_len", "precision",
-               "backend", "quantize", "backend_recipe", "shard_index", "num_shards", "rank", "world_size", "dtype")
+_RERUN_KEYS = SHARD_SETTINGS  # the writer refuses other settings too, atomically (densir.embeddings.claim_shard)
 
 
 
@@ -191,10 +192,7 @@ def check_encode_args(args: EncodeArguments) -> str | HFDataset:
         recipe_name(args.backend, args.quantize, args.backend_recipe)  # a backend/quantize/recipe that exists
         if args.backend != "torch" and request not in ("fp32", "auto"):
             raise ValueError(f"--backend {args.backend} runs in fp32 or int8 (--quantize int8), not {request}")
-        if args.max_tokens_per_batch is not None and args.max_tokens_per_batch < 1:
-            raise ValueError(f"--max_tokens_per_batch must be >= 1, got {args.max_tokens_per_batch}")
-        if args.per_device_eval_batch_size < 1 or args.encode_chunk_size < 1:
-            raise ValueError("--per_device_eval_batch_size and --encode_chunk_size must be >= 1")
+        check_ranges(args)  # the ranges EncodeArguments declares (also checked when it is built)
         shard_name(args.encoded_save_path, args.shard_index, args.num_shards)  # --shard_index in range
     what = "queries" if args.encode_is_qry else "corpus"
     if args.dataset_name:
@@ -205,9 +203,8 @@ def check_encode_args(args: EncodeArguments) -> str | HFDataset:
     path = args.encode_in_path
     if not os.path.isfile(path):
         raise InputError(path, None, "no such file" if not os.path.exists(path) else "not a file")
-    with open(path, encoding="utf-8") as f:
-        if not any(line.strip() for line in f):  # stops at the first record
-            raise InputError(path, None, f"empty {what} file: nothing to encode")
+    if not has_records(path):  # stops at the first record
+        raise InputError(path, None, f"empty {what} file: nothing to encode")
     return path
 
 

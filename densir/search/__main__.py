@@ -19,7 +19,8 @@ import json
 import logging
 import sys
 
-from densir.io import cli_errors
+from densir.checks import at_least, between, check_parser_ranges, check_texts
+from densir.io import UsageError, cli_errors, iter_lines
 
 SNIPPET_CHARS = 160
 
@@ -30,9 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("queries", nargs="*", help="queries (default: one per line on stdin)")
     ap.add_argument("--index", required=True, help="a round directory of the pipeline, e.g. OUT_DIR/round2")
     ap.add_argument("--reranker", help="re-ranker dir (rerank.sh's OUT_DIR/rerank or its model/)")
-    ap.add_argument("--k", type=int, default=10, help="hits per query")
-    ap.add_argument("--rerank_depth", type=int, default=100, help="re-rank the first stage's top N (0: do not)")
-    ap.add_argument("--interpolate", type=float, help="ALPHA in [0, 1]: fuse first-stage and re-ranker scores")
+    ap.add_argument("--k", type=at_least(1), default=10, help="hits per query")
+    ap.add_argument("--rerank_depth", type=at_least(0), default=100, help="re-rank the first stage's top N (0: do not)")
+    ap.add_argument("--interpolate", type=between(0, 1), help="ALPHA in [0, 1]: fuse first-stage and re-ranker scores")
     ap.add_argument("--corpus", help="corpus JSONL (default: the path the shards were encoded from)")
     ap.add_argument("--bm25_index", help="get_data.sh's DATA_DIR/bm25_index, for --retriever bm25")
     ap.add_argument("--retriever", default="dense", choices=("dense", "bm25"), help="first stage")
@@ -45,23 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     ap = build_parser()
     args = ap.parse_args(argv)
-    if args.k < 1:
-        ap.error(f"--k must be >= 1, got {args.k}")
-    if args.rerank_depth < 0:
-        ap.error(f"--rerank_depth must be >= 0, got {args.rerank_depth}")
+    check_parser_ranges(ap, args)
     if args.reranker and args.rerank_depth and args.k > args.rerank_depth:
         ap.error(f"--k {args.k} is more than --rerank_depth {args.rerank_depth}: only re-ranked hits are shown")
     if args.interpolate is not None and not (args.reranker and args.rerank_depth):
         ap.error("--interpolate needs --reranker (and --rerank_depth > 0)")
-    if args.interpolate is not None and not 0.0 <= args.interpolate <= 1.0:
-        ap.error(f"--interpolate must be in [0, 1], got {args.interpolate}")
     if args.retriever == "bm25" and not args.bm25_index:
         ap.error("--retriever bm25 needs --bm25_index")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars around the hits
-    queries = args.queries or [line.strip() for line in sys.stdin if line.strip()]
+    if args.queries:
+        try:
+            queries = check_texts(args.queries, "query")  # an argument can hold a lone surrogate (bad bytes)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    else:  # stdin as bytes: bad bytes are one line naming the line, not a decoding traceback
+        queries = [line.strip() for _, line in iter_lines(sys.stdin.buffer) if line.strip()]
     if not queries:
         ap.error("no queries: give them as arguments or one per line on stdin")
 

@@ -54,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from densir.checks import check_text, check_texts
 from densir.embeddings import EmbeddingShard, model_fingerprint, resolve_shards
 from densir.io import InputError, read_json
 
@@ -231,6 +232,7 @@ class Searcher:
     def search(self, query: str, k: int = 10, rerank_depth: int | None = 100, interpolate: float | None = None,
                retriever: str = "dense", depth: int | None = None) -> list[Hit]:
         """The top ``k`` hits for one query; see :meth:`search_batch`."""
+        check_text(query, "query")
         return self.search_batch([query], k, rerank_depth, interpolate, retriever, depth)[0]
 
     def search_batch(self, queries: Sequence[str], k: int = 10, rerank_depth: int | None = 100,
@@ -247,6 +249,7 @@ class Searcher:
         """
         if isinstance(queries, str):
             raise TypeError("search_batch takes a list of queries; use search() for one")
+        queries = check_texts(queries, "queries")
         rerank = self.reranker is not None and bool(rerank_depth)
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -268,6 +271,7 @@ class Searcher:
 
     def retrieve(self, queries: Sequence[str], depth: int, retriever: str = "dense") -> list[list[tuple[str, float]]]:
         """First stage only: ``[(docid, score), ...]`` per query, best first, as in run.sh's runs."""
+        queries = check_texts(queries, "queries")
         if retriever not in RETRIEVERS:
             raise ValueError(f"retriever must be one of {RETRIEVERS}, got {retriever!r}")
         if not queries:
@@ -284,6 +288,7 @@ class Searcher:
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Query embeddings [n, dim] float32, as run.sh's encode stage makes them."""
+        queries = check_texts(queries, "queries")
         from densir.retriever.encode import encode_texts
 
         return encode_texts(self.encoder, list(queries), "query", self.q_max_len, self.batch_size,
