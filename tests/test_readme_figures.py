@@ -240,7 +240,7 @@ def check_readme(text: str) -> list[str]:
     for m in FENCE.finditer(text):
         line = text.count("\n", 0, m.start()) + 1
         problems += check_fence(m.group("body"), load(m.group("paths").split()), line)
-    outside = FENCE.sub(" ", text)
+    outside = re.sub(r"```.*?```|`[^`\n]*`", " ", FENCE.sub(" ", text), flags=re.DOTALL)  # code may name it
     if KEYS.search(outside):
         problems.append("a <!-- keys: ... --> comment outside a <!-- figures --> fence binds nothing")
     return problems
@@ -338,3 +338,6 @@ def test_the_key_syntax():
     assert check_fence("5 <!-- keys: t.json: max(steps) -->", DOCS) == [
         "README.md:1: 'max(steps)': no rule 'max' (rules: diff, sum, mean, ratio, pct)"]
     assert check_fence("nothing here", DOCS) == ["README.md:1: the fence has no <!-- keys: ... --> comment"]
+    assert check_readme("0.5 <!-- keys: t.json:x -->") == [
+        "a <!-- keys: ... --> comment outside a <!-- figures --> fence binds nothing"]
+    assert check_readme("the syntax: `<!-- keys: ... -->`") == []
