@@ -8,8 +8,9 @@ comment stands right under the table or paragraph it covers, and no figure may f
 last one. Each figure must equal its key's value rounded to the decimals written. A swapped row or
 column, a changed digit, a figure without a key and a key without a figure all fail, each with the
 README line of its keys comment. Outside the fences the README quotes no decimal figure. The
-"MS MARCO on a cluster" section has its own test (tests/test_scale_readme.py), and the
-expected-figures table is checked against the real data by tests/test_readme.py.
+"MS MARCO on a cluster" section is such a fence too, and tests/test_scale_readme.py also checks that
+it quotes the plan's key figures; the expected-figures table is checked against the real data by
+tests/test_readme.py.
 
 Reading figures (the rules of tests/test_scale_readme.py, shared): every number outside code spans,
 code blocks and HTML comments is a figure, at the precision written: ``0.7809`` has 4 decimals,

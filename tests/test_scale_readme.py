@@ -5,7 +5,9 @@ number in its prose and tables (code spans and code blocks are commands, not fig
 value of the JSON at the precision written (``8.8M`` = 8.8 millions, ``6.2 GiB`` = 6.2, ``1,000`` =
 1000), and the key figures of the JSON's ``plan`` must appear in it, so a rerun of
 benchmarks/scale.py that changes them fails here until the section is updated. Without the
-markers the test skips; with them, any disagreement fails.
+markers the test skips; with them, any disagreement fails. The section is also a
+``<!-- figures -->`` fence whose keys comments bind each figure to its own key
+(tests/test_readme_figures.py); this module holds the figure-reading rules both tests use.
 """
 from __future__ import annotations
 
