@@ -33,17 +33,32 @@ Keys, separated by white space (line breaks are free):
   braces expand the leftmost outermost, so ``{r1,r2}.{x,y}`` reads row by row; ``"{0.3,0.4}"{~,.p}``
   reads each setting, then its result.
 - ``[ROW ROW ... | COLUMN COLUMN ...]``: a table in reading order, for each ROW each COLUMN with its
-  ``*`` replaced by the ROW: ``[bm25 round2 | runs.{42,43}.systems.*.nDCG@10 mean.*.MRR@10]``.
+  ``*`` replaced by the ROW: ``demo.json:[bm25 round2 | runs.{42,43}.systems.*.nDCG@10 mean.*.MRR@10]``.
   An empty cell has no figure, so a row with one is written out on its own.
 - ``=0.99``: a constant the text states that is no measurement (a goal, a threshold, the number in a
   name such as "Zen 5"); the figure must read it. Never for a measured value.
 - ``diff(A,B)`` (A - B), ``sum(A,B,...)``, ``mean(A,B,...)``, ``ratio(A,B)`` (A / B), ``pct(A)``
-  (100 A): a derived figure, computed by the named rule from keys and constants, e.g.
-  ``diff(args.steps,args.warmup_steps)`` for "6 timed steps after 2". A derived figure is a key of
-  the JSON or one of these rules, never left unchecked.
+  (100 A, for "12%" of a fraction): a derived figure, computed by the named rule from keys and
+  constants, e.g. ``diff(args.steps,args.warmup_steps)`` for "6 timed steps after 2". A derived
+  figure is a key of the JSON or one of these rules, never left unchecked.
 
-A new fenced section (its JSON written by its script first) needs nothing else: the test finds every
-fence, and fails until each figure in it has its key.
+A new section (its JSON written by its script first) needs nothing else; the test finds every fence
+and fails until each figure in it has its key. For example::
+
+    <!-- figures: benchmarks/results/serve_latency.json -->
+    | requests | p50 ms | p90 ms |
+    |---|---|---|
+    | dense | 12.10 | 15.3 |
+    | hybrid | 14.2 | 18.3 |
+
+    <!-- keys: serve_latency.json:[dense hybrid | ms.*.{p50,p90}] -->
+
+    Served from 2 workers, 1,000 requests each.
+
+    <!-- keys: workers requests_per_worker -->
+    <!-- /figures -->
+
+Here ``12.10`` must be 12.10 at 2 decimals: written zeros count.
 """
 from __future__ import annotations
 
@@ -315,6 +330,17 @@ def test_the_readme_fails_with_the_demo_rows_or_columns_swapped_or_a_digit_chang
     assert check_readme("\n".join(digit)) == [
         f"README.md:{text.count(chr(10), 0, text.index('<!-- keys:', text.index(lines[r2[0]]))) + 1}: "
         "'0.7817' should read 0.7816 (demo.json:runs.42.systems.round2.nDCG@10)"]
+
+
+def test_the_docstring_example():
+    example = __doc__.split("For example::")[1].split("Here ")[0]
+    docs = {"serve_latency.json": {"ms": {"dense": {"p50": 12.1, "p90": 15.27}, "hybrid": {"p50": 14.24, "p90": 18.3}},
+                                   "workers": 2, "requests_per_worker": 1000}}
+    assert check_fence(FENCE.search(example)["body"], docs) == []
+    docs["serve_latency.json"]["ms"]["dense"]["p50"] = 12.13  # 12.1 at one decimal, not 12.10 at two
+    assert check_fence(FENCE.search(example)["body"], docs) == [
+        "README.md:7: '12.10' should read 12.13 (serve_latency.json:ms.dense.p50)"]
+    assert check_fence(FENCE.search(example.replace("12.10", "12.1"))["body"], docs) == []
 
 
 def test_the_key_syntax():
