@@ -5,7 +5,9 @@ number in its prose and tables (code spans and code blocks are commands, not fig
 value of the JSON at the precision written (``8.8M`` = 8.8 millions, ``6.2 GiB`` = 6.2, ``1,000`` =
 1000), and the key figures of the JSON's ``plan`` must appear in it, so a rerun of
 benchmarks/scale.py that changes them fails here until the section is updated. Without the
-markers the test skips; with them, any disagreement fails.
+markers the test skips; with them, any disagreement fails. The section is also a
+``<!-- figures -->`` fence whose keys comments bind each figure to its own key
+(tests/test_readme_figures.py); this module holds the figure-reading rules both tests use.
 """
 from __future__ import annotations
 
@@ -37,8 +39,9 @@ def section(text: str) -> str | None:
     return text[text.index(BEGIN) + len(BEGIN):text.index(END)]
 
 
-def figures(text: str) -> list[tuple[str, float, int, float]]:
-    """``(as written, value, decimals, multiplier)`` of every number outside code."""
+def figures(text: str, signed: bool = False) -> list[tuple[str, float, int, float]]:
+    """``(as written, value, decimals, multiplier)`` of every number outside code. ``signed``: a ``-`` or
+    ``−`` right before a number, after a space, makes it negative (after a digit it is a range)."""
     prose = re.sub(r"```.*?```", " ", text, flags=re.DOTALL)
     prose = re.sub(r"`[^`\n]*`", " ", prose)
     prose = re.sub(r"<!--.*?-->", " ", prose, flags=re.DOTALL)
@@ -46,29 +49,24 @@ def figures(text: str) -> list[tuple[str, float, int, float]]:
     for m in NUMBER.finditer(prose):
         whole, frac, suffix = m.groups()
         decimals = len(frac) - 1 if frac else 0
-        out.append((m.group(0), float(whole.replace(",", "") + (frac or "")), decimals,
-                    {"k": 1e3, "M": 1e6}.get(suffix or "", 1.0)))
+        value = float(whole.replace(",", "") + (frac or ""))
+        at = m.start()
+        if signed and at and prose[at - 1] in "-\u2212" and (at < 2 or not prose[at - 2].isdigit()):
+            value = -value
+        out.append((m.group(0), value, decimals, {"k": 1e3, "M": 1e6}.get(suffix or "", 1.0)))
     return out
 
 
-def json_numbers(obj, loose: bool = False) -> list[float]:
-    """Every numeric value of a JSON document; ``loose`` adds numeric strings and numeric keys (a
-    sweep's settings), which tests/test_readme_figures.py accepts and this section's test does not."""
+def json_numbers(obj) -> list[float]:
+    """Every numeric value of a JSON document (numeric strings and keys are not values here)."""
     if isinstance(obj, bool) or obj is None:
         return []
     if isinstance(obj, (int, float)):
         return [float(obj)]
-    if isinstance(obj, str):
-        if not loose:
-            return []
-        try:
-            return [float(obj)]
-        except ValueError:
-            return []
     if isinstance(obj, dict):
-        return (json_numbers(list(obj), loose) if loose else []) + json_numbers(list(obj.values()), loose)
+        return json_numbers(list(obj.values()))
     if isinstance(obj, list):
-        return [v for item in obj for v in json_numbers(item, loose)]
+        return [v for item in obj for v in json_numbers(item)]
     return []
 
 
