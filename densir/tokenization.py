@@ -122,17 +122,24 @@ def special_token_template(tokenizer) -> tuple[list[int], list[int]]:
 
 
 def tokenize_pairs(tokenizer, queries: Sequence, passages: Sequence, max_len: int,
-                   pad_to_multiple_of: int | None = None) -> dict:
+                   pad_to_multiple_of: int | None = None, eos_id: int | None = None) -> dict:
     """The one tokenization path for (query, passage) pairs, training and re-ranking alike.
 
     Strings go through the tokenizer's pair encoding (special tokens and token-type ids as the
     model expects), truncating only the passage so the whole pair fits ``max_len``. Pre-tokenized
     pairs (lists of token ids without special tokens, as in pre-tokenized train groups) are put
     into the same template. A query too long to leave room for any passage is cut too (warned once).
+    ``eos_id``: every pair ends with that token (a decoder re-ranker's score is read there).
     Returns padded tensors.
     """
     if len(queries) != len(passages):
         raise ValueError(f"{len(queries)} queries but {len(passages)} passages")
+    if eos_id is not None:  # a decoder scored at its last token: each pair in max_len - 1 tokens, then EOS
+        features = []
+        for q, p in zip(queries, passages):
+            one = tokenize_pairs(tokenizer, [q], [p], max_len - 1)
+            features.append(ensure_eos({k: v[0].tolist() for k, v in one.items()}, eos_id, max_len))
+        return tokenizer.pad(features, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
     if all(isinstance(x, str) for x in queries) and all(isinstance(x, str) for x in passages):
         kwargs = dict(max_length=max_len, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
         try:
