@@ -5,7 +5,8 @@ A shard ``NAME`` is three files::
     NAME.npy    float32 or float16 [count, dim], memory-mappable (np.load(mmap_mode="r"))
     NAME.ids    one id a line, row i of the npy is the vector of line i
     NAME.json   model, model_fingerprint, pooling, normalize, kind (query|passage), dim, dtype,
-                count, max_len, prefix, precision, shard_index, num_shards, rank, world_size
+                count, max_len, prefix, precision, shard_index, num_shards, rank, world_size;
+                full_dim (the model's size when ``encode --embedding_dim`` kept the first ``dim``), append_eos
 
 :class:`ShardWriter` fills the npy and ids under temp names and renames them to their final names
 data first, ``.json`` last: a shard is complete exactly when its ``.json`` exists. An npy without
@@ -52,11 +53,11 @@ SUFFIXES = (".npy", ".ids", ".json")
 # or exported encode is never searched against vectors the checkpoint itself made
 COMPATIBLE_FIELDS = ("model_fingerprint", "pooling", "normalize", "dim", "backend", "quantize", "backend_recipe")
 # what a shard written before backends existed (or by another tool) was made with
-FIELD_DEFAULTS = {"backend": "torch", "quantize": "none", "backend_recipe": "torch-fp32"}
+FIELD_DEFAULTS = {"backend": "torch", "quantize": "none", "backend_recipe": "torch-fp32", "append_eos": False}
 _RANK_RE = re.compile(r"\.rank(\d+)-of-(\d+)$")
 # the settings that make two shards of one name the same shard: a writer refuses to replace a
 # complete shard that differs in any of them (densir.retriever.encode skips one that agrees)
-SHARD_SETTINGS = ("model_fingerprint", "pooling", "normalize", "kind", "prefix", "max_len", "precision",
+SHARD_SETTINGS = ("model_fingerprint", "pooling", "normalize", "kind", "prefix", "append_eos", "dim", "max_len", "precision",
                   "backend", "quantize", "backend_recipe", "shard_index", "num_shards", "rank", "world_size",
                   "dtype")
 CHECK_ROWS = 65536  # rows per block when reading a shard's vectors to check them
@@ -151,6 +152,12 @@ class EmbeddingShard:
         for key in keys:
             default = FIELD_DEFAULTS.get(key)
             mine, theirs = self.meta.get(key, default), other.meta.get(key, default)
+            if mine != theirs and key == "dim":
+                raise InputError(other.json_path, None,
+                                 f"dim={theirs!r} (of {other.meta.get('full_dim', theirs)}) does not match dim={mine!r} "
+                                 f"(of {self.meta.get('full_dim', mine)}) of {self.json_path}: vectors of different "
+                                 "sizes cannot be searched together; encode queries and passages at one "
+                                 "--embedding_dim", key)
             if mine != theirs:
                 what = "the same model" if key not in FIELD_DEFAULTS else "the same backend and quantization"
                 raise InputError(other.json_path, None,

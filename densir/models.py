@@ -43,6 +43,7 @@ from densir.io import InputError
 
 logger = logging.getLogger(__name__)
 
+ADAPTER_CONFIG = "adapter_config.json"     # a peft adapter dir (LoRA): base model + adapter weights
 ENCODER_CONFIG = "densir_config.json"      # = densir.modeling.encoder.CONFIG_NAME
 RERANKER_CONFIG = "densir_reranker.json"   # = densir.modeling.reranker.CONFIG_NAME
 RERANKER_MAX_LEN = 512                     # = densir.modeling.reranker.DEFAULT_MAX_LEN
@@ -289,6 +290,52 @@ def load_reranker_settings(name_or_path: str | os.PathLike, max_len: int | None 
             defaults[key] = None
     settings, provenance = merge_settings({"max_len": max_len}, checkpoint, defaults, f"reranker {resolved.name}")
     return resolved, settings, provenance
+
+
+def adapter_base(local_dir: str | os.PathLike) -> tuple[str, str | None] | None:
+    """``(base model name or path, its revision)`` that a peft adapter dir names in
+    ``adapter_config.json``, or None when ``local_dir`` is not an adapter dir."""
+    config = _read_json(Path(local_dir), ADAPTER_CONFIG)
+    if config is None:
+        return None
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise InputError(Path(local_dir) / ADAPTER_CONFIG, None, "names no base model", "base_model_name_or_path")
+    return str(base), config.get("revision")
+
+
+def load_pretrained(auto_class, local_dir: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+                    **hf_kwargs):
+    """The one place a Hugging Face model is made from a resolved dir, for every loader.
+
+    A plain model dir: ``auto_class.from_pretrained(local_dir)``. An adapter dir (a LoRA save,
+    ``adapter_config.json``; :mod:`densir.lora`): its base model (``base_model_name_or_path``, a
+    local dir or a hub id, resolved by :func:`resolve_model_dir`, cache first) with the adapter on
+    top, unmerged (a ``peft.PeftModel``; :func:`densir.lora.merged` folds it in).
+    """
+    base = adapter_base(local_dir)
+    if base is None:
+        return auto_class.from_pretrained(str(local_dir), **hf_kwargs)
+    from peft import PeftModel
+
+    name, revision = base
+    resolved = resolve_model_dir(name, revision=revision, cache_dir=cache_dir)
+    logger.info("%s is an adapter of %s (%s)", local_dir, name, resolved.source)
+    model = auto_class.from_pretrained(str(resolved.local_dir), **hf_kwargs)
+    return PeftModel.from_pretrained(model, str(local_dir))
+
+
+def is_decoder(config) -> bool:
+    """A decoder-only (causal LM) backbone, e.g. Llama, Mistral, Qwen2: last-token pooling with an
+    EOS appended is its rule (RepLLaMA); encoders (BERT & co., which also have a causal-LM head
+    class) are told apart by having a masked-LM one."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = getattr(config, "model_type", None)
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
 # the attention-probability dropout of the encoder families densir trains: the config key, and the

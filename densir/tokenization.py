@@ -13,25 +13,31 @@ from typing import Sequence
 logger = logging.getLogger(__name__)
 
 
-def tokenize_batch(tokenizer, items: Sequence, max_len: int, prefix: str = "", pad_to_multiple_of: int | None = None):
+def tokenize_batch(tokenizer, items: Sequence, max_len: int, prefix: str = "", pad_to_multiple_of: int | None = None,
+                   eos_id: int | None = None):
     """The one tokenization path for queries and passages (training, encoding, re-ranking).
 
     ``items`` are strings, or pre-tokenized lists of token ids without special tokens. The
     prefix (e.g. ``"query: "``) is put before each string; special tokens are added, the result
-    truncated to ``max_len`` and padded to the longest item. Returns tensors (``input_ids``,
+    truncated to ``max_len`` and padded to the longest item. ``eos_id``: every item ends with this
+    token (:func:`ensure_eos`, last-token pooling of decoders). Returns tensors (``input_ids``,
     ``attention_mask``, [``token_type_ids``]).
     """
+    if eos_id is not None:
+        return pad_batch(tokenizer, tokenize_each(tokenizer, items, max_len, prefix, eos_id), pad_to_multiple_of)
     if all(isinstance(x, str) for x in items):
         return tokenizer([prefix + x for x in items], max_length=max_len, truncation=True, padding=True,
                          pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
     return pad_batch(tokenizer, tokenize_each(tokenizer, items, max_len, prefix), pad_to_multiple_of)
 
 
-def tokenize_each(tokenizer, items: Sequence, max_len: int, prefix: str = "") -> list[dict]:
+def tokenize_each(tokenizer, items: Sequence, max_len: int, prefix: str = "", eos_id: int | None = None) -> list[dict]:
     """Every item tokenized as :func:`tokenize_batch` tokenizes it, unpadded: one dict of id lists
     per item (``input_ids`` and, for strings, what the tokenizer adds beside them). Tokenize once,
     then cut batches by length and pad each with :func:`pad_batch`: the same tensors as
     :func:`tokenize_batch` of the batch's items."""
+    if eos_id is not None:
+        return [ensure_eos(f, eos_id, max_len) for f in tokenize_each(tokenizer, items, max_len, prefix)]
     if all(isinstance(x, str) for x in items):
         enc = tokenizer([prefix + x for x in items], max_length=max_len, truncation=True, padding=False)
         keys = list(enc.keys())
@@ -44,6 +50,27 @@ def tokenize_each(tokenizer, items: Sequence, max_len: int, prefix: str = "") ->
         ids = tokenizer(prefix + x, add_special_tokens=False)["input_ids"] if isinstance(x, str) else prefix_ids + list(x)
         features.append({"input_ids": head + ids[:room] + tail})
     return features
+
+
+def ensure_eos(feature: dict, eos_id: int, max_len: int) -> dict:
+    """``feature`` (one item's id lists) ending with ``eos_id``: appended when the tokenizer did not
+    put it there, the last token dropped first when the item is already ``max_len`` long (so a
+    truncated text ends ``... EOS`` as Tevatron's RepLLaMA tokenizes to ``max_len - 1`` and appends it)."""
+    ids = list(feature["input_ids"])
+    if ids and ids[-1] == eos_id:
+        return feature
+    keep = min(len(ids), max(max_len - 1, 0))
+    out = {}
+    for key, values in feature.items():
+        values = list(values)[:keep]
+        if key == "input_ids":
+            extra = eos_id
+        elif key == "token_type_ids":
+            extra = values[-1] if values else 0  # the segment of the token before it
+        else:
+            extra = 1  # attention_mask
+        out[key] = values + [extra]
+    return out
 
 
 def pad_batch(tokenizer, features: Sequence[dict], pad_to_multiple_of: int | None = None):
@@ -95,17 +122,24 @@ def special_token_template(tokenizer) -> tuple[list[int], list[int]]:
 
 
 def tokenize_pairs(tokenizer, queries: Sequence, passages: Sequence, max_len: int,
-                   pad_to_multiple_of: int | None = None) -> dict:
+                   pad_to_multiple_of: int | None = None, eos_id: int | None = None) -> dict:
     """The one tokenization path for (query, passage) pairs, training and re-ranking alike.
 
     Strings go through the tokenizer's pair encoding (special tokens and token-type ids as the
     model expects), truncating only the passage so the whole pair fits ``max_len``. Pre-tokenized
     pairs (lists of token ids without special tokens, as in pre-tokenized train groups) are put
     into the same template. A query too long to leave room for any passage is cut too (warned once).
+    ``eos_id``: every pair ends with that token (a decoder re-ranker's score is read there).
     Returns padded tensors.
     """
     if len(queries) != len(passages):
         raise ValueError(f"{len(queries)} queries but {len(passages)} passages")
+    if eos_id is not None:  # a decoder scored at its last token: each pair in max_len - 1 tokens, then EOS
+        features = []
+        for q, p in zip(queries, passages):
+            one = tokenize_pairs(tokenizer, [q], [p], max_len - 1)
+            features.append(ensure_eos({k: v[0].tolist() for k, v in one.items()}, eos_id, max_len))
+        return tokenizer.pad(features, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
     if all(isinstance(x, str) for x in queries) and all(isinstance(x, str) for x in passages):
         kwargs = dict(max_length=max_len, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
         try:

@@ -6,12 +6,14 @@ from typing import Optional
 
 from densir.arguments import BaseTrainingArguments, backend_fields
 from densir.checks import at_least, between, check_ranges, positive
+from densir.lora import lora_fields
 from densir.retriever.arguments import DataArguments
 
 RERANK_VALIDATION_METRICS = ("nDCG@10", "MRR@10")  # densir.reranker.validation's; logged as eval_nDCG@10, ...
 
 
 _BACKEND = backend_fields("the first 300 pairs of the run")
+_LORA = lora_fields()
 
 
 @dataclass
@@ -21,6 +23,13 @@ class RerankerModelArguments:
                 "or an encoder to put a fresh one-logit head on"})
     model_revision: Optional[str] = field(default=None, metadata={"help": "hub revision of a hub id (default main)"})
     cache_dir: Optional[str] = field(default=None, metadata={"help": "Hugging Face cache dir (default: HF_HOME's)"})
+    # LoRA adapters (densir.lora)
+    lora: bool = _LORA[0]
+    lora_r: int = _LORA[1]
+    lora_alpha: float = _LORA[2]
+    lora_dropout: float = _LORA[3]
+    lora_target_modules: Optional[str] = _LORA[4]
+    lora_merge: bool = _LORA[5]
 
 
 @dataclass

@@ -32,10 +32,11 @@ class RerankCollator:
     """
 
     def __init__(self, tokenizer, max_len: int, pad_to_multiple_of: int | None = None, teacher: bool = False,
-                 in_batch_negatives: int | None = 0):
+                 in_batch_negatives: int | None = 0, eos_id: int | None = None):
         self.tokenizer, self.max_len, self.pad_to_multiple_of = tokenizer, max_len, pad_to_multiple_of
         self.teacher = teacher
         self.in_batch_negatives = in_batch_negatives
+        self.eos_id = eos_id  # CrossEncoderReranker.eos_id: a decoder's pairs end with it
         if teacher and in_batch_negatives != 0:
             raise ValueError("in-batch negatives have no teacher scores: a distillation loss takes none")
 
@@ -51,7 +52,8 @@ class RerankCollator:
             relevance = [r + [0.0] * len(e) for r, e in zip(relevance, extra)]
         queries = [it["query"] for it, g in zip(items, groups) for _ in g]
         passages = [p for g in groups for p in g]
-        batch = {"pairs": tokenize_pairs(self.tokenizer, queries, passages, self.max_len, self.pad_to_multiple_of),
+        batch = {"pairs": tokenize_pairs(self.tokenizer, queries, passages, self.max_len, self.pad_to_multiple_of,
+                                                self.eos_id),
                  "relevance": torch.tensor(relevance, dtype=torch.float32)}
         if self.teacher:
             batch["teacher"] = torch.tensor([_teacher_scores(it) for it in items], dtype=torch.float32)

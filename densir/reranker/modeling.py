@@ -27,6 +27,13 @@ length; it truncates 'longest_first', which removes tokens from the passage only
 under ``(max_len - 3) / 2`` tokens). sentence-transformers is left on 'longest_first' because its
 'only_second' raises on a query longer than ``max_len``; densir falls back to 'longest_first'
 for such a pair (and only that pair).
+
+A **decoder** (Llama, Mistral, Qwen2; :func:`densir.models.is_decoder`) is scored RankLLaMA's way:
+every pair ends with the tokenizer's EOS and the score head reads the hidden state of the last
+real token (:func:`densir.retriever.modeling.pool` with ``"last"``, right or left padding alike),
+not the model's own pad-token rule (a tokenizer that pads with its EOS would hide the EOS from
+it). Such a save (and a LoRA one, :mod:`densir.lora`) is densir's only: no sentence-transformers
+files, ``densir_reranker.json`` says ``"head": "last_token"``.
 """
 from __future__ import annotations
 
@@ -42,7 +49,15 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from densir.models import RERANKER_CONFIG, RERANKER_MAX_LEN, load_reranker_settings
+from densir.models import (
+    RERANKER_CONFIG,
+    RERANKER_MAX_LEN,
+    adapter_base,
+    is_decoder,
+    load_pretrained,
+    load_reranker_settings,
+    resolve_model_dir,
+)
 from densir.precision import autocast
 from densir.tokenization import tokenize_pairs
 
@@ -63,6 +78,33 @@ class CrossEncoderReranker(nn.Module):
         self.model = model
         self.tokenizer = tokenizer
         self.max_len = max_len
+        config = getattr(model, "config", None)
+        self.decoder = config is not None and is_decoder(config)
+        if self.decoder and tokenizer is not None and tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token  # padding is masked out: any token will do
+
+    @property
+    def eos_id(self) -> int | None:
+        """A decoder's EOS, which ends every pair; None for an encoder."""
+        return self.tokenizer.eos_token_id if self.decoder else None
+
+    @property
+    def is_lora(self) -> bool:
+        from densir.lora import is_peft
+
+        return is_peft(self.model)
+
+    def apply_lora(self, lora_args) -> None:
+        """Wrap the model in LoRA adapters (:func:`densir.lora.apply_lora`); the adapters and the score head train."""
+        from densir.lora import apply_lora
+
+        self.model = apply_lora(self.model, lora_args, task="reranker")
+
+    def merged(self) -> "CrossEncoderReranker":
+        """The same re-ranker with its LoRA adapter folded into the weights (a plain model)."""
+        from densir.lora import merged
+
+        return type(self)(merged(self.model), self.tokenizer, self.max_len)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -76,13 +118,15 @@ class CrossEncoderReranker(nn.Module):
         """
         resolved, settings, _ = load_reranker_settings(model_name_or_path, max_len, revision, cache_dir)
         path = str(resolved.local_dir)
-        config = AutoConfig.from_pretrained(path)
+        base = adapter_base(path)  # a LoRA save: the architecture is its base model's
+        config_dir = path if base is None else resolve_model_dir(base[0], revision=base[1], cache_dir=cache_dir).local_dir
+        config = AutoConfig.from_pretrained(str(config_dir))
         architectures = getattr(config, "architectures", None) or []
         is_classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
         if is_classifier and config.num_labels != 1:
             raise ValueError(f"{model_name_or_path} is a classifier with {config.num_labels} labels; "
                              "a reranker needs one relevance logit")
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **hf_kwargs)
+        model = load_pretrained(AutoModelForSequenceClassification, path, cache_dir=cache_dir, num_labels=1, **hf_kwargs)
         if not is_classifier:
             logger.info("%s has no classification head: a fresh one-logit head is initialised", model_name_or_path)
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -102,6 +146,9 @@ class CrossEncoderReranker(nn.Module):
         local = getattr(self, "local_dir", None)
         if local is None:
             raise ValueError("with_backend needs a re-ranker from CrossEncoderReranker.load (its checkpoint files)")
+        if self.decoder or self.is_lora:
+            raise ValueError("--backend onnx/openvino runs encoder cross-encoders without adapters; a decoder or LoRA "
+                             "re-ranker runs on torch (merge an adapter with --lora_merge)")
         runtime = load_runtime(local, backend, quantize, task="cross-encoder", threads=threads, max_len=self.max_len,
                                recipe=recipe, calibration=calibration)
         other = type(self)(runtime, self.tokenizer, self.max_len)
@@ -113,17 +160,34 @@ class CrossEncoderReranker(nn.Module):
 
         The module objects stay the same, so an optimizer's references to their parameters hold.
         """
+        if self.is_lora:
+            from densir.lora import load_adapter_weights
+
+            load_adapter_weights(self.model, model_dir)
+            return
         state = AutoModelForSequenceClassification.from_pretrained(str(model_dir), **hf_kwargs).state_dict()
         self.model.load_state_dict(state, strict=True)
 
     # ------------------------------------------------------------------ scoring
     def forward(self, batch: dict) -> torch.Tensor:
         """Relevance logits, shape ``[batch]``, for a batch from :func:`tokenize_pairs`."""
+        if self.decoder:
+            return self._last_token_logits(batch)
         out = self.model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
         return (out if isinstance(out, torch.Tensor) else out.logits).squeeze(-1)  # a runtime returns the logits
 
+    def _last_token_logits(self, batch: dict) -> torch.Tensor:
+        """A decoder's score: the head on the hidden state of each pair's last real token (its EOS)."""
+        from densir.retriever.modeling import pool
+
+        model = self.model.get_base_model() if self.is_lora else self.model  # LoRA layers sit inside, in place
+        backbone = getattr(model, model.base_model_prefix)
+        hidden = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        return model.score(pool(hidden, batch["attention_mask"], "last")).squeeze(-1)
+
     def tokenize(self, pairs: Sequence[Pair]) -> dict:
-        return tokenize_pairs(self.tokenizer, [q for q, _ in pairs], [p for _, p in pairs], self.max_len)
+        return tokenize_pairs(self.tokenizer, [q for q, _ in pairs], [p for _, p in pairs], self.max_len,
+                              eos_id=self.eos_id)
 
     @torch.inference_mode()
     def predict(self, pairs: Sequence[Pair], batch_size: int = 32, amp: str | None = None,
@@ -183,6 +247,12 @@ class CrossEncoderReranker(nn.Module):
         self.model.save_pretrained(output_dir, safe_serialization=safe_serialization)
         self.tokenizer.model_max_length = self.max_len
         self.tokenizer.save_pretrained(output_dir)
+        if self.decoder or self.is_lora:  # scored by densir's rule (last token, or base + adapter): densir's own
+            tmp = output_dir / (CONFIG_NAME + ".tmp")
+            tmp.write_text(json.dumps({"max_len": self.max_len, "score": "logit",
+                                       "head": "last_token" if self.decoder else "model"}, indent=2))
+            os.replace(tmp, output_dir / CONFIG_NAME)
+            return
         files = {
             "modules.json": [{"idx": 0, "name": "0", "path": "",
                               "type": "sentence_transformers.base.modules.transformer.Transformer"}],

@@ -91,14 +91,22 @@ def train(model_args, data_args, training_args, callbacks: list | None = None) -
         validator = build_validator(data_args, training_args)  # bad eval files fail before the model loads
         reranker = CrossEncoderReranker.load(model_args.model_name_or_path, max_len=data_args.max_len,
                                              revision=model_args.model_revision, cache_dir=model_args.cache_dir)
+        if getattr(model_args, "lora", False):
+            reranker.apply_lora(model_args)
         seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
         dataset = TrainDataset(train_group_source(data_args), data_args.train_n_passages, seed=seed)
         loss_fn = build_loss_from_args(training_args)
         collator = RerankCollator(reranker.tokenizer, data_args.max_len, data_args.pad_to_multiple_of,
-                                  teacher=needs_teacher(loss_fn), in_batch_negatives=in_batch_negatives(loss_fn))
+                                  teacher=needs_teacher(loss_fn), in_batch_negatives=in_batch_negatives(loss_fn),
+                                  eos_id=reranker.eos_id)
         trainer = RerankerTrainer(model=reranker, args=training_args, train_dataset=dataset, data_collator=collator,
                                   loss_fn=loss_fn, callbacks=callbacks,
                                   validator=validator)
         return trainer, dataset
 
-    return run_training(training_args, build, extra={"loss": training_args.loss}, what=training_args.loss)
+    summary = run_training(training_args, build, extra={"loss": training_args.loss}, what=training_args.loss)
+    if getattr(model_args, "lora", False) and model_args.lora_merge and training_args.should_save:
+        from pathlib import Path
+
+        CrossEncoderReranker.load(training_args.output_dir).merged().save(Path(training_args.output_dir) / "merged")
+    return summary

@@ -7,12 +7,14 @@ from typing import Optional
 
 from densir.arguments import BaseTrainingArguments, backend_fields
 from densir.checks import at_least, between, check_ranges, positive
+from densir.lora import lora_fields
 
 VALIDATION_METRICS = ("nDCG@10", "MRR@10", "Recall@100")  # logged as eval_nDCG@10, ...
 DISTILL_LOSS_NAMES = ("margin_mse", "kl")  # densir.retriever.loss.DISTILL_LOSSES
 
 
 _BACKEND = backend_fields("the first 300 texts of the input")
+_LORA = lora_fields()
 
 
 @dataclass
@@ -33,6 +35,19 @@ class ModelArguments:
     attention_dropout: Optional[float] = field(default=None, metadata={"range": between(0, 1, high_open=True),
         "help": "training: attention-probability dropout (default: the checkpoint's, 0.1 for BERT); 0 lets the "
                 "CPU run torch's fused attention kernel in training (densir.models.set_attention_dropout)"})
+    query_instruction: Optional[str] = field(default=None, metadata={
+        "help": "training: a task description; the query prefix becomes 'Instruct: {task}\\nQuery: ' (saved with "
+                "the model, so encoding applies it)"})
+    append_eos: Optional[bool] = field(default=None, metadata={
+        "help": "end every query and passage with the EOS token; default: yes for a decoder (Llama, Qwen2, ...) "
+                "with --pooling last (RepLLaMA), else what the checkpoint says"})
+    # training: LoRA adapters (densir.lora)
+    lora: bool = _LORA[0]
+    lora_r: int = _LORA[1]
+    lora_alpha: float = _LORA[2]
+    lora_dropout: float = _LORA[3]
+    lora_target_modules: Optional[str] = _LORA[4]
+    lora_merge: bool = _LORA[5]
 
 
 @dataclass
@@ -104,6 +119,12 @@ class DenseTrainingArguments(BaseTrainingArguments):
         "help": "weight of the contrastive loss; 0 with --distill_loss = distillation alone"})
     teacher_temperature: float = field(default=1.0, metadata={"range": positive(),
         "help": "--distill_loss kl: the teacher's distribution is softmax(teacher scores / this)"})
+    # Matryoshka (densir.retriever.matryoshka)
+    matryoshka_dims: Optional[str] = field(default=None, metadata={
+        "help": "comma-separated sizes, e.g. 384,256,128,64: the loss is trained on the first d "
+                "dimensions for each d (Matryoshka representation learning)"})
+    matryoshka_weights: Optional[str] = field(default=None, metadata={
+        "help": "comma-separated weights of those sizes' losses (default 1 each)"})
     # validation during training: the data flags are DataArguments' --eval_queries/--eval_qrels/...
     eval_depth: int = field(default=100, metadata={"range": at_least(1), "help": "passages retrieved per eval query"})
     eval_metrics: list[str] = field(default_factory=lambda: list(VALIDATION_METRICS), metadata={
@@ -117,6 +138,9 @@ class DenseTrainingArguments(BaseTrainingArguments):
             raise ValueError(f"--distill_loss must be one of {', '.join(DISTILL_LOSS_NAMES)}, got {self.distill_loss!r}")
         if self.contrastive_weight == 0 and not self.distill_loss:
             raise ValueError("--contrastive_weight 0 leaves nothing to train on without --distill_loss")
+        from densir.retriever.matryoshka import parse_dims
+
+        parse_dims(self.matryoshka_dims, self.matryoshka_weights)
         self.resolve_best_metric(self.eval_metrics)
         super().__post_init__()
 
@@ -161,6 +185,9 @@ class EncodeArguments:
     encode_chunk_size: int = field(default=50_000, metadata={"range": at_least(1),
         "help": "texts read at a time and sorted by length into batches; memory is bounded by this, not the corpus"})
     embedding_dtype: str = field(default="float32", metadata={"help": "float32 | float16 (half the disk)"})
+    embedding_dim: Optional[int] = field(default=None, metadata={"range": at_least(1),
+        "help": "keep the first d dimensions of every vector (a Matryoshka-trained model), re-normalized when the "
+                "model normalizes; the shard records d and search refuses to mix sizes"})
 
     def __post_init__(self):
         check_ranges(self)

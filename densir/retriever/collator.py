@@ -25,18 +25,20 @@ class TrainCollator:
     """
 
     def __init__(self, tokenizer, q_max_len: int = 32, p_max_len: int = 128, query_prefix: str = "",
-                 passage_prefix: str = "", pad_to_multiple_of: int | None = None):
+                 passage_prefix: str = "", pad_to_multiple_of: int | None = None, eos_id: int | None = None):
         self.tokenizer, self.q_max_len, self.p_max_len = tokenizer, q_max_len, p_max_len
         self.query_prefix, self.passage_prefix = query_prefix or "", passage_prefix or ""
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.eos_id = eos_id  # DenseEncoder.eos_id: every text ends with it (decoders, last-token pooling)
 
     def __call__(self, items: list[dict]) -> dict:
         queries = [it["query"] for it in items]
         passages = [p for it in items for p in it["passages"]]
         batch = {
-            "query": tokenize_batch(self.tokenizer, queries, self.q_max_len, self.query_prefix, self.pad_to_multiple_of),
+            "query": tokenize_batch(self.tokenizer, queries, self.q_max_len, self.query_prefix, self.pad_to_multiple_of,
+                                    self.eos_id),
             "passage": tokenize_batch(self.tokenizer, passages, self.p_max_len, self.passage_prefix,
-                                      self.pad_to_multiple_of),
+                                      self.pad_to_multiple_of, self.eos_id),
         }
         scores = teacher_scores(items)
         if scores is not None:

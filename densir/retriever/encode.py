@@ -86,6 +86,13 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
                                 passage_prefix=model_args.passage_prefix, revision=model_args.model_revision,
                                 cache_dir=model_args.cache_dir)
     encoder.eval().to(device)
+    full_dim = encoder.p_model.config.hidden_size
+    if args.embedding_dim is not None:
+        with usage_errors():
+            if not 1 <= args.embedding_dim <= full_dim:
+                raise ValueError(f"--embedding_dim must be in [1, {full_dim}] (the model's size), got {args.embedding_dim}")
+        encoder.embedding_dim = args.embedding_dim
+    dim = encoder.embedding_dim or full_dim
     precision = resolve_precision(args.precision or precision_from_flags(args.fp16, args.bf16), device).name
     if args.backend != "torch":
         precision = "fp32"  # the runtime's own (int8 is --quantize); check_encode_args refused fp16/bf16
@@ -99,6 +106,8 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
         "normalize": bool(encoder.config.normalize),
         "kind": kind,
         "prefix": encoder.config.query_prefix if kind == "query" else encoder.config.passage_prefix,
+        "append_eos": bool(encoder.config.append_eos),
+        "dim": dim, "full_dim": full_dim,
         "max_len": max_len,
         "precision": precision,
         "backend": args.backend, "quantize": args.quantize, "backend_recipe": recipe,
@@ -122,7 +131,6 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
     count = len(range(args.shard_index, total, args.num_shards)[rank::world_size])
     logger.info("encoding %d of %d %s records of %s into %s (max_len %d, batch %d, %s, %s)", count, total, kind,
                 source, name, max_len, args.per_device_eval_batch_size, precision, device)
-    dim = encoder.p_model.config.hidden_size
     if args.backend != "torch":  # after the fingerprint, which is the checkpoint's weights
         calibration = [t for _, t in islice(_iter_records(source, kind), 300)] if RECIPES[recipe].calibrated else None
         encoder = encoder.with_backend(args.backend, args.quantize, recipe=recipe, max_len=max_len,
@@ -157,7 +165,7 @@ def encode_texts(encoder: DenseEncoder, texts: Sequence[str], kind: str, max_len
     forward = encoder.encode_query if is_query else encoder.encode_passage
     # longest first, as sentence-transformers does (it sorts by characters; here by tokens): equal
     # lengths share a batch, little padding, and an out-of-memory shows on the first batch
-    features = tokenize_each(encoder.tokenizer, texts, max_len, prefix)
+    features = tokenize_each(encoder.tokenizer, texts, max_len, prefix, encoder.eos_id)
     batches = length_batches([len(f["input_ids"]) for f in features], batch_size, max_tokens)
     tokenized = (pad_batch(encoder.tokenizer, [features[j] for j in idx]) for idx in batches)
     out = None
@@ -171,7 +179,7 @@ def encode_texts(encoder: DenseEncoder, texts: Sequence[str], kind: str, max_len
             if progress is not None:
                 progress.update(len(idx))
     if out is None:
-        out = np.empty((0, encoder.p_model.config.hidden_size), dtype=np.float32)
+        out = np.empty((0, encoder.embedding_dim or encoder.p_model.config.hidden_size), dtype=np.float32)
     return out
 
 

@@ -5,12 +5,23 @@ is a Hugging Face model directory::
 
     model.safetensors config.json tokenizer files      the transformer (tied)
     query_model/ passage_model/                        instead, when untied
-    densir_config.json                                 pooling, normalize, untied, prefixes
+    densir_config.json                                 pooling, normalize, untied, prefixes, append_eos
+    adapter_config.json adapter_model.safetensors      instead of the model files, a LoRA save (densir.lora)
     modules.json 1_Pooling/config.json [2_Normalize/]  sentence-transformers layout (tied only):
     sentence_bert_config.json config_sentence_transformers.json   SentenceTransformer(path) loads it
 
 :meth:`DenseEncoder.load` reads a densir dir, a sentence-transformers dir (pooling and normalize
-taken from its modules), or any plain HF model/hub name (pooling from the arguments).
+taken from its modules), or any plain HF model/hub name (pooling from the arguments), or a LoRA
+adapter dir (its base model + the adapter, :func:`densir.models.load_pretrained`).
+
+Decoder backbones (Llama, Mistral, Qwen2; :func:`densir.models.is_decoder`) follow RepLLaMA's
+rule: ``pooling="last"`` with ``append_eos`` (the default for a decoder pooled at the last token)
+ends every query and passage with the tokenizer's EOS (:func:`densir.tokenization.ensure_eos`),
+and the vector is the hidden state of the last real token whatever the padding side
+(:func:`pool`). A tokenizer without a pad token pads with its EOS (the attention mask, not the
+token, says what is padding). Prefixes (``query: ``/``passage: ``, or an instruction,
+:func:`instruction_prefix`) and ``append_eos`` are saved in densir_config.json, so encoding
+applies them as training did, without flags.
 """
 from __future__ import annotations
 
@@ -25,12 +36,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
-from densir.models import ENCODER_CONFIG, load_encoder_settings
+from densir.models import ENCODER_CONFIG, is_decoder, load_encoder_settings, load_pretrained
 
 logger = logging.getLogger(__name__)
 
 POOLINGS = ("cls", "mean", "last")
 CONFIG_NAME = ENCODER_CONFIG
+INSTRUCTION_TEMPLATE = "Instruct: {task}\nQuery: "  # E5-mistral / Qwen3-embedding queries: the instruction, then the query
 _ST_POOLING = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "last": "pooling_mode_lasttoken"}
 
 
@@ -42,6 +54,8 @@ class EncoderConfig:
     query_prefix: str = ""
     passage_prefix: str = ""
     max_seq_length: int | None = None  # written to sentence_bert_config.json for ST users
+    append_eos: bool | None = None  # None: yes for a decoder pooled at the last token (resolved at load)
+    matryoshka_dims: list | None = None  # the sizes a Matryoshka loss trained (densir.retriever.matryoshka)
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:
@@ -65,18 +79,34 @@ class DenseEncoder(nn.Module):
         self.p_model = p_model if p_model is not None else q_model
         self.config.untied = p_model is not None
         self.tokenizer = tokenizer
+        self.embedding_dim: int | None = None  # encode: keep the first d dimensions (Matryoshka), re-normalized
+
+    @property
+    def eos_id(self) -> int | None:
+        """The token every query and passage ends with (``append_eos``), else None."""
+        if not self.config.append_eos or self.tokenizer is None:
+            return None
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError("append_eos: the tokenizer has no EOS token")
+        return self.tokenizer.eos_token_id
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def build(cls, model_name_or_path: str, pooling: str | None = None, normalize: bool | None = None,
               untie_encoder: bool = False, query_prefix: str | None = None, passage_prefix: str | None = None,
-              attention_dropout: float | None = None, **hf_kwargs) -> "DenseEncoder":
+              attention_dropout: float | None = None, query_instruction: str | None = None,
+              **hf_kwargs) -> "DenseEncoder":
         """Start training from a checkpoint: a densir dir, a sentence-transformers dir or any HF model.
 
         Explicit arguments override what the checkpoint says; ``untie_encoder`` copies a tied
         checkpoint into two models; ``attention_dropout`` replaces the checkpoint's
-        (:func:`densir.models.set_attention_dropout`).
+        (:func:`densir.models.set_attention_dropout`); ``query_instruction`` is a task description
+        made the query prefix by :func:`instruction_prefix`.
         """
+        if query_instruction is not None:
+            if query_prefix is not None:
+                raise ValueError("give --query_instruction or --query_prefix, not both")
+            query_prefix = instruction_prefix(query_instruction)
         enc = cls.load(model_name_or_path, pooling=pooling, normalize=normalize,
                        query_prefix=query_prefix, passage_prefix=passage_prefix, **hf_kwargs)
         if untie_encoder and not enc.config.untied:
@@ -104,13 +134,17 @@ class DenseEncoder(nn.Module):
         config = EncoderConfig(**settings)
         path = resolved.local_dir
         if config.untied:
-            q_model = AutoModel.from_pretrained(str(path / "query_model"), **hf_kwargs)
-            p_model = AutoModel.from_pretrained(str(path / "passage_model"), **hf_kwargs)
+            q_model = load_pretrained(AutoModel, path / "query_model", cache_dir=cache_dir, **hf_kwargs)
+            p_model = load_pretrained(AutoModel, path / "passage_model", cache_dir=cache_dir, **hf_kwargs)
             tokenizer = AutoTokenizer.from_pretrained(str(path / "query_model"))
         else:
-            q_model = AutoModel.from_pretrained(str(path), **hf_kwargs)
+            q_model = load_pretrained(AutoModel, path, cache_dir=cache_dir, **hf_kwargs)
             p_model = None
             tokenizer = AutoTokenizer.from_pretrained(str(path))
+        if config.append_eos is None:
+            config.append_eos = config.pooling == "last" and is_decoder(q_model.config)
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token  # decoders: padding is masked out, any token will do
         encoder = cls(q_model, p_model, config, tokenizer)
         encoder.source, encoder.local_dir = resolved.source, path
         return encoder
@@ -128,12 +162,16 @@ class DenseEncoder(nn.Module):
         local = getattr(self, "local_dir", None)
         if local is None:
             raise ValueError("with_backend needs an encoder from DenseEncoder.load (its checkpoint files)")
+        if self.is_lora:
+            raise ValueError("--backend onnx/openvino needs a plain model: train with --lora_merge and encode the "
+                             "merged model (<output_dir>/merged)")
         dirs = [local / "query_model", local / "passage_model"] if self.config.untied else [local]
         runtimes = [load_runtime(d, backend, quantize, task="encoder", threads=threads, max_len=max_len,
                                  recipe=recipe, calibration=calibration) for d in dirs]
         enc = type(self)(runtimes[0], runtimes[1] if self.config.untied else None, self.config, self.tokenizer)
         enc.source, enc.local_dir = self.source, local
         enc.runtime_info = runtimes[0].describe()
+        enc.embedding_dim = self.embedding_dim
         return enc
 
     # ------------------------------------------------------------------ forward
@@ -152,6 +190,8 @@ class DenseEncoder(nn.Module):
         out = model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
         hidden = out if isinstance(out, torch.Tensor) else out.last_hidden_state  # a backends runtime: the tensor
         reps = pool(hidden, batch["attention_mask"], self.config.pooling)
+        if self.embedding_dim is not None:
+            reps = reps[:, : self.embedding_dim]
         if self.config.normalize:
             reps = F.normalize(reps, p=2, dim=-1)
         return reps
@@ -175,6 +215,27 @@ class DenseEncoder(nn.Module):
     def _models(self) -> list[nn.Module]:
         return [self.q_model, self.p_model] if self.config.untied else [self.q_model]
 
+    # ------------------------------------------------------------------ LoRA (densir.lora)
+    @property
+    def is_lora(self) -> bool:
+        from densir.lora import is_peft
+
+        return is_peft(self.q_model)
+
+    def apply_lora(self, lora_args) -> None:
+        """Wrap the transformer(s) in LoRA adapters (:func:`densir.lora.apply_lora`); only they train."""
+        from densir.lora import apply_lora
+
+        self.q_model = apply_lora(self.q_model, lora_args, task="encoder")
+        self.p_model = apply_lora(self.p_model, lora_args, task="encoder") if self.config.untied else self.q_model
+
+    def merged(self) -> "DenseEncoder":
+        """The same encoder with its LoRA adapters folded into the weights (a plain model)."""
+        from densir.lora import merged
+
+        q = merged(self.q_model)
+        return type(self)(q, merged(self.p_model) if self.config.untied else None, self.config, self.tokenizer)
+
     def load_weights(self, model_dir, **hf_kwargs) -> None:
         """Overwrite the weights in place from a dir written by :meth:`save` (checkpoint resume).
 
@@ -186,6 +247,11 @@ class DenseEncoder(nn.Module):
             raise ValueError(f"{model_dir}: saved encoder untied={saved.untied}, this one untied={self.config.untied}")
         subdirs = {"query_model": self.q_model, "passage_model": self.p_model} if self.config.untied else {"": self.q_model}
         for sub, model in subdirs.items():
+            if self.is_lora:
+                from densir.lora import load_adapter_weights
+
+                load_adapter_weights(model, model_dir / sub)
+                continue
             state = AutoModel.from_pretrained(str(model_dir / sub), **hf_kwargs).state_dict()
             model.load_state_dict(state, strict=True)
 
@@ -204,7 +270,8 @@ class DenseEncoder(nn.Module):
             self.q_model.save_pretrained(output_dir, safe_serialization=safe_serialization)
             if tokenizer is not None:
                 tokenizer.save_pretrained(output_dir)
-            self._write_sentence_transformers_files(output_dir)
+            if not self.is_lora:  # an adapter dir is densir's (and peft's); --lora_merge writes a plain one
+                self._write_sentence_transformers_files(output_dir)
         # written last: its presence marks a complete save
         with open(output_dir / (CONFIG_NAME + ".tmp"), "w") as f:
             json.dump(asdict(self.config), f, indent=2)
@@ -247,11 +314,16 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
     if pooling == "last":
-        if bool(attention_mask[:, -1].all()):  # left padding: the last position is the last token
-            return hidden[:, -1]
-        last = attention_mask.sum(1) - 1
+        # the last position whose mask is 1: right padding, left padding or none alike
+        positions = torch.arange(attention_mask.size(1), device=attention_mask.device)
+        last = (positions * attention_mask.ne(0)).argmax(1)
         return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
     raise ValueError(f"unknown pooling {pooling!r}")
+
+
+def instruction_prefix(task: str) -> str:
+    """The query prefix of an instruction-following embedding model: ``"Instruct: {task}\nQuery: "``."""
+    return INSTRUCTION_TEMPLATE.format(task=task)
 
 
 def read_encoder_config(model_name_or_path: str) -> EncoderConfig:

@@ -34,7 +34,13 @@ class DenseTrainer(DensirTrainer):
         if validator is not None:
             kwargs["eval_dataset"] = validator
         super().__init__(*args, **kwargs)
-        self.loss_fn = loss_fn or build_loss(self.args)
+        if loss_fn is None:
+            from densir.retriever.matryoshka import with_matryoshka
+
+            encoder = self.model
+            loss_fn = with_matryoshka(build_loss(self.args), self.args, normalize=bool(encoder.config.normalize),
+                                      hidden_size=encoder.p_model.config.hidden_size)
+        self.loss_fn = loss_fn
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         q_reps, p_reps = model(query=inputs["query"], passage=inputs["passage"])
@@ -103,6 +109,7 @@ def train(model_args, data_args, training_args, callbacks: list | None = None) -
     from densir.dataset import TrainDataset
     from densir.formats import train_group_source
     from densir.retriever.collator import TrainCollator
+    from densir.retriever.matryoshka import parse_dims
     from densir.retriever.modeling import DenseEncoder
     from densir.training import run_training
 
@@ -111,18 +118,41 @@ def train(model_args, data_args, training_args, callbacks: list | None = None) -
                                      normalize=model_args.normalize, untie_encoder=model_args.untie_encoder,
                                      query_prefix=model_args.query_prefix, passage_prefix=model_args.passage_prefix,
                                      attention_dropout=model_args.attention_dropout,
+                                     query_instruction=model_args.query_instruction,
                                      revision=model_args.model_revision, cache_dir=model_args.cache_dir)
         encoder.config.max_seq_length = data_args.p_max_len  # what a sentence-transformers user gets
+        if model_args.append_eos is not None:
+            encoder.config.append_eos = model_args.append_eos
+        if training_args.matryoshka_dims:
+            encoder.config.matryoshka_dims = parse_dims(training_args.matryoshka_dims,
+                                                        training_args.matryoshka_weights)[0]
+        if model_args.lora:
+            encoder.apply_lora(model_args)
         seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
         dataset = TrainDataset(train_group_source(data_args), data_args.train_n_passages, seed=seed)
         collator = TrainCollator(encoder.tokenizer, data_args.q_max_len, data_args.p_max_len,
                                  encoder.config.query_prefix, encoder.config.passage_prefix,
-                                 data_args.pad_to_multiple_of)
+                                 data_args.pad_to_multiple_of, eos_id=encoder.eos_id)
         trainer = DenseTrainer(model=encoder, args=training_args, train_dataset=dataset, data_collator=collator,
                                callbacks=callbacks, validator=build_validator(data_args, training_args))
         return trainer, dataset
 
-    return run_training(training_args, build)
+    summary = run_training(training_args, build)
+    if model_args.lora and model_args.lora_merge and training_args.should_save:
+        save_merged(training_args.output_dir)
+    return summary
+
+
+def save_merged(model_dir) -> str:
+    """``<model_dir>/merged``: the LoRA encoder saved in ``model_dir`` with its adapter folded in."""
+    from pathlib import Path
+
+    from densir.retriever.modeling import DenseEncoder
+
+    out = Path(model_dir) / "merged"
+    DenseEncoder.load(str(model_dir)).merged().save(out)
+    logger.info("merged LoRA model -> %s", out)
+    return str(out)
 
 
 def build_validator(data_args, training_args):

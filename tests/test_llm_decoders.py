@@ -1,0 +1,100 @@
+"""Decoder backbones (tiny random Llama- and Qwen2-style models built in tests/llm_models.py, no
+download): last-token pooling with an EOS appended for right- and left-padded batches, and the
+query instruction / prefixes applied identically at train and encode time."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from llm_models import make_decoder, write_groups
+
+from densir.arguments import parse_args
+from densir.retriever.arguments import DataArguments, DenseTrainingArguments, EncodeArguments, ModelArguments
+from densir.retriever.collator import TrainCollator
+from densir.retriever.modeling import DenseEncoder, instruction_prefix
+from densir.tokenization import tokenize_batch
+
+TEXTS = ["vitamin d deficiency and multiple sclerosis risk in adults and children of all ages",
+         "sleep", "a randomized trial of aspirin", "gene expression in tumour cells under hypoxia"]
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def decoder_dir(request, tmp_path_factory):
+    return make_decoder(tmp_path_factory.mktemp(request.param), request.param)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_last_token_pooling_is_the_eos_hidden_state(decoder_dir, side):
+    enc = DenseEncoder.load(decoder_dir, pooling="last").eval()
+    assert enc.config.append_eos and enc.eos_id == enc.tokenizer.eos_token_id
+    enc.tokenizer.padding_side = side
+    max_len = 12  # the first text is longer: truncated, and still ends with EOS
+    batch = tokenize_batch(enc.tokenizer, TEXTS, max_len, "", None, enc.eos_id)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert ids.shape[1] == max_len and int(mask.sum(1).min()) < max_len  # padded, one way or the other
+    assert bool(mask[:, -1].all()) == (side == "left")
+    with torch.no_grad():
+        reps = enc.encode_passage(batch)
+        hidden = enc.p_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    for i, text in enumerate(TEXTS):
+        real = ids[i][mask[i].bool()].tolist()
+        assert real[-1] == enc.eos_id and real.count(enc.eos_id) == 1
+        eos_pos = int(((ids[i] == enc.eos_id) & mask[i].bool()).nonzero()[-1])
+        torch.testing.assert_close(reps[i], hidden[i, eos_pos], atol=0, rtol=0)
+        # and the same as the text run alone (no padding at all)
+        alone = tokenize_batch(enc.tokenizer, [text], max_len, "", None, enc.eos_id)
+        with torch.no_grad():
+            single = enc.p_model(**alone).last_hidden_state[0, -1]
+        torch.testing.assert_close(reps[i], single, atol=1e-5, rtol=1e-4)
+
+
+def test_encoders_keep_their_pooling_without_eos(tiny_bert_dir):
+    enc = DenseEncoder.load(tiny_bert_dir, pooling="last")
+    assert enc.config.append_eos is False and enc.eos_id is None  # a BERT is not a decoder
+
+
+def _train(argv):
+    from densir.driver import train as driver
+
+    return driver.train(*parse_args(ModelArguments, DataArguments, DenseTrainingArguments, argv=argv))
+
+
+def test_instruction_and_prefixes_are_saved_and_applied_at_encode(tmp_path, decoder_dir):
+    groups = write_groups(tmp_path / "groups.jsonl", n=8)
+    out = tmp_path / "run"
+    task = "Given a scientific claim, retrieve documents that support or refute it"
+    _train(["--model_name_or_path", decoder_dir, "--train_dir", str(groups), "--output_dir", str(out),
+            "--pooling", "last", "--normalize", "true", "--query_instruction", task,
+            "--passage_prefix", "passage: ", "--q_max_len", "96", "--p_max_len", "32", "--train_n_passages", "2",
+            "--per_device_train_batch_size", "4", "--max_steps", "2", "--learning_rate", "1e-3",
+            "--temperature", "0.05", "--disable_tqdm", "true", "--save_strategy", "no"])
+    saved = json.loads((out / "densir_config.json").read_text())
+    assert saved["query_prefix"] == instruction_prefix(task) == f"Instruct: {task}\nQuery: "
+    assert saved["passage_prefix"] == "passage: " and saved["append_eos"] is True and saved["pooling"] == "last"
+
+    # encode with no flags at all: the shard records what it applied
+    from densir.retriever.encode import encode_file
+
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("".join(json.dumps({"query_id": f"q{i}", "query": t}) + "\n" for i, t in enumerate(TEXTS)))
+    model_args, enc_args = parse_args(ModelArguments, EncodeArguments, argv=[
+        "--model_name_or_path", str(out), "--encode_in_path", str(queries), "--encoded_save_path",
+        str(tmp_path / "q"), "--encode_is_qry", "--q_max_len", "96", "--per_device_eval_batch_size", "3"])
+    shard = encode_file(model_args, enc_args)
+    assert shard.meta["prefix"] == instruction_prefix(task) and shard.meta["append_eos"] is True
+
+    # the batch the trainer builds for these queries gives the same vectors, token for token
+    enc = DenseEncoder.load(str(out)).eval()
+    collate = TrainCollator(enc.tokenizer, 96, 32, enc.config.query_prefix, enc.config.passage_prefix,
+                            eos_id=enc.eos_id)
+    batch = collate([{"query": t, "passages": [t]} for t in TEXTS])
+    first = batch["query"]["input_ids"][0][batch["query"]["attention_mask"][0].bool()]
+    shown = enc.tokenizer.decode(first)
+    assert shown.startswith(f"<s>Instruct: {task}\nQuery: ") and shown.endswith("</s>")
+    with torch.no_grad():
+        trained_on = enc.encode_query(batch["query"]).numpy()
+    np.testing.assert_allclose(np.asarray(shard.vectors()), trained_on, atol=1e-5, rtol=0)
+    passage = batch["passage"]["input_ids"][0][batch["passage"]["attention_mask"][0].bool()]
+    assert enc.tokenizer.decode(passage).startswith("<s>passage: ")
