@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Mapping, Sequence
 
+from densir import ranking
+
 Run = dict  # qid -> list[(docid, score)], best first
 
 
@@ -48,6 +50,25 @@ class InputError(ValueError):
 
 class UsageError(ValueError):
     """Flags or arguments that do not go together (no input file at fault): one line, exit status 1."""
+
+
+class ParameterError(UsageError):
+    """A library parameter with a bad value, named as the library names it (``use_gpu: ...``).
+
+    ``message`` may say ``{name}`` where the parameter's name belongs; a CLI re-raises the error
+    under its flag with :meth:`as_flag` (``--use_gpu: ...``), so the library never names a flag.
+    """
+
+    def __init__(self, param: str, message: str):
+        self.param, self.message = param, message
+        super().__init__(self._text(param))
+
+    def _text(self, name: str) -> str:
+        return f"{name}: " + self.message.format(name=name)
+
+    def as_flag(self, flag: str | None = None) -> UsageError:
+        """The same error naming the CLI flag (default ``--<param>``)."""
+        return UsageError(self._text(flag or f"--{self.param}"))
 
 
 # the exceptions that mean "the input is bad", not "densir is broken" (see cli_errors)
@@ -218,7 +239,7 @@ def require(obj: Mapping, field: str, path, lineno: int, kind=str):
 # --------------------------------------------------------------------------- TREC runs
 def write_run(path, run: Mapping[str, Sequence[tuple[str, float]]], tag: str = "densir",
               depth: int | None = None, sort: bool = True) -> None:
-    """Write a TREC run. Hits are sorted by descending score (ties by docid) unless ``sort=False``."""
+    """Write a TREC run. Hits are ranked by :func:`densir.ranking.rank` unless ``sort=False``."""
     with atomic_write(path) as f:
         for qid, hits in run.items():
             write_run_hits(f, qid, hits, tag, depth, sort)
@@ -228,11 +249,11 @@ def write_run_hits(f: IO, qid: str, hits: Sequence[tuple[str, float]], tag: str 
                    depth: int | None = None, sort: bool = True) -> None:
     """Write one query's hits to an open run file (used by streaming writers)."""
     if sort:
-        hits = sorted(hits, key=lambda h: (-h[1], h[0]))
+        hits = ranking.rank(hits)
     if depth is not None:
         hits = hits[:depth]
     for rank, (docid, score) in enumerate(hits, 1):
-        f.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+        f.write(f"{qid} Q0 {docid} {rank} {ranking.format_score(score)} {tag}\n")
 
 
 def iter_run(path) -> Iterator[tuple[str, list[tuple[str, float]]]]:

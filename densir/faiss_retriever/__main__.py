@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from densir.io import cli_errors
+from densir.io import ParameterError, cli_errors
 from densir.search.faiss_index import GPU_MAX_K, search_to_run
 
 
@@ -54,14 +54,15 @@ def main(argv=None) -> None:
                        help="search the index saved by --save_index instead of building one")
     parser.add_argument("--tag", default="densir", help="run tag (last TREC column)")
     args = parser.parse_args(argv)
-    if args.index_factory is None and args.load_index is None:
-        args.index_factory = "Flat"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD library it tried, line by line
-    n = search_to_run(args.query_reps, args.passage_reps, args.save_ranking_to, args.depth,
-                      num_passage_shards=args.num_passage_shards, tag=args.tag, index_factory=args.index_factory,
-                      use_gpu=args.use_gpu, batch_size=args.batch_size, fp16_storage=args.fp16_storage,
-                      nprobe=args.nprobe, save_index=args.save_index, load_index=args.load_index)
+    try:
+        n = search_to_run(args.query_reps, args.passage_reps, args.save_ranking_to, args.depth,
+                          num_passage_shards=args.num_passage_shards, tag=args.tag, index_factory=args.index_factory,
+                          use_gpu=args.use_gpu, batch_size=args.batch_size, fp16_storage=args.fp16_storage,
+                          nprobe=args.nprobe, save_index=args.save_index, load_index=args.load_index)
+    except ParameterError as e:  # the library names its parameter; each is the flag of the same name
+        raise e.as_flag() from None
     print(f"{args.save_ranking_to}: {n} queries, depth {args.depth}")
 
 
