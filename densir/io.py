@@ -9,6 +9,7 @@ query, sorted by descending score. Ids are strings everywhere.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -53,22 +54,16 @@ class UsageError(ValueError):
 
 
 class ParameterError(UsageError):
-    """A library parameter with a bad value, named as the library names it (``use_gpu: ...``).
-
-    ``message`` may say ``{name}`` where the parameter's name belongs; a CLI re-raises the error
-    under its flag with :meth:`as_flag` (``--use_gpu: ...``), so the library never names a flag.
-    """
+    """A bad value of a library parameter, named as the library names it (``use_gpu: ...``);
+    :func:`cli_errors` says it under the flag of the same name (``--use_gpu: ...``), ``{name}`` in
+    ``message`` included, so the library never names a flag."""
 
     def __init__(self, param: str, message: str):
         self.param, self.message = param, message
-        super().__init__(self._text(param))
+        super().__init__(self.named(param))
 
-    def _text(self, name: str) -> str:
+    def named(self, name: str) -> str:
         return f"{name}: " + self.message.format(name=name)
-
-    def as_flag(self, flag: str | None = None) -> UsageError:
-        """The same error naming the CLI flag (default ``--<param>``)."""
-        return UsageError(self._text(flag or f"--{self.param}"))
 
 
 # the exceptions that mean "the input is bad", not "densir is broken" (see cli_errors)
@@ -84,7 +79,8 @@ def cli_errors(main):
     - :class:`InputError`: a reader or a stage found bad data and says where (readers turn a
       ``json.JSONDecodeError`` into one, naming file and line: :func:`iter_jsonl`, :func:`read_json`);
     - :class:`UsageError`: flags that do not go together (:func:`usage_errors` turns the
-      ``ValueError`` of an argument check into one);
+      ``ValueError`` of an argument check into one); a :class:`ParameterError` of the library
+      is said under the flag of the same name (``use_gpu`` -> ``--use_gpu``);
     - ``FileNotFoundError``, ``IsADirectoryError``, ``NotADirectoryError``, ``PermissionError``:
       a path given on the command line that cannot be read or written as asked.
 
@@ -105,9 +101,16 @@ def cli_errors(main):
         try:
             return main(*args, **kwargs)
         except BAD_INPUT as e:
+            if isinstance(e, ParameterError):
+                e = UsageError(e.named(f"--{e.param}"))  # a library parameter is the flag of the same name
             print(f"error: {describe_error(e)}", file=sys.stderr, flush=True)
             sys.exit(1)
     return wrapper
+
+
+def cli_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """The argument parser of ``python -m PROG``, its ``--help`` the module docstring as written."""
+    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def describe_error(e: BaseException) -> str:
@@ -237,12 +240,18 @@ def require(obj: Mapping, field: str, path, lineno: int, kind=str):
 
 
 # --------------------------------------------------------------------------- TREC runs
-def write_run(path, run: Mapping[str, Sequence[tuple[str, float]]], tag: str = "densir",
-              depth: int | None = None, sort: bool = True) -> None:
-    """Write a TREC run. Hits are ranked by :func:`densir.ranking.rank` unless ``sort=False``."""
+def write_run(path, run: Mapping[str, Sequence[tuple[str, float]]] | Iterable[tuple[str, Sequence]],
+              tag: str = "densir", depth: int | None = None, sort: bool = True) -> int:
+    """Write a TREC run: ``{qid: hits}``, or ``(qid, hits)`` pairs streamed; returns the number of queries.
+
+    Hits are ranked by :func:`densir.ranking.rank` unless ``sort=False``.
+    """
+    n = 0
     with atomic_write(path) as f:
-        for qid, hits in run.items():
+        for qid, hits in (run.items() if isinstance(run, Mapping) else run):
             write_run_hits(f, qid, hits, tag, depth, sort)
+            n += 1
+    return n
 
 
 def write_run_hits(f: IO, qid: str, hits: Sequence[tuple[str, float]], tag: str = "densir",

@@ -18,17 +18,15 @@ NAME.faiss + NAME.json) and let later searches over the same shard load it with 
 """
 from __future__ import annotations
 
-import argparse
 import logging
 
-from densir.io import ParameterError, cli_errors
+from densir.io import cli_errors, cli_parser
 from densir.search.faiss_index import GPU_MAX_K, search_to_run
 
 
 @cli_errors
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m densir.faiss_retriever", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli_parser("python -m densir.faiss_retriever", __doc__)
     parser.add_argument("--query_reps", required=True, help="query shard name or pattern (densir.driver.encode --encode_is_qry)")
     parser.add_argument("--passage_reps", required=True, help="passage shard name, or a pattern over names ('DIR/corpus.*')")
     parser.add_argument("--num_passage_shards", type=int, default=None,
@@ -56,13 +54,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD library it tried, line by line
-    try:
-        n = search_to_run(args.query_reps, args.passage_reps, args.save_ranking_to, args.depth,
-                          num_passage_shards=args.num_passage_shards, tag=args.tag, index_factory=args.index_factory,
-                          use_gpu=args.use_gpu, batch_size=args.batch_size, fp16_storage=args.fp16_storage,
-                          nprobe=args.nprobe, save_index=args.save_index, load_index=args.load_index)
-    except ParameterError as e:  # the library names its parameter; each is the flag of the same name
-        raise e.as_flag() from None
+    n = search_to_run(args.query_reps, args.passage_reps, args.save_ranking_to, args.depth,
+                      num_passage_shards=args.num_passage_shards, tag=args.tag, index_factory=args.index_factory,
+                      use_gpu=args.use_gpu, batch_size=args.batch_size, fp16_storage=args.fp16_storage,
+                      nprobe=args.nprobe, save_index=args.save_index, load_index=args.load_index)
     print(f"{args.save_ranking_to}: {n} queries, depth {args.depth}")
 
 

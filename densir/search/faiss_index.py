@@ -49,8 +49,8 @@ import numpy as np
 from tqdm import tqdm
 
 from densir.embeddings import COMPATIBLE_FIELDS, EmbeddingShard, resolve_shards
-from densir.io import InputError, ParameterError, atomic_write, read_json, write_json, write_run_hits
-from densir.ranking import TIE_MARGIN, Hit, merge, merge_candidates, rank_rounded
+from densir.io import InputError, ParameterError, read_json, write_json, write_run
+from densir.ranking import TIE_MARGIN, Hit, merge, merge_candidates, rank, round_score
 
 logger = logging.getLogger(__name__)
 
@@ -160,18 +160,16 @@ def fit_limits(placement: Placement, depth: int, nprobe: int | None = None) -> t
 class ShardIndex:
     """FAISS indexes over passage shards, searched as one search job per passage shard + the reducer.
 
-    Each passage shard (its torchrun pieces together) gives its own top ``depth`` from ``depth +
-    TIE_MARGIN`` candidates, rounded and ranked by :func:`densir.ranking.rank_rounded`; the
-    shards' lists are then merged as the reducer merges shard runs (:func:`densir.ranking.merge`),
-    so one search over N shards is the N per-shard runs reduced, hit for hit.
+    Each passage shard (its torchrun pieces together) gives its own top ``depth`` of ``depth +
+    TIE_MARGIN`` candidates, scores rounded, ranked by :mod:`densir.ranking`; the shards' lists
+    are merged as the reducer merges shard runs: one search over N shards is the N runs reduced.
 
-    ``keep=True`` builds (or loads) every index once, where ``use_gpu``/``placement`` says, and
-    keeps it for later searches (:class:`densir.search.searcher.Searcher`). ``keep=False`` builds
-    each piece's index during a search and drops it before the next (exact search: block by
-    block of ``block_rows``), so memory holds one block's index and, per passage shard, the
-    candidates of every query (the search stage). ``save_index`` / ``load_index``: a saved-index
-    name (see the module doc); with ``load_index`` the factory is the saved one (``index_factory``
-    None, or the same string).
+    ``keep=True`` builds (or loads) every index once and keeps it (:class:`~densir.search.searcher.Searcher`);
+    ``keep=False`` builds each piece's index during a search and drops it before the next (exact
+    search: block by block of ``block_rows``): memory holds one block's index and each passage
+    shard's candidates, O(shards x queries x depth) (the search stage, mostly one shard a job).
+    ``save_index`` / ``load_index``: a saved-index name (see the module doc); with ``load_index``
+    the factory is the saved one (``index_factory`` None, or the same string).
     """
 
     def __init__(self, passage_shards: Sequence[EmbeddingShard], index_factory: str | None = "Flat",
@@ -200,21 +198,13 @@ class ShardIndex:
             self.pieces.setdefault(int(shard.meta.get("shard_index", 0)), []).append((offset, shard, name))
             offset += shard.count
         self.ids = np.concatenate([_read_ids(s) for s in passage_shards])  # bytes, row -> docid
-        self.kept = None  # id(piece) -> [(first row, index)], when keep
-        if keep:
-            self.kept = {id(shard): list(self._open(shard, name, self.placement))
-                         for pieces in self.pieces.values() for _, shard, name in pieces}
-
-    def describe(self) -> str:
-        return (f"{len(self.ids)} passages in {sum(map(len, self.pieces.values()))} shard piece(s): "
-                f"{'a saved index' if self.load else self.index_factory}, {self.placement.describe()}"
-                f"{', fp16 storage' if self.fp16_storage else ''}")
+        logger.info("%d passages in %d shard piece(s): %s, %s%s", len(self.ids), len(passage_shards),
+                    saved if self.load else index_factory, self.placement.describe(), ", fp16" if fp16_storage else "")
+        self.kept = None if not keep else {  # id(piece) -> [(first row, index)]
+            id(shard): list(self._open(shard, name, self.placement)) for _, shard, name in sum(self.pieces.values(), [])}
 
     def search(self, queries: np.ndarray, depth: int, batch_size: int | None = None) -> Iterator[list[Hit]]:
-        """Each query's top ``depth`` ``[(docid, score), ...]``, best first, in query order.
-
-        ``queries``: [n, dim] vectors; ``batch_size``: queries per FAISS call (default: all).
-        """
+        """Each query's top ``depth`` ``[(docid, score), ...]``, best first; ``batch_size`` queries a FAISS call."""
         if depth < 1:
             raise ParameterError("depth", f"must be >= 1, got {depth}")
         queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -225,8 +215,8 @@ class ShardIndex:
         candidates = [self._candidates(pieces, queries, placement, pool, batch_size or max(len(queries), 1))
                       for pieces in self.pieces.values()]
         for i in range(len(queries)):
-            yield merge((rank_rounded(((self.ids[r].decode("utf-8"), s) for s, r in zip(scores[i], rows[i]) if r >= 0),
-                                      depth) for scores, rows in candidates), depth)
+            yield merge((rank(((self.ids[r].decode("utf-8"), round_score(s)) for s, r in zip(scores[i], rows[i])
+                               if r >= 0), depth) for scores, rows in candidates), depth)
 
     def _candidates(self, pieces, queries: np.ndarray, placement: Placement, pool: int, batch_size: int):
         """One passage shard's top ``pool`` (scores, global rows) per query, over all its pieces."""
@@ -282,9 +272,8 @@ def search(query_shards: Sequence[EmbeddingShard], passage_shards: Sequence[Embe
         raise InputError(reference.name, None, "duplicate query ids across query shards")
     queries = np.concatenate([np.asarray(s.vectors(), dtype=np.float32) for s in query_shards]) \
         if qids else np.empty((0, reference.dim), np.float32)
-    index = ShardIndex(passage_shards, keep=False, **index_kwargs)
-    logger.info("searching %d queries x %s, depth %d", len(qids), index.describe(), depth)
-    yield from zip(qids, index.search(queries, depth, batch_size))
+    logger.info("searching %d queries, depth %d", len(qids), depth)
+    yield from zip(qids, ShardIndex(passage_shards, keep=False, **index_kwargs).search(queries, depth, batch_size))
 
 
 def search_to_run(query_spec: str, passage_spec: str, save_ranking_to, depth: int,
@@ -292,11 +281,7 @@ def search_to_run(query_spec: str, passage_spec: str, save_ranking_to, depth: in
     """Resolve shard names/patterns, search, write a TREC run; return the number of queries written."""
     query_shards = resolve_shards(query_spec, kind="query")
     passage_shards = resolve_shards(passage_spec, expected_shards=num_passage_shards, kind="passage")
-    n = 0
-    with atomic_write(save_ranking_to) as f:
-        for qid, hits in search(query_shards, passage_shards, depth, **search_kwargs):
-            write_run_hits(f, qid, hits, tag=tag, sort=False)
-            n += 1
+    n = write_run(save_ranking_to, search(query_shards, passage_shards, depth, **search_kwargs), tag, sort=False)
     logger.info("wrote %s (%d queries, depth %d)", save_ranking_to, n, depth)
     return n
 

@@ -280,7 +280,7 @@ class Searcher:
             from densir.search import bm25
 
             keyed = {str(i): q for i, q in enumerate(queries)}
-            run = bm25.search(self.bm25_index, keyed, k=depth, remove_query=False)
+            run = dict(bm25.search(self.bm25_index, keyed, k=depth, remove_query=False))
             return [run.get(str(i), []) for i in range(len(queries))]
         return list(self.index.search(self.encode_queries(queries), depth))
 
