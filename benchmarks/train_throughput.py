@@ -310,7 +310,7 @@ def _scifact_groups(work: Path) -> Path:
     convert_beir(shared / "scifact" / "scifact.zip", out, name="scifact")
     bm25.build_index(out / "corpus.jsonl", out / "bm25_index")
     queries = read_queries(out / "queries.train.jsonl")
-    bm25.search_to_file(out / "bm25_index", queries, out / "bm25.train.run", k=200)
+    bm25.search_to_run(out / "bm25_index", queries, out / "bm25.train.run", k=200)
     write_jsonl(groups, build_train_groups(queries, read_qrels(out / "qrels.train.tsv"),
                                            iter_run(out / "bm25.train.run"), read_corpus(out / "corpus.jsonl")))
     return groups

@@ -9,6 +9,7 @@ query, sorted by descending score. Ids are strings everywhere.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -18,6 +19,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Mapping, Sequence
+
+from densir import ranking
 
 Run = dict  # qid -> list[(docid, score)], best first
 
@@ -52,6 +55,19 @@ class UsageError(ValueError):
     """Flags or arguments that do not go together (no input file at fault): one line, exit status 1."""
 
 
+class ParameterError(UsageError):
+    """A bad value of a library parameter, named as the library names it (``use_gpu: ...``);
+    :func:`cli_errors` says it under the flag of the same name (``--use_gpu: ...``), ``{name}`` in
+    ``message`` included, so the library never names a flag."""
+
+    def __init__(self, param: str, message: str):
+        self.param, self.message = param, message
+        super().__init__(self.named(param))
+
+    def named(self, name: str) -> str:
+        return f"{name}: " + self.message.format(name=name)
+
+
 # the exceptions that mean "the input is bad", not "densir is broken" (see cli_errors)
 BAD_INPUT = (InputError, UsageError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
@@ -65,7 +81,8 @@ def cli_errors(main):
     - :class:`InputError`: a reader or a stage found bad data and says where (readers turn a
       ``json.JSONDecodeError`` into one, naming file and line: :func:`iter_jsonl`, :func:`read_json`);
     - :class:`UsageError`: flags that do not go together (:func:`usage_errors` turns the
-      ``ValueError`` of an argument check into one);
+      ``ValueError`` of an argument check into one); a :class:`ParameterError` of the library
+      is said under the flag of the same name (``use_gpu`` -> ``--use_gpu``);
     - ``FileNotFoundError``, ``IsADirectoryError``, ``NotADirectoryError``, ``PermissionError``:
       a path given on the command line that cannot be read or written as asked.
 
@@ -86,6 +103,8 @@ def cli_errors(main):
         try:
             return main(*args, **kwargs)
         except BAD_INPUT as e:
+            if isinstance(e, ParameterError):
+                e = UsageError(e.named(f"--{e.param}"))  # a library parameter is the flag of the same name
             print(f"error: {describe_error(e)}", file=sys.stderr, flush=True)
             sys.exit(1)
         except BrokenPipeError:
@@ -96,6 +115,11 @@ def cli_errors(main):
             os.close(devnull)
             sys.exit(141)  # 128 + SIGPIPE, what the shell reports for a tool killed by the pipe
     return wrapper
+
+
+def cli_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """The argument parser of ``python -m PROG``, its ``--help`` the module docstring as written."""
+    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def describe_error(e: BaseException) -> str:
@@ -292,23 +316,29 @@ def require(obj: Mapping, field: str, path, lineno: int, kind=str):
 
 
 # --------------------------------------------------------------------------- TREC runs
-def write_run(path, run: Mapping[str, Sequence[tuple[str, float]]], tag: str = "densir",
-              depth: int | None = None, sort: bool = True) -> None:
-    """Write a TREC run. Hits are sorted by descending score (ties by docid) unless ``sort=False``."""
+def write_run(path, run: Mapping[str, Sequence[tuple[str, float]]] | Iterable[tuple[str, Sequence]],
+              tag: str = "densir", depth: int | None = None, sort: bool = True) -> int:
+    """Write a TREC run: ``{qid: hits}``, or ``(qid, hits)`` pairs streamed; returns the number of queries.
+
+    Hits are ranked by :func:`densir.ranking.rank` unless ``sort=False``.
+    """
+    n = 0
     with atomic_write(path) as f:
-        for qid, hits in run.items():
+        for qid, hits in (run.items() if isinstance(run, Mapping) else run):
             write_run_hits(f, qid, hits, tag, depth, sort)
+            n += 1
+    return n
 
 
 def write_run_hits(f: IO, qid: str, hits: Sequence[tuple[str, float]], tag: str = "densir",
                    depth: int | None = None, sort: bool = True) -> None:
     """Write one query's hits to an open run file (used by streaming writers)."""
     if sort:
-        hits = sorted(hits, key=lambda h: (-h[1], h[0]))
+        hits = ranking.rank(hits)
     if depth is not None:
         hits = hits[:depth]
     for rank, (docid, score) in enumerate(hits, 1):
-        f.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+        f.write(f"{qid} Q0 {docid} {rank} {ranking.format_score(score)} {tag}\n")
 
 
 def iter_run(path) -> Iterator[tuple[str, list[tuple[str, float]]]]:

@@ -42,6 +42,7 @@ from densir.embeddings import write_shard
 from densir.evaluation import evaluate
 from densir.formats import iter_corpus, passage_text, read_qrels, read_queries
 from densir.io import InputError, iter_run
+from densir.ranking import rank
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def sample_ids(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]
     for qid, hits in iter_run(run_path):
         if qid in queries:
             seen.add(qid)
-            keep.update(docid for docid, _ in sorted(hits, key=lambda h: (-h[1], h[0]))[:depth])
+            keep.update(docid for docid, _ in rank(hits, depth))
     if depth and not seen:
         raise InputError(run_path, None, "the run has no eval query: is it the run of --eval_queries?")
     return keep

@@ -22,7 +22,7 @@ from densir.io import read_run, write_jsonl
 from densir.retriever.arguments import EncodeArguments, ModelArguments
 from densir.retriever.encode import encode_file
 from densir.search.faiss_index import search_to_run
-from densir.search.reducer import reduce_runs
+from densir.search.shard_runs import reduce_shard_runs
 
 MINILM_SCIFACT_NDCG10 = 0.6451  # MTEB leaderboard, all-MiniLM-L6-v2 on SciFact (test)
 
@@ -89,7 +89,7 @@ def test_four_shards_plus_reducer_equal_one_shard(tiny_bert_dir, scifact, tmp_pa
     run_cmd(enc + ["--encode_in_path", str(tmp_path / "c.jsonl"), "--encoded_save_path", str(tmp_path / "emb/corpus1")])
     run_cmd(["python", "-m", "densir.faiss_retriever", "--query_reps", str(tmp_path / "emb/queries"),
              "--passage_reps", str(tmp_path / "emb/corpus1"), "--depth", "100", "--save_ranking_to", str(tmp_path / "one.run")])
-    reduce_runs([str(tmp_path / "runs/shard.*.run")], tmp_path / "merged.run", depth=100, num_shards=4)
+    reduce_shard_runs([str(tmp_path / "runs/shard.*.run")], tmp_path / "merged.run", depth=100, num_shards=4)
     one, merged = read_run(tmp_path / "one.run"), read_run(tmp_path / "merged.run")
     assert_same_ranking(one, merged)
     # and searching all 4 shards at once by pattern gives it too

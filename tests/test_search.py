@@ -67,7 +67,8 @@ def test_one_shard_equals_four_shards_plus_reducer_cli(shards):
     assert (tmp / "one.run").read_text() == (tmp / "merged.run").read_text()
     proc = run_cmd(["python", "-m", "densir.faiss_retriever.reducer", "--runs", str(tmp / "runs/shard.*.run"),
                     "--num_shards", "5", "--depth", "50", "--save_ranking_to", str(tmp / "bad.run")], check=False)
-    assert proc.returncode == 1 and "expected --num_shards 5" in proc.stderr and not (tmp / "bad.run").exists()
+    assert proc.returncode == 1 and not (tmp / "bad.run").exists()
+    assert "error: --num_shards: " in proc.stderr and "matched 4 run file(s), expected 5" in proc.stderr
 
 
 @pytest.mark.parametrize("factory,kwargs,min_overlap", [
@@ -130,7 +131,7 @@ def test_depth_larger_than_corpus(shards):
 
 def test_tie_at_the_depth_cut_is_broken_by_docid_everywhere(tmp_path):
     """10 identical passages straddle the depth cut: 1 shard and 4 shards + reducer still agree."""
-    from densir.search.reducer import reduce_runs
+    from densir.search.shard_runs import reduce_shard_runs
 
     docs = _vectors(40, 3)
     docs[5:15] = docs[4]  # a duplicated passage
@@ -142,7 +143,7 @@ def test_tie_at_the_depth_cut_is_broken_by_docid_everywhere(tmp_path):
         write_shard(tmp_path / f"p.{s}", ids[s::4], docs[s::4], dict(META, kind="passage", shard_index=s, num_shards=4))
         search_to_run(str(tmp_path / "q"), str(tmp_path / f"p.{s}"), tmp_path / f"r.{s}.run", depth=6)
     search_to_run(str(tmp_path / "q"), str(tmp_path / "one"), tmp_path / "one.run", depth=6)
-    reduce_runs([str(tmp_path / "r.*.run")], tmp_path / "merged.run", depth=6, num_shards=4)
+    reduce_shard_runs([str(tmp_path / "r.*.run")], tmp_path / "merged.run", depth=6, num_shards=4)
     assert (tmp_path / "one.run").read_text() == (tmp_path / "merged.run").read_text()
     hits = read_run(tmp_path / "one.run")["q"]
     assert len({s for _, s in hits}) == 1 and [d for d, _ in hits] == sorted(d for d, _ in hits)

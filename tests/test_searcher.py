@@ -44,7 +44,7 @@ def mini(tmp_path_factory, minilm_path):
     from densir.retriever.encode import encode_file
     from densir.retriever.modeling import DenseEncoder
     from densir.search.faiss_index import search_to_run
-    from densir.search.reducer import reduce_runs
+    from densir.search.shard_runs import reduce_shard_runs
 
     out = tmp_path_factory.mktemp("searcher")
     rng = np.random.default_rng(0)
@@ -71,7 +71,7 @@ def mini(tmp_path_factory, minilm_path):
     for i in range(N_SHARDS):
         search_to_run(str(rnd / "enc/queries.test"), str(rnd / f"enc/corpus.{i}"), rnd / f"runs/test.{i}.run",
                       depth=RUN_DEPTH, use_gpu=False)
-    reduce_runs([str(rnd / "runs/test.*.run")], rnd / "test.run", RUN_DEPTH, num_shards=N_SHARDS)
+    reduce_shard_runs([str(rnd / "runs/test.*.run")], rnd / "test.run", RUN_DEPTH, num_shards=N_SHARDS)
 
     torch.manual_seed(0)
     ce = CrossEncoderReranker.load(minilm_path, max_len=64, num_hidden_layers=1)

@@ -37,7 +37,7 @@ def main():
         queries = read_queries(args.queries)
         if not queries:
             raise InputError(args.queries, None, "no queries")
-        n = bm25.search_to_file(args.index, queries, args.run, k=args.depth,
+        n = bm25.search_to_run(args.index, queries, args.run, k=args.depth,
                                 threads=args.threads, remove_query=not args.keep_query_doc)
         print(f"BM25: {n} queries -> {args.run}")
 

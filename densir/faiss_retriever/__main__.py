@@ -18,18 +18,16 @@ NAME.faiss + NAME.json) and let later searches over the same shard load it with 
 """
 from __future__ import annotations
 
-import argparse
 import logging
 
 from densir.checks import at_least, check_output_path, check_parser_ranges
-from densir.io import cli_errors
+from densir.io import cli_errors, cli_parser
 from densir.search.faiss_index import GPU_MAX_K, search_to_run
 
 
 @cli_errors
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m densir.faiss_retriever", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli_parser("python -m densir.faiss_retriever", __doc__)
     parser.add_argument("--query_reps", required=True, help="query shard name or pattern (densir.driver.encode --encode_is_qry)")
     parser.add_argument("--passage_reps", required=True, help="passage shard name, or a pattern over names ('DIR/corpus.*')")
     parser.add_argument("--num_passage_shards", type=at_least(1), default=None,
@@ -59,8 +57,6 @@ def main(argv=None) -> None:
     check_output_path("--save_ranking_to", args.save_ranking_to)
     if args.save_index is not None:
         check_output_path("--save_index", args.save_index + ".faiss")
-    if args.index_factory is None and args.load_index is None:
-        args.index_factory = "Flat"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD library it tried, line by line
     n = search_to_run(args.query_reps, args.passage_reps, args.save_ranking_to, args.depth,

@@ -124,39 +124,47 @@ def rerank_run(reranker, run: dict, queries: dict, passages: dict, out, batch_si
 
     With ``interpolate=alpha`` the written score is :func:`densir.search.fusion.interpolate_hits` of the
     run's own (first-stage) scores and the re-ranker's; otherwise the re-ranker's raw score.
-
-    Queries are scored in chunks of about ``chunk_pairs`` pairs (default 32 batches), so length
-    sorting has many pairs to bucket while memory stays bounded; output keeps the run's query order.
+    Scored by :func:`score_run` (``chunk_pairs``); output keeps the run's query order.
     """
     from tqdm.auto import tqdm
 
     from densir.io import atomic_write, write_run_hits
     from densir.search.fusion import interpolate_hits
 
+    n_pairs = 0
+    with atomic_write(out) as f, tqdm(total=len(run), desc="rerank", unit="q", mininterval=5) as bar:
+        for q, hits in score_run(reranker, run, queries, passages, batch_size, amp, chunk_pairs):
+            if interpolate is not None:
+                hits = interpolate_hits(run[q], hits, interpolate)
+            write_run_hits(f, q, hits, tag=tag)
+            n_pairs += len(hits)
+            bar.update(1)
+    return n_pairs
+
+
+def score_run(reranker, run: dict, queries: dict, passages: dict, batch_size: int = 64, amp: str | None = None,
+              chunk_pairs: int | None = None):
+    """Yield ``(qid, [(docid, raw score), ...])`` for each query of ``run``, in run order and hit order.
+
+    Queries are scored in chunks of about ``chunk_pairs`` pairs (default 32 batches), so length
+    sorting has many pairs to bucket while memory stays bounded.
+    """
     chunk_pairs = chunk_pairs or 32 * batch_size
     qids = list(run)
-    n_pairs = 0
-    with atomic_write(out) as f, tqdm(total=len(qids), desc="rerank", unit="q", mininterval=5) as bar:
-        start = 0
-        while start < len(qids):
-            end, size = start, 0
-            while end < len(qids) and (size == 0 or size + len(run[qids[end]]) <= chunk_pairs):
-                size += len(run[qids[end]])
-                end += 1
-            chunk = qids[start:end]
-            pairs = [(queries[q], passages[d]) for q in chunk for d, _ in run[q]]
-            scores = reranker.predict(pairs, batch_size=batch_size, amp=amp)
-            i = 0
-            for q in chunk:
-                hits = [(d, float(scores[i + j])) for j, (d, _) in enumerate(run[q])]
-                i += len(hits)
-                if interpolate is not None:
-                    hits = interpolate_hits(run[q], hits, interpolate)
-                write_run_hits(f, q, hits, tag=tag)
-            n_pairs += len(pairs)
-            bar.update(len(chunk))
-            start = end
-    return n_pairs
+    start = 0
+    while start < len(qids):
+        end, size = start, 0
+        while end < len(qids) and (size == 0 or size + len(run[qids[end]]) <= chunk_pairs):
+            size += len(run[qids[end]])
+            end += 1
+        chunk = qids[start:end]
+        pairs = [(queries[q], passages[d]) for q in chunk for d, _ in run[q]]
+        scores = reranker.predict(pairs, batch_size=batch_size, amp=amp)
+        i = 0
+        for q in chunk:
+            yield q, [(d, float(scores[i + j])) for j, (d, _) in enumerate(run[q])]
+            i += len(run[q])
+        start = end
 
 
 def load_run_shard(path, depth: int, shard: int = 0, num_shards: int = 1) -> dict[str, list[tuple[str, float]]]:

@@ -20,14 +20,14 @@ import logging
 import sys
 
 from densir.checks import at_least, between, check_parser_ranges, check_texts
-from densir.io import UsageError, cli_errors, iter_lines
+from densir.io import UsageError, cli_errors, cli_parser, iter_lines
+from densir.ranking import format_score
 
 SNIPPET_CHARS = 160
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m densir.search", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = cli_parser("python -m densir.search", __doc__)
     ap.add_argument("queries", nargs="*", help="queries (default: one per line on stdin)")
     ap.add_argument("--index", required=True, help="a round directory of the pipeline, e.g. OUT_DIR/round2")
     ap.add_argument("--reranker", help="re-ranker dir (rerank.sh's OUT_DIR/rerank or its model/)")
@@ -79,7 +79,7 @@ def main(argv=None) -> None:
             continue
         print(f"query {n}: {query}")
         for h in hits:
-            print(f"{h.rank:>4} {h.docid} {h.score:.6f} {_one_line(h.title)} | {_snippet(h.text)}")
+            print(f"{h.rank:>4} {h.docid} {format_score(h.score)} {_one_line(h.title)} | {_snippet(h.text)}")
 
 
 def _one_line(s) -> str:

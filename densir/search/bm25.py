@@ -16,12 +16,12 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from tqdm import tqdm
 
 from densir.formats import iter_corpus, passage_text
-from densir.io import atomic_dir, atomic_write, write_run_hits
+from densir.io import atomic_dir, atomic_write, write_run
 
 logger = logging.getLogger(__name__)
 
@@ -58,32 +58,19 @@ def build_index(corpus_path, index_dir, threads: int = 1) -> Path:
     return index_dir
 
 
+def search_to_run(index_dir, queries: Mapping[str, str], run_path, k: int = 1000, threads: int = 1,
+                  batch_size: int = 1024, remove_query: bool = True, tag: str = "bm25") -> int:
+    """Stream BM25 results into a TREC run file (atomic). Returns the number of queries."""
+    return write_run(run_path, search(index_dir, queries, k, threads, batch_size, remove_query), tag, sort=False)
+
+
 def search(index_dir, queries: Mapping[str, str], k: int = 1000, threads: int = 1,
-           batch_size: int = 1024, remove_query: bool = True) -> dict[str, list[tuple[str, float]]]:
-    """BM25 top-``k`` for each query: ``{qid: [(docid, score), ...]}`` best first.
+           batch_size: int = 1024, remove_query: bool = True) -> Iterator[tuple[str, list[tuple[str, float]]]]:
+    """BM25 top-``k`` for each query, ``(qid, [(docid, score), ...])`` best first, in query order.
 
     ``remove_query`` drops a hit whose docid equals the qid (Pyserini's ``--remove-query`` for
     BEIR, where some corpora contain the queries themselves).
     """
-    run = {}
-    for qid, hits in iter_search(index_dir, queries, k, threads, batch_size, remove_query):
-        run[qid] = hits
-    return run
-
-
-def search_to_file(index_dir, queries: Mapping[str, str], run_path, k: int = 1000, threads: int = 1,
-                   batch_size: int = 1024, remove_query: bool = True, tag: str = "bm25") -> int:
-    """Stream BM25 results into a TREC run file (atomic). Returns the number of queries."""
-    n = 0
-    with atomic_write(run_path) as f:
-        for qid, hits in iter_search(index_dir, queries, k, threads, batch_size, remove_query):
-            write_run_hits(f, qid, hits, tag=tag, sort=False)
-            n += 1
-    return n
-
-
-def iter_search(index_dir, queries: Mapping[str, str], k: int = 1000, threads: int = 1,
-                batch_size: int = 1024, remove_query: bool = True):
     _start_jvm()
     from pyserini.search.lucene import LuceneSearcher
 

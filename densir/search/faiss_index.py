@@ -11,7 +11,8 @@ Writes with ``save_index``, each passage piece's ANN index as ``NAME.faiss`` + `
 Exact inner product (``IndexFlatIP``) by default, streamed over blocks of the memory-mapped
 passages so memory stays bounded by a block; any other FAISS factory string (``HNSW32``,
 ``IVF4096,PQ64`` ...) builds one index per shard piece (trained on a sample of it). Each block's
-top-k is merged into a running top-k over all queries, memory O(queries x depth).
+top-k is merged into a running top-k of its passage shard, memory O(queries x depth) per shard.
+:class:`ShardIndex` holds the indexes (kept, for the Python API, or built per search).
 
 Where an index lives is a :class:`Placement`: the CPU, or GPUs. On G GPUs every index is G
 sub-indexes, sub-index i filled with the i-th contiguous slice of the block (added in chunks to
@@ -32,8 +33,9 @@ renamed, ``.json`` last. Loading refuses an index whose json disagrees with the 
 is loaded for (model fingerprint, pooling, normalize, dim, count, shard index, rank). With
 several passage pieces in one search, piece j's index is ``NAME.j``.
 
-Searching one passage shard per job and merging the runs with
-:mod:`densir.faiss_retriever.reducer` gives the same ranking as searching all shards at once.
+Ranking is :mod:`densir.ranking`'s, per passage shard, then merged as the reducer merges shard
+runs: searching one passage shard per job and merging the runs with
+:mod:`densir.faiss_retriever.reducer` gives the same run as searching all shards at once.
 """
 from __future__ import annotations
 
@@ -47,16 +49,14 @@ import numpy as np
 from tqdm import tqdm
 
 from densir.embeddings import COMPATIBLE_FIELDS, EmbeddingShard, resolve_shards
-from densir.io import InputError, atomic_write, read_json, write_json, write_run_hits
+from densir.io import InputError, ParameterError, read_json, write_json, write_run
+from densir.ranking import TIE_MARGIN, Hit, merge, merge_candidates, rank, round_score
 
 logger = logging.getLogger(__name__)
 
 FLAT_BLOCK_ROWS = 1 << 20  # passages per exact-search block (1M x 768 fp32 = 3 GB)
 TRAIN_SAMPLE_ROWS = 1 << 18
 ADD_ROWS = 1 << 16  # rows per add() call: bounds the temporary float32 copy of a memory-mapped slice
-SCORE_DECIMALS = 6  # the precision of run files: scores are rounded before ranking so that
-# a single-shard run and per-shard runs merged by the reducer (which reads rounded scores) agree
-TIE_MARGIN = 16  # extra candidates kept so that a tie at the depth cut is broken by docid, like the reducer
 GPU_MAX_K = 2048  # faiss GPU_MAX_SELECTION_K (CUDA builds): most hits per query, and most IVF cells probed
 # the meta fields a saved index must share with the passage piece it is loaded for
 SAVED_INDEX_FIELDS = COMPATIBLE_FIELDS + ("count", "kind", "shard_index", "num_shards", "rank", "world_size")
@@ -131,9 +131,9 @@ def placement_for(use_gpu: bool | None, num_gpus: int | None = None) -> Placemen
     if num_gpus is None:
         num_gpus = _faiss_num_gpus()
     if use_gpu and num_gpus == 0:
-        raise InputError("--use_gpu", None, "faiss sees no GPU (faiss-cpu installed, or no CUDA device visible: "
+        raise ParameterError("use_gpu", "faiss sees no GPU (faiss-cpu installed, or no CUDA device visible: "
                          "check CUDA_VISIBLE_DEVICES and `python -c 'import faiss; print(faiss.get_num_gpus())'`); "
-                         "drop --use_gpu to search on the CPU")
+                             "drop {name} to search on the CPU")
     if use_gpu is False or num_gpus == 0:
         return CPU
     return Placement(gpus=tuple(range(num_gpus)), parts=num_gpus, max_k=GPU_MAX_K)
@@ -149,7 +149,7 @@ def fit_limits(placement: Placement, depth: int, nprobe: int | None = None) -> t
     if placement.max_k is None:
         return placement, pool
     if depth > placement.max_k or (nprobe or 0) > placement.max_k:
-        what = f"--depth {depth}" if depth > placement.max_k else f"--nprobe {nprobe}"
+        what = f"depth={depth}" if depth > placement.max_k else f"nprobe={nprobe}"
         logger.warning("%s is above faiss' GPU limit of %d (hits per query and IVF cells per search): "
                        "searching on the CPU instead (slower)", what, placement.max_k)
         return CPU, pool
@@ -157,75 +157,123 @@ def fit_limits(placement: Placement, depth: int, nprobe: int | None = None) -> t
 
 
 # --------------------------------------------------------------------------- search
-def search(query_shards: Sequence[EmbeddingShard], passage_shards: Sequence[EmbeddingShard], depth: int,
-           index_factory: str | None = "Flat", use_gpu: bool | None = None, batch_size: int = 128,
-           fp16_storage: bool = False, nprobe: int | None = None, block_rows: int = FLAT_BLOCK_ROWS,
-           placement: Placement | None = None, save_index=None,
-           load_index=None) -> Iterator[tuple[str, list[tuple[str, float]]]]:
-    """Top-``depth`` passages for every query, as ``(qid, [(docid, score), ...])`` best first.
+class ShardIndex:
+    """FAISS indexes over passage shards, searched as one search job per passage shard + the reducer.
 
-    ``use_gpu``: None = when faiss sees a GPU, True = require one, False = CPU; ``placement``
-    overrides it (tests: ``Placement(parts=3, max_k=10)`` is a 3-GPU machine simulated on CPU).
+    Each passage shard (its torchrun pieces together) gives its own top ``depth`` of ``depth +
+    TIE_MARGIN`` candidates, scores rounded, ranked by :mod:`densir.ranking`; the shards' lists
+    are merged as the reducer merges shard runs: one search over N shards is the N runs reduced.
+
+    ``keep=True`` builds (or loads) every index once and keeps it (:class:`~densir.search.searcher.Searcher`);
+    ``keep=False`` builds each piece's index during a search and drops it before the next (exact
+    search: block by block of ``block_rows``): memory holds one block's index and each passage
+    shard's candidates, O(shards x queries x depth) (the search stage, mostly one shard a job).
     ``save_index`` / ``load_index``: a saved-index name (see the module doc); with ``load_index``
     the factory is the saved one (``index_factory`` None, or the same string).
     """
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
-    if not query_shards or not passage_shards:
-        raise ValueError("need at least one query shard and one passage shard")
-    if save_index is not None and load_index is not None:
-        raise ValueError("save_index and load_index exclude each other")
-    if index_factory is None and load_index is None:
-        index_factory = "Flat"
-    if save_index is not None and _is_flat(index_factory or "Flat"):
-        raise InputError("--save_index", None, "is for ANN factories (HNSW, IVF); exact Flat search reads "
-                         "the passage shards themselves, there is nothing to save")
+
+    def __init__(self, passage_shards: Sequence[EmbeddingShard], index_factory: str | None = "Flat",
+                 use_gpu: bool | None = None, fp16_storage: bool = False, nprobe: int | None = None,
+                 placement: Placement | None = None, block_rows: int = FLAT_BLOCK_ROWS, save_index=None,
+                 load_index=None, keep: bool = True):
+        if not passage_shards:
+            raise ValueError("need at least one passage shard")
+        if save_index is not None and load_index is not None:
+            raise ValueError("save_index and load_index exclude each other")
+        if index_factory is None and load_index is None:
+            index_factory = "Flat"
+        if save_index is not None and _is_flat(index_factory):
+            raise ParameterError("save_index", "is for ANN factories (HNSW, IVF); exact Flat search reads "
+                                 "the passage shards themselves, there is nothing to save")
+        if sum(s.count for s in passage_shards) == 0:
+            raise InputError(passage_shards[0].name, None, "the passage shards hold no vectors")
+        self.index_factory, self.fp16_storage, self.nprobe = index_factory, fp16_storage, nprobe
+        self.block_rows, self.load = block_rows, load_index is not None
+        self.placement = placement if placement is not None else placement_for(use_gpu)
+        saved = load_index if load_index is not None else save_index
+        self.pieces: dict[int, list] = {}  # shard index -> [(first global row, piece, saved-index name)]
+        offset = 0
+        for j, shard in enumerate(passage_shards):
+            name = None if saved is None else saved_index_name(saved, j, len(passage_shards))
+            self.pieces.setdefault(int(shard.meta.get("shard_index", 0)), []).append((offset, shard, name))
+            offset += shard.count
+        self.ids = np.concatenate([_read_ids(s) for s in passage_shards])  # bytes, row -> docid
+        logger.info("%d passages in %d shard piece(s): %s, %s%s", len(self.ids), len(passage_shards),
+                    saved if self.load else index_factory, self.placement.describe(), ", fp16" if fp16_storage else "")
+        self.kept = None if not keep else {  # id(piece) -> [(first row, index)]
+            id(shard): list(self._open(shard, name, self.placement)) for _, shard, name in sum(self.pieces.values(), [])}
+
+    def search(self, queries: np.ndarray, depth: int, batch_size: int | None = None) -> Iterator[list[Hit]]:
+        """Each query's top ``depth`` ``[(docid, score), ...]``, best first; ``batch_size`` queries a FAISS call."""
+        if depth < 1:
+            raise ParameterError("depth", f"must be >= 1, got {depth}")
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        placement, pool = fit_limits(self.placement, depth, self.nprobe)
+        if self.kept is not None and placement != self.placement:
+            raise ParameterError("depth", f"{depth} is above faiss' GPU limit of {self.placement.max_k}: "
+                                 "keep the index on the CPU (use_gpu=False) for such depths")
+        candidates = [self._candidates(pieces, queries, placement, pool, batch_size or max(len(queries), 1))
+                      for pieces in self.pieces.values()]
+        for i in range(len(queries)):
+            yield merge((rank(((self.ids[r].decode("utf-8"), round_score(s)) for s, r in zip(scores[i], rows[i])
+                               if r >= 0), depth) for scores, rows in candidates), depth)
+
+    def _candidates(self, pieces, queries: np.ndarray, placement: Placement, pool: int, batch_size: int):
+        """One passage shard's top ``pool`` (scores, global rows) per query, over all its pieces."""
+        top_scores = np.full((len(queries), pool), -np.inf, dtype=np.float32)
+        top_rows = np.full((len(queries), pool), -1, dtype=np.int64)
+        for offset, shard, name in pieces:
+            indexes = self.kept[id(shard)] if self.kept is not None else self._open(shard, name, placement)
+            for start, index in indexes:
+                k = min(pool, index.ntotal)
+                for b in tqdm(range(0, len(queries), batch_size), desc=f"search {shard.name}[{start}:]",
+                              unit="batch", disable=len(queries) <= batch_size, mininterval=10):
+                    scores, rows = index.search(queries[b:b + batch_size], k)
+                    rows = np.where(rows >= 0, rows + offset + start, -1)
+                    scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
+                    top_scores[b:b + batch_size], top_rows[b:b + batch_size] = merge_candidates(
+                        top_scores[b:b + batch_size], top_rows[b:b + batch_size], scores, rows, pool)
+                del index
+        return top_scores, top_rows
+
+    def _open(self, shard: EmbeddingShard, saved_name, placement: Placement):
+        """``(first row, index)`` over one passage piece: exact search in blocks, one ANN index, or the saved one."""
+        if self.load:
+            index, factory = load_saved_index(saved_name, shard, self.index_factory)
+            index, where = placement.place(index, self.fp16_storage, factory)
+            yield 0, _ready(index, where, self.nprobe, factory)
+            return
+        step = self.block_rows if _is_flat(self.index_factory) else max(shard.count, 1)
+        for start in range(0, shard.count, step):
+            index, where = _build(shard.vectors()[start:start + step], self.index_factory, placement, self.fp16_storage)
+            _ready(index, where, self.nprobe, self.index_factory)
+            if saved_name is not None:
+                write_saved_index(saved_name, index, shard, self.index_factory, where)
+            yield start, index
+            del index  # before the next block is built: one block's index in memory at a time
+
+
+def search(query_shards: Sequence[EmbeddingShard], passage_shards: Sequence[EmbeddingShard], depth: int,
+           batch_size: int = 128, **index_kwargs) -> Iterator[tuple[str, list[Hit]]]:
+    """Top-``depth`` passages for every query, as ``(qid, [(docid, score), ...])`` best first.
+
+    ``index_kwargs`` go to :class:`ShardIndex`, built for this search (``keep=False``):
+    ``index_factory``, ``use_gpu`` (None = when faiss sees a GPU, True = require one, False =
+    CPU), ``placement`` (overrides it; ``Placement(parts=3, max_k=10)`` is a 3-GPU machine
+    simulated on CPU), ``fp16_storage``, ``nprobe``, ``block_rows``, ``save_index``, ``load_index``.
+    """
+    if not query_shards:
+        raise ValueError("need at least one query shard")
     reference = query_shards[0]
     for shard in list(query_shards[1:]) + list(passage_shards):
         reference.check_compatible(shard)
-    placement = placement if placement is not None else placement_for(use_gpu)
-    placement, pool = fit_limits(placement, depth, nprobe)
-
     qids = [qid for s in query_shards for qid in s.ids()]
     if len(set(qids)) != len(qids):
         raise InputError(reference.name, None, "duplicate query ids across query shards")
     queries = np.concatenate([np.asarray(s.vectors(), dtype=np.float32) for s in query_shards]) \
         if qids else np.empty((0, reference.dim), np.float32)
-    total = sum(s.count for s in passage_shards)
-    if total == 0:
-        raise InputError(passage_shards[0].name, None, "the passage shards hold no vectors")
-    saved_base = load_index if load_index is not None else save_index
-    saved = [None if saved_base is None else saved_index_name(saved_base, j, len(passage_shards))
-             for j in range(len(passage_shards))]
-    logger.info("searching %d queries x %d passages in %d shard piece(s): %s, depth %d, %s%s", len(qids), total,
-                len(passage_shards), f"saved index {load_index}" if load_index else index_factory, depth,
-                placement.describe(), ", fp16 storage" if fp16_storage else "")
-
-    # the final order is (rounded score desc, docid asc), a total order the reducer reproduces
-    # exactly; the pool holds a few more candidates than depth so a tie at the cut sorts the same
-    top_scores = np.full((len(qids), pool), -np.inf, dtype=np.float32)
-    top_rows = np.full((len(qids), pool), -1, dtype=np.int64)  # row in the concatenation of passage shards
-    offset = 0
-    for j, shard in enumerate(passage_shards):
-        for start, index in _piece_indexes(shard, index_factory, placement, fp16_storage, nprobe, block_rows,
-                                           saved[j], load=load_index is not None):
-            k = min(pool, index.ntotal)
-            for b in tqdm(range(0, len(qids), batch_size), desc=f"search {shard.name}[{start}:]", unit="batch",
-                          disable=len(qids) <= batch_size, mininterval=10):
-                scores, rows = index.search(queries[b:b + batch_size], k)
-                rows = np.where(rows >= 0, rows + offset + start, -1)
-                scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
-                top_scores[b:b + batch_size], top_rows[b:b + batch_size] = merge_topk(
-                    top_scores[b:b + batch_size], top_rows[b:b + batch_size], scores, rows, pool)
-            del index
-        offset += shard.count
-
-    docids = _resolve_ids(passage_shards, top_rows)
-    for i, qid in enumerate(qids):
-        hits = [(docids[i, j], round(float(top_scores[i, j]), SCORE_DECIMALS))
-                for j in range(pool) if top_rows[i, j] >= 0]
-        hits.sort(key=lambda h: (-h[1], h[0]))
-        yield qid, hits[:depth]
+    logger.info("searching %d queries, depth %d", len(qids), depth)
+    yield from zip(qids, ShardIndex(passage_shards, keep=False, **index_kwargs).search(queries, depth, batch_size))
 
 
 def search_to_run(query_spec: str, passage_spec: str, save_ranking_to, depth: int,
@@ -233,37 +281,12 @@ def search_to_run(query_spec: str, passage_spec: str, save_ranking_to, depth: in
     """Resolve shard names/patterns, search, write a TREC run; return the number of queries written."""
     query_shards = resolve_shards(query_spec, kind="query")
     passage_shards = resolve_shards(passage_spec, expected_shards=num_passage_shards, kind="passage")
-    n = 0
-    with atomic_write(save_ranking_to) as f:
-        for qid, hits in search(query_shards, passage_shards, depth, **search_kwargs):
-            write_run_hits(f, qid, hits, tag=tag, sort=False)
-            n += 1
+    n = write_run(save_ranking_to, search(query_shards, passage_shards, depth, **search_kwargs), tag, sort=False)
     logger.info("wrote %s (%d queries, depth %d)", save_ranking_to, n, depth)
     return n
 
 
-def merge_topk(scores_a: np.ndarray, rows_a: np.ndarray, scores_b: np.ndarray, rows_b: np.ndarray,
-               depth: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top-``depth`` of two (scores, ids) candidate sets; stable, so earlier rows win ties."""
-    scores = np.concatenate([scores_a, scores_b], axis=1)
-    rows = np.concatenate([rows_a, rows_b], axis=1)
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
-    return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
-
-
 # --------------------------------------------------------------------------- building
-def build_index(vectors: np.ndarray, index_factory: str = "Flat", placement: Placement = CPU,
-                fp16_storage: bool = False, nprobe: int | None = None, add_rows: int | None = None):
-    """An inner-product FAISS index over ``vectors`` (float32/float16, possibly memory-mapped).
-
-    Trained (when the factory needs it) on the CPU on a sample, then filled where ``placement``
-    says: :func:`build_sharded` with one sub-index per part. A factory that has no GPU version
-    (HNSW) is built on the CPU, with a warning.
-    """
-    index, placement = _build(vectors, index_factory, placement, fp16_storage, add_rows)
-    return _ready(index, placement, nprobe, index_factory)
-
-
 def _build(vectors: np.ndarray, index_factory: str, placement: Placement, fp16_storage: bool = False,
            add_rows: int | None = None):
     """``(filled index, the placement it ended up on)``."""
@@ -291,8 +314,8 @@ def trained_template(vectors: np.ndarray, factory: str):
         index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as e:  # faiss' message ends with the reason, after its C++ location
         reason = str(e).split(": ", 1)[-1].strip()
-        raise InputError("--index_factory", None, f"faiss cannot build {factory!r} for dim {vectors.shape[1]}: "
-                         f"{reason}") from None
+        raise ParameterError("index_factory", f"faiss cannot build {factory!r} for dim {vectors.shape[1]}: "
+                             f"{reason}") from None
     if not index.is_trained:
         rng = np.random.default_rng(0)
         n = len(vectors)
@@ -332,7 +355,7 @@ def set_nprobe(index, nprobe: int, placement: Placement = CPU, factory: str = ""
     try:
         placement.parameter_space().set_index_parameter(index, "nprobe", nprobe)
     except RuntimeError:
-        logger.warning("%s has no nprobe; ignoring --nprobe", factory or "this index")
+        logger.warning("%s has no nprobe; ignoring nprobe", factory or "this index")
         return False
     return True
 
@@ -384,8 +407,8 @@ def load_saved_index(name, shard: EmbeddingShard, index_factory: str | None = No
     name = str(name)
     json_path, index_path = name + ".json", name + ".faiss"
     if not os.path.exists(json_path):
-        what = "half-written saved index (its .json is missing; rebuild it with --save_index)" \
-            if os.path.exists(index_path) else "no such saved index (write it with --save_index)"
+        what = "half-written saved index (its .json is missing; save it again)" \
+            if os.path.exists(index_path) else "no such saved index (save one first: save_index)"
         raise InputError(json_path, None, what)
     meta = read_json(json_path)
     fingerprinted = bool(meta.get("model_fingerprint") and shard.meta.get("model_fingerprint"))
@@ -394,10 +417,10 @@ def load_saved_index(name, shard: EmbeddingShard, index_factory: str | None = No
         if meta.get(key) != shard.meta.get(key):
             raise InputError(json_path, None, f"{key}={meta.get(key)!r}, but passage shard {shard.json_path} has "
                              f"{key}={shard.meta.get(key)!r}: the saved index was built from other passages "
-                             "(rebuild it with --save_index)", key)
+                             "(save it again)", key)
     factory = meta.get("index_factory")
     if index_factory is not None and not _is_flat(index_factory) and index_factory != factory:
-        raise InputError(json_path, None, f"the saved index is {factory!r}, --index_factory says {index_factory!r}",
+        raise InputError(json_path, None, f"the saved index is {factory!r}, index_factory says {index_factory!r}",
                          "index_factory")
     index = faiss.read_index(index_path)
     if index.ntotal != meta.get("index_count") or index.ntotal != shard.count or index.d != shard.dim:
@@ -429,25 +452,6 @@ def _to_cpu(index, placement: Placement = CPU):
 
 
 # --------------------------------------------------------------------------- helpers
-def _piece_indexes(shard: EmbeddingShard, index_factory, placement: Placement, fp16_storage: bool,
-                   nprobe: int | None, block_rows: int, saved_name, load: bool):
-    """``(first row, index)`` over one passage piece: exact search in blocks, one ANN index, or the saved one."""
-    if load:
-        index, factory = load_saved_index(saved_name, shard, index_factory)
-        index, where = placement.place(index, fp16_storage, factory)
-        yield 0, _ready(index, where, nprobe, factory)
-        return
-    step = block_rows if _is_flat(index_factory) else max(shard.count, 1)
-    for start in range(0, shard.count, step):
-        block = shard.vectors()[start:start + step]
-        index, where = _build(block, index_factory, placement, fp16_storage)
-        _ready(index, where, nprobe, index_factory)
-        if saved_name is not None:
-            write_saved_index(saved_name, index, shard, index_factory, where)
-        yield start, index
-        del index  # before the next block is built: one block's index in memory at a time
-
-
 def _is_flat(factory: str | None) -> bool:
     return factory is not None and factory.replace(" ", "").lower() == "flat"
 
@@ -466,14 +470,12 @@ def _gpu_resources(device: int):
     return _GPU_RESOURCES[device]
 
 
-def _resolve_ids(passage_shards: Sequence[EmbeddingShard], rows: np.ndarray) -> np.ndarray:
-    """Global passage rows -> docid strings, reading one shard's ids at a time."""
-    out = np.empty(rows.shape, dtype=object)
-    offset = 0
-    for shard in passage_shards:
-        mask = (rows >= offset) & (rows < offset + shard.count)
-        if mask.any():
-            ids = np.asarray(shard.ids(), dtype=object)
-            out[mask] = ids[rows[mask] - offset]
-        offset += shard.count
-    return out
+def _read_ids(shard: EmbeddingShard) -> np.ndarray:
+    """A shard's docids as one bytes array (no Python string per passage kept)."""
+    with open(shard.name + ".ids", "rb") as f:
+        ids = f.read().split(b"\n")
+    if ids and ids[-1] == b"":
+        ids.pop()
+    if len(ids) != shard.count:
+        raise InputError(shard.name + ".ids", None, f"{len(ids)} ids, but {shard.json_path} says count={shard.count}")
+    return np.array(ids, dtype=bytes) if ids else np.array([], dtype="S1")

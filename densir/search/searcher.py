@@ -18,15 +18,15 @@ Reads (nothing is written) from one round directory ``R`` of ``scripts/stages.sh
 optionally a re-ranker dir (rerank.sh's ``OUT_DIR/rerank/model``) and get_data.sh's
 ``DATA_DIR/bm25_index`` (a BM25 first stage instead of the dense one).
 
-The first stage is exact inner product (``IndexFlatIP``; any FAISS factory string, or an index
-saved by ``--save_index``, instead), ranked as run.sh's search and reduce steps rank: each shard's
-top ``depth`` (scores rounded to the run files' 6 decimals, ties by docid), merged as the reducer
-merges shard runs. So ``search_batch(queries, k)`` over a split's queries, encoded in run.sh's
+The first stage is the search stage's :class:`densir.search.faiss_index.ShardIndex`, kept in
+memory: exact inner product (``IndexFlatIP``; any FAISS factory string, or an index saved by the
+search stage, instead), ranked as run.sh's search and reduce steps rank (each shard's top
+``depth``, :mod:`densir.ranking`'s order and 6 decimals, merged as the reducer merges). So ``search_batch(queries, k)`` over a split's queries, encoded in run.sh's
 batches (``batch_size=ENCODE_BATCH``), is the split's run ``R/<split>.run`` hit for hit; one
 query alone is padded alone, so its vector can differ in the last float bit, which reorders
 only passages whose scores tie to ~1e-6. Re-ranking scores the first stage's top
 ``rerank_depth`` with the cross-encoder (raw logits) and ranks them as rerank.sh's
-``<split>.ce.run`` (``python -m densir.driver.rerank``: logit desc, docid asc, 6 decimals);
+``<split>.ce.run`` (:func:`densir.reranker.rerank.score_run`, then logit desc, docid asc, 6 decimals);
 ``interpolate=alpha`` fuses that 6-decimal run with the first stage as rerank.sh's
 ``RERANK_ALPHA`` step does (``tools/fuse_runs.py``, :func:`densir.search.fusion.interpolate_hits`),
 giving its ``<split>.run``.
@@ -54,9 +54,11 @@ from pathlib import Path
 
 import numpy as np
 
+from densir import ranking
 from densir.checks import check_text, check_texts
 from densir.embeddings import EmbeddingShard, model_fingerprint, resolve_shards
 from densir.io import InputError, read_json
+from densir.search.faiss_index import ShardIndex
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +180,7 @@ class Searcher:
                                                      recipe=meta.get("backend_recipe"), max_len=self.q_max_len)
             self.precision = "fp32"
         self.batch_size = batch_size
-        self.index = _ShardIndex(self.shards, index_factory, use_gpu, fp16_storage, nprobe, load_index)
+        self.index = ShardIndex(self.shards, index_factory, use_gpu, fp16_storage, nprobe, load_index=load_index)
         self.corpus = _CorpusTexts(corpus, self.shards, self.index.ids) if corpus is not None else None
         self.reranker = reranker
         self.bm25_index = str(bm25_index) if bm25_index is not None else None
@@ -282,9 +284,9 @@ class Searcher:
             from densir.search import bm25
 
             keyed = {str(i): q for i, q in enumerate(queries)}
-            run = bm25.search(self.bm25_index, keyed, k=depth, remove_query=False)
+            run = dict(bm25.search(self.bm25_index, keyed, k=depth, remove_query=False))
             return [run.get(str(i), []) for i in range(len(queries))]
-        return self.index.search(self.encode_queries(queries), depth)
+        return list(self.index.search(self.encode_queries(queries), depth))
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Query embeddings [n, dim] float32, as run.sh's encode stage makes them."""
@@ -304,26 +306,23 @@ class Searcher:
     def _rerank(self, queries, first, interpolate):
         """Re-rank each query's first-stage hits: ``[(docid, score, first, ce), ...]`` best first.
 
-        As rerank.sh: the cross-encoder run is what ``densir.driver.rerank`` writes (sorted by
-        logit, ties by docid, 6 decimals), and the fused run is ``tools/fuse_runs.py``'s
-        :func:`~densir.search.fusion.interpolate_hits` of the first-stage run and that
-        6-decimal run, sorted by fused score (ties by docid) as ``write_run`` writes it.
+        As rerank.sh: the cross-encoder run is what ``densir.driver.rerank`` writes
+        (:func:`~densir.reranker.rerank.score_run`, ranked, 6 decimals), and the fused run is
+        ``tools/fuse_runs.py``'s :func:`~densir.search.fusion.interpolate_hits` of the first-stage
+        run and that 6-decimal run, ranked as ``write_run`` writes it.
         """
         from densir.formats import passage_text
-        from densir.search.faiss_index import SCORE_DECIMALS
+        from densir.reranker.rerank import score_run
         from densir.search.fusion import interpolate_hits
 
         docs = self.corpus.get({d for hits in first for d, _ in hits})
-        pairs = [(q, passage_text(*docs[d])) for q, hits in zip(queries, first) for d, _ in hits]
-        scores = self.reranker.predict(pairs)
-        out, i = [], 0
-        for hits in first:
-            ce = sorted(((d, float(scores[i + j])) for j, (d, _) in enumerate(hits)), key=lambda h: (-h[1], h[0]))
-            i += len(hits)
-            ce = [(d, round(s, SCORE_DECIMALS)) for d, s in ce]
-            ranked = ce
-            if interpolate is not None:
-                ranked = sorted(interpolate_hits(hits, ce, interpolate), key=lambda h: (-h[1], h[0]))
+        texts = {d: passage_text(*docs[d]) for d in docs}
+        scored = score_run(self.reranker.model, dict(enumerate(first)), dict(enumerate(queries)), texts,
+                           self.reranker.batch_size, self.reranker.precision)
+        out = []
+        for (_, ce), hits in zip(scored, first):
+            ce = [(d, ranking.round_score(s)) for d, s in ranking.rank(ce)]
+            ranked = ce if interpolate is None else ranking.rank(interpolate_hits(hits, ce, interpolate))
             first_of, ce_of = dict(hits), dict(ce)
             out.append([(d, s, first_of[d], ce_of[d]) for d, s in ranked])
         return out
@@ -333,72 +332,6 @@ class Searcher:
         return [Hit(docid=d, rank=r, score=s, title=docs.get(d, (None, None))[0], text=docs.get(d, (None, None))[1],
                     first_score=f, rerank_score=c)
                 for r, (d, s, f, c) in enumerate(ranked, 1)]
-
-
-# --------------------------------------------------------------------------- first stage
-class _ShardIndex:
-    """FAISS indexes over all passage shards, built (or loaded) once and kept: an interactive searcher.
-
-    :func:`densir.search.faiss_index.search` builds its indexes per call and streams them (a batch
-    job); this keeps them, built by the same :func:`~densir.search.faiss_index.build_index` on
-    the same :class:`~densir.search.faiss_index.Placement`, and ranks as run.sh's search + reduce
-    steps do: each shard (its torchrun pieces together) gives its own top ``depth`` from
-    ``depth + TIE_MARGIN`` candidates, scores rounded to the run files' decimals and sorted
-    (score desc, docid asc); the shards' lists are then merged as the reducer merges shard runs.
-    ``load_index``: a name saved by ``--save_index`` (ANN factories).
-    """
-
-    def __init__(self, shards, index_factory="Flat", use_gpu=None, fp16_storage=False, nprobe=None, load_index=None):
-        from densir.search import faiss_index as fi
-
-        self.placement = fi.placement_for(use_gpu)
-        self.nprobe = nprobe
-        self.groups: dict[int, list] = {}  # shard index -> [(faiss index, first global row)], one per piece
-        offset, ids = 0, []
-        for j, shard in enumerate(shards):
-            if load_index is not None:
-                index, factory = fi.load_saved_index(fi.saved_index_name(load_index, j, len(shards)), shard,
-                                                     index_factory)
-                index, where = self.placement.place(index, fp16_storage, factory)
-                if nprobe is not None:
-                    fi.set_nprobe(index, nprobe, where, factory)
-            else:
-                index = fi.build_index(shard.vectors(), index_factory, self.placement, fp16_storage, nprobe)
-            self.groups.setdefault(int(shard.meta.get("shard_index", 0)), []).append((index, offset))
-            offset += shard.count
-            ids.append(_read_ids(shard))
-        self.ids = np.concatenate(ids)  # bytes, row -> docid
-
-    def search(self, queries: np.ndarray, depth: int) -> list[list[tuple[str, float]]]:
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        per_shard = [self._search_shard(pieces, queries, depth) for pieces in self.groups.values()]
-        out = []
-        for lists in zip(*per_shard):  # the reducer's merge of shard runs
-            hits = sorted((h for hits in lists for h in hits), key=lambda h: (-h[1], h[0]))
-            out.append(hits[:depth])
-        return out
-
-    def _search_shard(self, pieces, queries, depth):
-        """One shard's top ``depth`` per query, as its run file ``runs/<split>.<i>.run`` holds it."""
-        from densir.search.faiss_index import SCORE_DECIMALS, fit_limits, merge_topk
-
-        placement, pool = fit_limits(self.placement, depth, self.nprobe)
-        if placement != self.placement:
-            raise ValueError(f"depth {depth} is above faiss' GPU limit of {self.placement.max_k}: "
-                             "load the searcher with use_gpu=False for such depths")
-        top_scores = np.full((len(queries), pool), -np.inf, dtype=np.float32)
-        top_rows = np.full((len(queries), pool), -1, dtype=np.int64)
-        for index, offset in pieces:
-            scores, rows = index.search(queries, min(pool, index.ntotal))
-            rows = np.where(rows >= 0, rows + offset, -1)
-            scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
-            top_scores, top_rows = merge_topk(top_scores, top_rows, scores, rows, pool)
-        out = []
-        for scores, rows in zip(top_scores, top_rows):
-            hits = [(self.ids[r].decode("utf-8"), round(float(s), SCORE_DECIMALS)) for s, r in zip(scores, rows) if r >= 0]
-            hits.sort(key=lambda h: (-h[1], h[0]))
-            out.append(hits[:depth])
-        return out
 
 
 # --------------------------------------------------------------------------- corpus texts
@@ -486,16 +419,6 @@ def _records_of(shard: EmbeddingShard) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- loading helpers
-def _read_ids(shard: EmbeddingShard) -> np.ndarray:
-    with open(shard.name + ".ids", "rb") as f:
-        ids = f.read().split(b"\n")
-    if ids and ids[-1] == b"":
-        ids.pop()
-    if len(ids) != shard.count:
-        raise InputError(shard.name + ".ids", None, f"{len(ids)} ids, but {shard.json_path} says count={shard.count}")
-    return np.array(ids, dtype=bytes) if ids else np.array([], dtype="S1")
-
-
 def _check_encoder(encoder, shard: EmbeddingShard) -> None:
     """The encoder must be the one the shards were made with (weights fingerprint, pooling, normalize, dim)."""
     models = (encoder.q_model,) if not encoder.config.untied else (encoder.q_model, encoder.p_model)
