@@ -122,12 +122,11 @@ class DenseEncoder(nn.Module):
         checkpoint's files (exported once, cached beside it). Pooling, normalization and prefixes
         stay here. ``backend="torch"`` with ``quantize="none"`` returns ``self``."""
         from densir.backends import load_runtime
+        from densir.loading import checkpoint_dir
 
         if backend == "torch" and quantize == "none" and recipe is None:
             return self
-        local = getattr(self, "local_dir", None)
-        if local is None:
-            raise ValueError("with_backend needs an encoder from DenseEncoder.load (its checkpoint files)")
+        local = checkpoint_dir(self)
         dirs = [local / "query_model", local / "passage_model"] if self.config.untied else [local]
         runtimes = [load_runtime(d, backend, quantize, task="encoder", threads=threads, max_len=max_len,
                                  recipe=recipe, calibration=calibration) for d in dirs]
