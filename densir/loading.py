@@ -4,15 +4,11 @@
     reranker = load_model("runs/demo/rerank/model", "cross-encoder", device="auto", precision="auto")
     scores = reranker.predict(pairs, amp=reranker.inference.precision)
 
-What a loaded model runs on is one :class:`Inference` (:func:`inference`), carried as its
-``.inference``: the device (``auto``: CUDA when torch sees one; ``onnx``/``openvino`` run on the
-CPU), the precision that runs (:func:`densir.precision.resolve_precision`; the CPU backends run
-fp32, or int8 with ``quantize="int8"``), the backend, quantization and recipe
-(:mod:`densir.backends`), and the CPU threads (default: the one policy, :mod:`densir.threads`).
-A calibrated recipe calibrates on the first :data:`densir.backends.DEFAULT_CALIBRATION_SIZE`
-texts of ``calibration``: passages (encoder) or (query, passage) pairs (cross-encoder), an
-iterable or a function returning one, called only when the recipe needs it. A stage that checks
-the torch weights before the backend takes over (the shard fingerprint) loads in two steps:
+What a model runs on is one :class:`Inference` (:func:`inference`: device, precision, backend,
+quantization, recipe, CPU threads), carried as its ``.inference``. A calibrated recipe calibrates
+on the first :data:`densir.backends.DEFAULT_CALIBRATION_SIZE` texts of ``calibration`` (passages,
+or (query, passage) pairs; an iterable or a function returning one, called only when needed). A
+stage that checks the torch weights first (a shard fingerprint) loads in two steps:
 ``run = inference(...)``, then ``run.prepare(DenseEncoder.load(...))``.
 """
 from __future__ import annotations

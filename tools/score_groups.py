@@ -70,8 +70,8 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.run:
         stats = score_groups_from_run_file(args.run, args.groups, args.out, missing=args.missing)
-        dropped = f" (left out: {stats['dropped_passages']} passages not in the run, {stats['dropped_groups']} groups " \
-            "left without a positive)" if stats["dropped_passages"] else ""
+        dropped = (f" (left out: {stats['dropped_passages']} passages not in the run, {stats['dropped_groups']} "
+                   "groups left without a positive)") if stats["dropped_passages"] else ""
         print(f"{args.out}: {stats['groups']} groups, {stats['passages']} passages scored by {args.run}{dropped}")
         return stats
     stats = score_groups_file(args.model_name_or_path, args.groups, args.out, batch_size=args.batch_size,

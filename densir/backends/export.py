@@ -1,19 +1,11 @@
-"""Exporting a checkpoint for a CPU backend of :mod:`densir.backends`, cached.
+"""Exporting a checkpoint for a CPU backend, cached: ``torch.onnx.export`` (TorchScript exporter, eager
+attention, dynamic batch and sequence axes), then onnxruntime's transformer optimizer (``onnx``)
+or ``openvino.convert_model`` (``openvino``), then the recipe's quantizer for int8.
 
-One path for both backends: ``torch.onnx.export`` (TorchScript exporter, eager attention,
-dynamic batch and sequence axes), then
-
-- ``onnx``: onnxruntime's transformer optimizer (fused EmbedLayerNorm / Attention /
-  SkipLayerNorm / BiasGelu) and, for int8, the recipe's quantizer;
-- ``openvino``: ``openvino.convert_model`` of the ONNX file and, for int8, the recipe's quantizer
-  (:mod:`densir.backends.quantize`).
-
-Cache: ``<model_dir>/.densir-export/<backend>-<quantize>-<hash>/`` where the hash covers the
-weight and config files, the task, the recipe, the library versions and (for calibrated recipes)
-max_len and the calibration texts. A directory is built under a temporary name, its
-``export.json`` written last, then renamed into place; a later call finding ``export.json``
-reuses it. A read-only ``model_dir`` falls back to ``cache_root`` (default
-``~/.cache/densir/exports``).
+Cache: ``<model_dir>/.densir-export/<backend>-<quantize>-<hash>/``, the hash over the weight and
+config files, task, recipe, library versions and (calibrated recipes) max_len and calibration
+texts. Built under a temporary name, ``export.json`` written last, then renamed into place; a
+read-only ``model_dir`` falls back to ``cache_root`` (default ``~/.cache/densir/exports``).
 """
 from __future__ import annotations
 

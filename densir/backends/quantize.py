@@ -1,10 +1,5 @@
-"""int8 quantizers of :mod:`densir.backends`: each recipe's ``quantizer`` is one of these.
-
-- :func:`ort_dynamic` (backend ``onnx``): ``onnxruntime.quantization.quantize_dynamic`` of the
-  optimized graph, ``quantizer(src, dst, options, feeds, work)`` writing ``dst``;
-- :func:`nncf_int8` (backend ``openvino``): ``nncf.compress_weights`` (int8 weights; the CPU plugin
-  quantizes the activations at run time) or ``nncf.quantize`` (static, calibrated on ``feeds``),
-  ``quantizer(model, options, feeds)`` returning the quantized ``ov.Model``.
+"""The int8 quantizers a recipe names: ``onnx`` ones ``f(src, dst, options, feeds, work)`` write ``dst``,
+``openvino`` ones ``f(model, options, feeds)`` return the model (``feeds``: calibration inputs or None).
 """
 from __future__ import annotations
 

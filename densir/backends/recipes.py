@@ -1,9 +1,5 @@
-"""The recipe registry of :mod:`densir.backends`: which ways of running a checkpoint exist, and
-which one a (backend, quantize) request gets.
-
-:data:`RECIPES` lists them by name, :data:`DEFAULT_RECIPES` the one each (backend, quantize)
-uses; :func:`register_recipe` adds one (``benchmarks/backend_probe.py`` registers the recipes
-only it measures). Which int8 recipe is the default, and why, is measured by that benchmark.
+"""The recipe registry: :data:`RECIPES` by name, :data:`DEFAULT_RECIPES` per (backend, quantize),
+:func:`register_recipe` (``benchmarks/backend_probe.py`` registers the recipes only it measures).
 """
 from __future__ import annotations
 
@@ -21,12 +17,8 @@ TORCH_RECIPE = "torch-fp32"  # the checkpoint itself, run by torch
 
 @dataclass(frozen=True)
 class Recipe:
-    """One way to turn a checkpoint into a runtime; ``name`` goes into the cache key and the shard json.
-
-    ``quantizer``: None (fp32), or for ``onnx`` ``f(src, dst, options, feeds, work)`` writing the
-    int8 graph ``dst``, for ``openvino`` ``f(model, options, feeds) -> model``
-    (:mod:`densir.backends.quantize`); ``feeds`` are the calibration inputs of a ``calibrated`` one.
-    """
+    """One way to turn a checkpoint into a runtime; ``name`` goes into the cache key and the shard json;
+    ``quantizer``: None (fp32) or one of :mod:`densir.backends.quantize`'s kind."""
     name: str
     backend: str
     quantize: str

@@ -1,13 +1,6 @@
-"""Runtimes of :mod:`densir.backends`: a checkpoint (or its export) as a callable on token tensors.
-
-    runtime = load_runtime(model_dir, "onnx", "int8", task="encoder")
-    hidden = runtime(input_ids, attention_mask, token_type_ids)    # torch.float32 [batch, seq, dim]
-    runtime.describe()                                              # backend, quantize, recipe, versions
-
-Task ``"encoder"`` returns ``last_hidden_state``, task ``"cross-encoder"`` the one-logit
-``logits`` ``[batch, 1]``. OpenVINO runs with an explicit precision hint (the recipe's, f32 unless
-it says otherwise: OpenVINO's own default is bf16 on CPUs with bf16 units) and, for the
-weights-only int8 recipe, the CPU plugin's dynamic activation quantization.
+"""Runtimes: a checkpoint (torch) or its export (onnxruntime, OpenVINO) as a callable on token tensors,
+returning ``last_hidden_state`` (task ``encoder``) or the one-logit ``logits`` (``cross-encoder``).
+OpenVINO gets an explicit precision hint (the recipe's; its own default is bf16 on bf16 CPUs).
 """
 from __future__ import annotations
 
