@@ -1,4 +1,4 @@
-"""Exploratory: every CPU inference recipe of densir.backends side by side, in ONE run.
+"""Exploratory: every CPU inference recipe side by side, in ONE run: densir.backends' and four registered here.
 
     python benchmarks/backend_probe.py [--n 300] [--max_len 256] [--batch_size 32] [--repeats 3] \\
         [--recipes ort-fp32,ov-int8-static,...] [--save benchmarks/results/backend_probe.json]
@@ -36,6 +36,58 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_common import best_of, bert_flops, environment, model_copy, read_passages, roofline  # noqa: E402
 
 from densir import backends  # noqa: E402
+from densir.backends.quantize import ort_dynamic, warnings_quiet  # noqa: E402
+
+_ORT_DYNAMIC = {"per_channel": True, "reduce_range": False, "weight_type": "QInt8", "exclude": ()}
+
+
+def ort_static(src: Path, dst: Path, options: dict, feeds: list[dict], work: Path) -> None:
+    """onnxruntime quantize_static (QDQ, MatMul only), MinMax-calibrated on ``feeds``."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    pre = work / "pre.onnx"
+    try:
+        # the symbolic shape inference knows onnxruntime's fused ops; without it the quantizer
+        # cannot type their outputs and silently leaves the MatMuls behind them in fp32
+        quant_pre_process(str(src), str(pre), skip_optimization=True, skip_symbolic_shape=False)
+    except Exception as e:
+        print(f"shape inference before static quantization failed ({e}); quantizing as is", flush=True)
+        pre.write_bytes(src.read_bytes())
+    with warnings_quiet():
+        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
+                        per_channel=options["per_channel"],
+                        activation_type=getattr(QuantType, options["activation_type"]),
+                        weight_type=getattr(QuantType, options["weight_type"]),
+                        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
+
+
+# the recipes only this probe measures (densir.backends registers the ones the stages use)
+for _recipe in (
+    backends.Recipe("ort-int8-dynamic", "onnx", "int8",
+                    "onnxruntime quantize_dynamic of the optimized graph: int8 weights per channel (QInt8), "
+                    "activations quantized per tensor at run time (u8), MatMul and Attention",
+                    quantizer=ort_dynamic, options={**_ORT_DYNAMIC, "op_types": None}),
+    backends.Recipe("ort-int8-dynamic-matmul", "onnx", "int8",
+                    "as ort-int8-dynamic, MatMul only (fused Attention left in fp32)",
+                    quantizer=ort_dynamic, options={**_ORT_DYNAMIC, "op_types": ("MatMul",)}),
+    backends.Recipe("ort-int8-static", "onnx", "int8",
+                    "onnxruntime quantize_static, QDQ, MatMul only, per-channel s8 weights, u8 activations, "
+                    "MinMax calibration on real passages", calibrated=True, quantizer=ort_static,
+                    options={"per_channel": True, "activation_type": "QUInt8", "weight_type": "QInt8"}),
+    backends.Recipe("ov-bf16", "openvino", "none",
+                    "as ov-fp32 with INFERENCE_PRECISION_HINT=bf16 (fast only on CPUs with avx512_bf16 or AMX)",
+                    options={"precision_hint": "bf16"}),
+):
+    backends.register_recipe(_recipe)
 
 
 def main():

@@ -65,13 +65,13 @@ def check_mining_args(range_min: int = 0, range_max: int | None = None, relative
                       sampling: str = "random") -> None:
     """ValueError for mining options that cannot mine anything (before any file is read or model loaded)."""
     if range_min < 0:
-        raise ValueError(f"--range_min must be >= 0, got {range_min}")
+        raise ValueError(f"range_min must be >= 0, got {range_min}")
     if range_max is not None and range_max <= range_min:
-        raise ValueError(f"--range_max must be > --range_min, got range_min={range_min} range_max={range_max}")
+        raise ValueError(f"range_max must be > range_min, got {range_max} and {range_min}")
     if relative_margin is not None and relative_margin < 0:
-        raise ValueError(f"--relative_margin must be >= 0, got {relative_margin}")
+        raise ValueError(f"relative_margin must be >= 0, got {relative_margin}")
     if sampling not in SAMPLING:
-        raise ValueError(f"--sampling must be one of {', '.join(SAMPLING)}, got {sampling!r}")
+        raise ValueError(f"sampling must be one of {', '.join(SAMPLING)}, got {sampling!r}")
 
 
 def build_train_groups(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]],
@@ -195,17 +195,20 @@ def filter_candidates(candidates: Sequence[tuple[str, float]], positive_scores: 
 
 
 def cross_encoder_rescorer(model_name_or_path: str, batch_size: int = 64, max_len: int | None = None,
-                           precision: str = "fp32", device: str = "auto") -> Rescorer:
+                           precision: str = "fp32", device: str = "auto", backend: str = "torch",
+                           quantize: str = "none", recipe: str | None = None, calibration=None) -> Rescorer:
     """``rescore`` for :func:`build_train_groups`: raw logits of
     :meth:`densir.reranker.modeling.CrossEncoderReranker.predict` (any cross-encoder it loads; a
-    plain encoder gets a fresh head, random: for real mining give a trained cross-encoder)."""
-    from densir.precision import resolve_device, resolve_precision
-    from densir.reranker.modeling import CrossEncoderReranker
+    plain encoder gets a fresh head, random: for real mining give a trained cross-encoder), loaded
+    by :func:`densir.loading.load_model` with these arguments (``backend`` onnx/openvino:
+    fp32 or int8 on the CPU; ``calibration``: (query, passage) pairs for a calibrated recipe)."""
+    from densir.loading import load_model
 
-    dev = resolve_device(device)
-    amp = resolve_precision(precision, dev).name
-    reranker = CrossEncoderReranker.load(model_name_or_path, max_len=max_len).to(dev)
-    logger.info("rescoring candidates with %s (max_len %d, %s, %s)", model_name_or_path, reranker.max_len, amp, dev)
+    reranker = load_model(model_name_or_path, "cross-encoder", device, precision, backend, quantize, recipe,
+                          calibration=calibration, max_len=max_len)
+    amp = reranker.inference.precision
+    logger.info("rescoring candidates with %s (max_len %d, %s, %s, %s)", model_name_or_path, reranker.max_len, amp,
+                reranker.inference.device, reranker.inference.recipe)
 
     def rescore(query: str, texts: Sequence[str]):
         return reranker.predict([(query, t) for t in texts], batch_size=batch_size, amp=amp)
@@ -251,18 +254,23 @@ def build_train_file(queries_path, qrels_path, run_path, corpus_path, out, depth
                      max_score: float | None = None, min_score: float | None = None, sampling: str = "random",
                      rescore_model: str | None = None, rescore_batch_size: int = 64,
                      rescore_max_len: int | None = None, rescore_precision: str = "fp32",
-                     rescore_device: str = "auto") -> dict:
+                     rescore_device: str = "auto", rescore_backend: str = "torch", rescore_quantize: str = "none",
+                     rescore_recipe: str | None = None) -> dict:
     """Files in, train-group JSONL out: ``out`` (atomic) and its stats beside it (``.stats.json``).
 
-    ``rescore_model``: a cross-encoder (:func:`cross_encoder_rescorer`) whose scores the mining
-    options use instead of the run's.
+    ``rescore_model``: a cross-encoder (:func:`cross_encoder_rescorer`, with the other ``rescore_*``
+    arguments) whose scores the mining options use instead of the run's; a calibrated recipe
+    calibrates on the run's first (query, hit) pairs.
     """
     from pathlib import Path
 
-    from densir.formats import read_corpus, read_qrels, read_queries
+    from densir.formats import passage_text, read_corpus, read_qrels, read_queries
     from densir.io import iter_run, write_json, write_jsonl
+    from densir.loading import check_backend
 
     check_mining_args(range_min, range_max, relative_margin, sampling)
+    if rescore_model:
+        check_backend(rescore_backend, rescore_quantize, rescore_recipe, rescore_precision, task="cross-encoder")
     corpus = read_corpus(corpus_path)
     qrels = read_qrels(qrels_path, doc_ids=set(corpus))
     queries = read_queries(queries_path)
@@ -272,8 +280,11 @@ def build_train_file(queries_path, qrels_path, run_path, corpus_path, out, depth
                   max_score=max_score, min_score=min_score, sampling=sampling)
     rescore = None
     if rescore_model:
-        rescore = cross_encoder_rescorer(rescore_model, batch_size=rescore_batch_size, max_len=rescore_max_len,
-                                         precision=rescore_precision, device=rescore_device)
+        rescore = cross_encoder_rescorer(
+            rescore_model, batch_size=rescore_batch_size, max_len=rescore_max_len, precision=rescore_precision,
+            device=rescore_device, backend=rescore_backend, quantize=rescore_quantize, recipe=rescore_recipe,
+            calibration=lambda: ((queries[q], passage_text(*corpus[d]))
+                                 for q, hits in iter_run(run_path) if q in queries for d, _ in hits if d in corpus))
     stats: dict = {}
     groups = build_train_groups(queries, qrels, iter_run(run_path), corpus,
                                 depth=depth, n_sample=n_sample, seed=seed, skip=skip, stats=stats,
@@ -282,7 +293,7 @@ def build_train_file(queries_path, qrels_path, run_path, corpus_path, out, depth
     stats.update(depth=depth, skip=skip, n_sample=n_sample, seed=seed, run=str(run_path), **mining,
                  rescore_model=rescore_model)
     if rescore is not None:
-        stats.update(rescore_max_len=rescore.reranker.max_len)
+        stats.update(rescore_max_len=rescore.reranker.max_len, rescore_recipe=rescore.reranker.inference.recipe)
     write_json(Path(str(out)).with_suffix(".stats.json"), stats)
     return stats
 
@@ -294,60 +305,3 @@ def _at_least_one(groups: Iterator[dict], stats: dict, run_path) -> Iterator[dic
         raise InputError(run_path, None, "run is empty")
     if not stats["groups"]:
         raise InputError(run_path, None, f"no train group: {describe_stats(stats)}")
-
-
-def build_train_cli(description: str, defaults: dict | None = None, argv=None) -> None:
-    """The CLI of ``tools/build_train.py`` (and ``tools/build_train_hn.py``, with other ``defaults``)."""
-    import argparse
-
-    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--queries", required=True)
-    ap.add_argument("--qrels", required=True)
-    ap.add_argument("--run", required=True, help="TREC run, e.g. BM25 or a round-1 dense run")
-    ap.add_argument("--corpus", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--depth", type=int, default=200, help="sample negatives from the top DEPTH hits")
-    ap.add_argument("--skip", type=int, default=0, help="leave out the top SKIP hits (false-negative guard)")
-    ap.add_argument("--n_sample", type=int, default=30, help="negatives per query")
-    ap.add_argument("--seed", type=int, default=42)
-    m = ap.add_argument_group("mining (sentence-transformers' mine_hard_negatives; densir.train_groups)")
-    m.add_argument("--range_min", type=int, default=0,
-                   help="keep candidates from this rank on, among those the filters leave, best first (0 = the best)")
-    m.add_argument("--range_max", type=int, default=None, help="... up to (not including) this rank; default: all")
-    m.add_argument("--margin", "--absolute_margin", dest="margin", type=float, default=None,
-                   help="drop a candidate unless score <= positive's score - MARGIN")
-    m.add_argument("--relative_margin", type=float, default=None,
-                   help="drop a candidate unless score <= positive's score - |positive's score| * M "
-                        "(= positive's score * (1 - M) for a score >= 0)")
-    m.add_argument("--max_score", type=float, default=None, help="drop a candidate scoring above this")
-    m.add_argument("--min_score", type=float, default=None, help="drop a candidate scoring below this")
-    m.add_argument("--sampling", choices=SAMPLING, default="random",
-                   help="random: N_SAMPLE drawn from the window (seeded per query); top: the first N_SAMPLE")
-    m.add_argument("--rescore_model", default=None,
-                   help="a cross-encoder that scores the positives and candidates: the filters and ranks use its "
-                        "scores (raw logits) instead of the run's")
-    m.add_argument("--rescore_batch_size", type=int, default=64, help="pairs per forward pass when rescoring")
-    m.add_argument("--rescore_max_len", type=int, default=None,
-                   help="query + passage tokens; default: the model's saved max_len, else min(tokenizer, 512)")
-    m.add_argument("--rescore_precision", default="fp32", help="fp32 | auto | fp16 | bf16 (densir.precision)")
-    m.add_argument("--rescore_device", default="auto", help="auto (CUDA when there is one) | cpu | cuda[:i]")
-    ap.set_defaults(**(defaults or {}))
-    args = ap.parse_args(argv)
-    try:
-        check_mining_args(args.range_min, args.range_max, args.relative_margin, args.sampling)
-    except ValueError as e:
-        ap.error(str(e))
-    if args.rescore_batch_size < 1:
-        ap.error(f"--rescore_batch_size must be positive, got {args.rescore_batch_size}")
-    if args.rescore_model is None and any(getattr(args, f"rescore_{k}") != ap.get_default(f"rescore_{k}")
-                                          for k in ("batch_size", "max_len", "precision", "device")):
-        ap.error("--rescore_batch_size/--rescore_max_len/--rescore_precision/--rescore_device need --rescore_model")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stats = build_train_file(args.queries, args.qrels, args.run, args.corpus, args.out, depth=args.depth,
-                             skip=args.skip, n_sample=args.n_sample, seed=args.seed, range_min=args.range_min,
-                             range_max=args.range_max, margin=args.margin, relative_margin=args.relative_margin,
-                             max_score=args.max_score, min_score=args.min_score, sampling=args.sampling,
-                             rescore_model=args.rescore_model, rescore_batch_size=args.rescore_batch_size,
-                             rescore_max_len=args.rescore_max_len, rescore_precision=args.rescore_precision,
-                             rescore_device=args.rescore_device)
-    print(f"{args.out}: {describe_stats(stats)}")

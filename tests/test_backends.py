@@ -150,8 +150,9 @@ def test_read_only_model_dir_falls_back_to_cache_root(tiny_bert_dir, tmp_path, m
     shutil.copytree(tiny_bert_dir, model)
     os.chmod(model, 0o555)
     if os.geteuid() == 0:  # root writes through mode bits: make the model dir refuse as a read-only mount would
-        real = backends._writable
-        monkeypatch.setattr(backends, "_writable", lambda base: not str(base).startswith(str(model)) and real(base))
+        real = backends.export._writable
+        monkeypatch.setattr(backends.export, "_writable",
+                            lambda base: not str(base).startswith(str(model)) and real(base))
     try:
         path = backends.export_model(model, "onnx", "none", "encoder", MAX_LEN, cache_root=tmp_path / "cache")
         assert Path(tmp_path / "cache") in path.parents and (path / backends.MARKER).exists()

@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA, run_cmd
+from conftest import REPO, SHARED_DATA, run_cmd
 
 from densir.dataset import TrainDataset, passage_input
 from densir.formats import TrainGroupSource, read_qrels
@@ -280,10 +280,12 @@ def test_distillation_needs_a_score_on_every_passage(tmp_path, tiny_bert_dir):
 
 
 def test_score_groups_cli_errors_are_one_line(tmp_path, teacher_dir, capsys):
-    from densir.io import cli_errors
-    from densir.reranker.score_groups import score_groups_cli
+    import importlib.util
 
-    main = cli_errors(score_groups_cli)  # what tools/score_groups.py runs
+    spec = importlib.util.spec_from_file_location("score_groups_tool", REPO / "tools" / "score_groups.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    main = tool.main  # what tools/score_groups.py runs: its CLI through densir.io.cli_errors
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"query": "q", "positive_passages": [{"docid": "a", "text": "x"}]}\n{"query": 3}\n')
     for groups, message in [(tmp_path / "missing.jsonl", f"error: {tmp_path / 'missing.jsonl'}: no such train-group file"),

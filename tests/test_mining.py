@@ -379,6 +379,44 @@ def test_mine_hard_neg_rescores_with_mine_rescore_model(tmp_path, small_ce, smal
     assert stats["dropped_margin"] > 0
 
 
+def test_rescorer_on_onnx_gives_the_torch_scores(tmp_path, small_ce, small_run, ce_scores, data, inputs):
+    """--backend onnx for the mining rescorer (densir.loading, as the other stages load theirs): the
+    cross-encoder's scores are torch's (within the backend tests' tolerance), and tools/build_train.py
+    with --rescore_model ... --backend onnx writes the groups the torch rescorer gives."""
+    import numpy as np
+
+    from densir.formats import passage_text
+    from densir.train_groups import build_train_file, cross_encoder_rescorer
+
+    pytest.importorskip("onnxruntime")
+    rescore = cross_encoder_rescorer(small_ce, batch_size=4, device="cpu", backend="onnx")
+    assert rescore.reranker.inference.recipe == "ort-fp32" and rescore.reranker.max_len == CE_LEN
+    spread = []
+    for q, scores in ce_scores.items():
+        got = rescore(inputs["queries"][q], [passage_text(*inputs["corpus"][d]) for d in scores])
+        np.testing.assert_allclose(got, list(scores.values()), atol=1e-4)
+        spread += list(scores.values())
+    assert np.ptp(spread) > 0.5  # the scores differ enough for the tolerance to mean something
+
+    d = data["dir"]
+    files = [str(d / "queries.train.jsonl"), str(d / "qrels.train.tsv"), str(small_run), str(d / "corpus.jsonl")]
+    options = dict(depth=RESCORE_DEPTH, skip=0, n_sample=3, margin=0.0, sampling="top")
+    ref = tmp_path / "torch.jsonl"
+    build_train_file(*files, ref, rescore_model=small_ce, rescore_batch_size=4, rescore_device="cpu", **options)
+    out = tmp_path / "onnx.jsonl"
+    run_cmd(["python", "tools/build_train.py", "--queries", files[0], "--qrels", files[1], "--run", files[2],
+             "--corpus", files[3], "--out", str(out), *[x for k, v in options.items() for x in (f"--{k}", str(v))],
+             "--rescore_model", small_ce, "--rescore_batch_size", "4", "--rescore_device", "cpu", "--backend", "onnx"])
+    assert out.read_text() == ref.read_text()
+    stats = json.loads(out.with_suffix(".stats.json").read_text())
+    assert stats["rescore_recipe"] == "ort-fp32" and stats["dropped_margin"] > 0
+    proc = run_cmd(["python", "tools/build_train.py", "--queries", files[0], "--qrels", files[1], "--run", files[2],
+                    "--corpus", files[3], "--out", str(tmp_path / "x.jsonl"), "--rescore_model", small_ce,
+                    "--backend", "onnx", "--rescore_precision", "bf16"], check=False)
+    assert proc.returncode == 2 and "--backend onnx runs in fp32 or int8" in proc.stderr, proc.stderr
+    assert not (tmp_path / "x.jsonl").exists()
+
+
 # --------------------------------------------------------------------------- the CLIs
 def test_build_train_hn_flags_and_mine_hard_neg_settings(tmp_path, data, inputs):
     """tools/build_train_hn.py's mining flags and mine_hard_neg.sh's MINE_* settings (its build

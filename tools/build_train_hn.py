@@ -9,14 +9,9 @@ Tevatron's recipe (negatives from the top 100, skipping the top 3 as likely unla
 The mining flags are tools/build_train.py's (densir.train_groups); e.g. NV-Retriever's
 TopK-PercPos: --relative_margin 0.05 --sampling top (--rescore_model to judge with a cross-encoder).
 """
+from build_train import main  # tools/ is on sys.path when this script runs
+
 from densir.io import cli_errors
-from densir.train_groups import build_train_cli
-
-
-@cli_errors
-def main():
-    build_train_cli(__doc__, defaults={"depth": 100, "skip": 3})
-
 
 if __name__ == "__main__":
-    main()
+    cli_errors(main)(__doc__, defaults={"depth": 100, "skip": 3})

@@ -140,12 +140,11 @@ class CrossEncoderReranker(nn.Module):
         inference only), exported once and cached beside the checkpoint; ``calibration``: (query,
         passage) pairs for a calibrated recipe. ``backend="torch"`` with ``quantize="none"`` is ``self``."""
         from densir.backends import load_runtime
+        from densir.loading import checkpoint_dir
 
         if backend == "torch" and quantize == "none" and recipe is None:
             return self
-        local = getattr(self, "local_dir", None)
-        if local is None:
-            raise ValueError("with_backend needs a re-ranker from CrossEncoderReranker.load (its checkpoint files)")
+        local = checkpoint_dir(self)
         if self.decoder or self.is_lora:
             raise ValueError("--backend onnx/openvino runs encoder cross-encoders without adapters; a decoder or LoRA "
                              "re-ranker runs on torch (merge an adapter with --lora_merge)")

@@ -31,9 +31,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from densir.io import UsageError
-from densir.precision import precision_from_flags, resolve_precision
-from densir.threads import configure_cpu_threads
+from densir.io import UsageError, usage_errors
+from densir.loading import check_backend, load_model
+from densir.precision import precision_from_flags
 from densir.reranker.arguments import RerankArguments
 
 logger = logging.getLogger(__name__)
@@ -61,42 +61,24 @@ def run_rerank(args: RerankArguments) -> Path:
         raise UsageError(f"--depth must be positive, got {args.depth}")
     if args.interpolate is not None and not 0.0 <= args.interpolate <= 1.0:
         raise UsageError(f"--interpolate must be in [0, 1], got {args.interpolate}")
-    from densir.backends import RECIPES, recipe_name
-
-    try:
-        recipe = recipe_name(args.backend, args.quantize, args.backend_recipe, task="cross-encoder")
-    except ValueError as e:
-        raise UsageError(str(e)) from None
     request = args.precision or precision_from_flags(args.fp16, args.bf16)
-    if args.backend != "torch" and request not in ("fp32", "auto"):
-        raise UsageError(f"--backend {args.backend} runs in fp32 or int8 (--quantize int8), not {request}")
+    with usage_errors():
+        check_backend(args.backend, args.quantize, args.backend_recipe, request, task="cross-encoder")
     out = args.save_ranking_to if args.num_query_shards == 1 else \
         query_shard_path(args.save_ranking_to, args.query_shard, args.num_query_shards)
 
     import time
-
-    import torch
-
-    from densir.reranker.modeling import CrossEncoderReranker
 
     t0 = time.time()
     run = load_run_shard(args.run, args.depth, args.query_shard, args.num_query_shards)
     queries, passages = load_texts(args.run, run, queries, corpus)
     logger.info("shard %d/%d: %d queries, %d pairs, %d passages (%.1fs)", args.query_shard, args.num_query_shards,
                 len(run), sum(len(h) for h in run.values()), len(passages), time.time() - t0)
-    device = args.device or ("cuda" if torch.cuda.is_available() and args.backend == "torch" else "cpu")
-    if device == "cpu":
-        configure_cpu_threads()
-    reranker = CrossEncoderReranker.load(args.model_name_or_path, max_len=args.max_len,
-                                         revision=args.model_revision).to(device)
-    amp = resolve_precision(request, device).name
-    if args.backend != "torch":
-        calibration = [(queries[q], passages[d]) for q in run for d, _ in run[q]][:300] \
-            if RECIPES[recipe].calibrated else None
-        reranker = reranker.with_backend(args.backend, args.quantize, recipe=recipe, calibration=calibration)
-        amp = "fp32"
-        logger.info("backend %s", reranker.runtime_info)
-    n_pairs = rerank_run(reranker, run, queries, passages, out, batch_size=args.batch_size, amp=amp, tag=args.tag,
+    reranker = load_model(args.model_name_or_path, "cross-encoder", args.device, request, args.backend, args.quantize,
+                          args.backend_recipe, max_len=args.max_len, revision=args.model_revision,
+                          calibration=lambda: ((queries[q], passages[d]) for q in run for d, _ in run[q]))
+    n_pairs = rerank_run(reranker, run, queries, passages, out, batch_size=args.batch_size,
+                         amp=reranker.inference.precision, tag=args.tag,
                          interpolate=args.interpolate)
     dt = time.time() - t0
     print(f"re-ranked {len(run)} queries, {n_pairs} pairs in {dt:.1f}s ({n_pairs / max(dt, 1e-9):.1f} pairs/s) -> {out}")

@@ -41,7 +41,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from densir.backends import RECIPES, recipe_name
 from densir.embeddings import (
     FIELD_DEFAULTS,
     EmbeddingShard,
@@ -54,9 +53,9 @@ from densir.embeddings import (
 from densir.checks import check_ranges
 from densir.formats import HFDataset, count_records, has_records, hf_dataset_from, iter_corpus, iter_queries, passage_text
 from densir.io import InputError, usage_errors
+from densir.loading import check_backend, inference
 from densir.precision import REQUESTS as PRECISION_REQUESTS
-from densir.precision import autocast, precision_from_flags, resolve_precision
-from densir.threads import configure_cpu_threads
+from densir.precision import autocast, precision_from_flags
 from densir.retriever.arguments import EncodeArguments, ModelArguments
 from densir.retriever.modeling import DenseEncoder
 from densir.tokenization import length_batches, pad_batch, tokenize_each
@@ -77,10 +76,10 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
     kind = "query" if args.encode_is_qry else "passage"
     source = check_encode_args(args)
 
-    cuda = torch.cuda.is_available() and args.backend == "torch"  # onnx/openvino run on the CPU
-    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
-    if device.type == "cpu":
-        configure_cpu_threads()
+    run = inference(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu",
+                    args.precision or precision_from_flags(args.fp16, args.bf16), args.backend, args.quantize,
+                    args.backend_recipe)  # onnx/openvino: the CPU, fp32 (int8 is --quantize)
+    device, precision, recipe = run.device, run.precision, run.recipe
     encoder = DenseEncoder.load(model_args.model_name_or_path, pooling=model_args.pooling,
                                 normalize=model_args.normalize, query_prefix=model_args.query_prefix,
                                 passage_prefix=model_args.passage_prefix, revision=model_args.model_revision,
@@ -93,12 +92,8 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
                 raise ValueError(f"--embedding_dim must be in [1, {full_dim}] (the model's size), got {args.embedding_dim}")
         encoder.embedding_dim = args.embedding_dim
     dim = encoder.embedding_dim or full_dim
-    precision = resolve_precision(args.precision or precision_from_flags(args.fp16, args.bf16), device).name
-    if args.backend != "torch":
-        precision = "fp32"  # the runtime's own (int8 is --quantize); check_encode_args refused fp16/bf16
     max_len = resolve_max_len(kind, args.q_max_len if kind == "query" else args.p_max_len, encoder.config.max_seq_length)
     models = (encoder.q_model,) if not encoder.config.untied else (encoder.q_model, encoder.p_model)
-    recipe = recipe_name(args.backend, args.quantize, args.backend_recipe)
     meta = {
         "model": _model_label(model_args.model_name_or_path),
         "model_fingerprint": model_fingerprint(*models),
@@ -131,11 +126,8 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
     count = len(range(args.shard_index, total, args.num_shards)[rank::world_size])
     logger.info("encoding %d of %d %s records of %s into %s (max_len %d, batch %d, %s, %s)", count, total, kind,
                 source, name, max_len, args.per_device_eval_batch_size, precision, device)
-    if args.backend != "torch":  # after the fingerprint, which is the checkpoint's weights
-        calibration = [t for _, t in islice(_iter_records(source, kind), 300)] if RECIPES[recipe].calibrated else None
-        encoder = encoder.with_backend(args.backend, args.quantize, recipe=recipe, max_len=max_len,
-                                       calibration=calibration)
-        logger.info("backend %s", encoder.runtime_info)
+    # after the fingerprint, which is the checkpoint's weights; a calibrated recipe calibrates on the input
+    encoder = run.prepare(encoder, max_len, calibration=lambda: (t for _, t in _iter_records(source, kind)))
     records = _select(_iter_records(source, kind), args.shard_index, args.num_shards, rank, world_size)
     with ShardWriter(name, count, dim, args.embedding_dtype, meta) as writer, \
             tqdm(total=count, desc=f"encode {Path(name).name}", unit=kind[0], mininterval=10) as bar:
@@ -197,9 +189,7 @@ def check_encode_args(args: EncodeArguments) -> str | HFDataset:
         request = args.precision or precision_from_flags(args.fp16, args.bf16)
         if request not in PRECISION_REQUESTS:
             raise ValueError(f"--precision must be one of {', '.join(PRECISION_REQUESTS)}, got {request!r}")
-        recipe_name(args.backend, args.quantize, args.backend_recipe)  # a backend/quantize/recipe that exists
-        if args.backend != "torch" and request not in ("fp32", "auto"):
-            raise ValueError(f"--backend {args.backend} runs in fp32 or int8 (--quantize int8), not {request}")
+        check_backend(args.backend, args.quantize, args.backend_recipe, request)  # fp32 or int8 on onnx/openvino
         check_ranges(args)  # the ranges EncodeArguments declares (also checked when it is built)
         shard_name(args.encoded_save_path, args.shard_index, args.num_shards)  # --shard_index in range
     what = "queries" if args.encode_is_qry else "corpus"

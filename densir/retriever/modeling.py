@@ -156,12 +156,11 @@ class DenseEncoder(nn.Module):
         checkpoint's files (exported once, cached beside it). Pooling, normalization and prefixes
         stay here. ``backend="torch"`` with ``quantize="none"`` returns ``self``."""
         from densir.backends import load_runtime
+        from densir.loading import checkpoint_dir
 
         if backend == "torch" and quantize == "none" and recipe is None:
             return self
-        local = getattr(self, "local_dir", None)
-        if local is None:
-            raise ValueError("with_backend needs an encoder from DenseEncoder.load (its checkpoint files)")
+        local = checkpoint_dir(self)
         if self.is_lora:
             raise ValueError("--backend onnx/openvino needs a plain model: train with --lora_merge and encode the "
                              "merged model (<output_dir>/merged)")

@@ -111,7 +111,8 @@ class Reranker:
         ``python -m densir.driver.rerank`` scores as rerank.sh's PRECISION says. ``backend``/``quantize``
         (``onnx``/``openvino``, ``int8``; CPU): :meth:`CrossEncoderReranker.with_backend`, precision fp32.
         """
-        from densir.reranker.modeling import CONFIG_NAME, CrossEncoderReranker
+        from densir.loading import load_model
+        from densir.reranker.modeling import CONFIG_NAME
 
         path = Path(path)
         if (path / "model" / CONFIG_NAME).exists():
@@ -128,10 +129,8 @@ class Reranker:
         elif path.is_absolute() or str(path).startswith("."):
             raise InputError(path, None, "no such re-ranker directory")
         # anything else is a hub id, resolved (cache first) by densir.models
-        model = CrossEncoderReranker.load(str(path), max_len=max_len)
-        if backend != "torch" or quantize != "none" or recipe is not None:
-            return cls(model.with_backend(backend, quantize, recipe=recipe), batch_size=batch_size)
-        return cls(model.to(_device(device)), batch_size=batch_size, precision=precision)
+        model = load_model(str(path), "cross-encoder", device, precision, backend, quantize, recipe, max_len=max_len)
+        return cls(model, batch_size=batch_size, precision=model.inference.precision)
 
     def predict(self, pairs: Sequence[tuple]) -> np.ndarray:
         """Raw-logit scores of (query, passage) pairs, input order."""
@@ -160,25 +159,21 @@ class Searcher:
                  precision: str | None = None, batch_size: int = 128, index_factory: str = "Flat",
                  use_gpu: bool | None = None, fp16_storage: bool = False, nprobe: int | None = None,
                  load_index=None):
-        from densir.precision import resolve_precision
+        from densir.loading import inference
 
         meta = passage_shards[0].meta if passage_shards else {}
         backend = meta.get("backend", "torch")
-        self.device = _device(device) if backend == "torch" else _device("cpu")
-        if self.device.type == "cpu":
-            from densir.threads import configure_cpu_threads
-
-            configure_cpu_threads()  # the one thread policy, as the encode and rerank stages apply it
+        # queries run by the runtime that made the passages; a torch one at the recorded (or given) precision
+        torch_run = backend == "torch"
+        run = inference(device, (precision or meta.get("precision") or "fp32") if torch_run else "fp32", backend,
+                        meta.get("quantize", "none"), None if torch_run else meta.get("backend_recipe"))
+        self.device = run.device
         self.encoder = encoder.eval().to(self.device)
         self.shards = list(passage_shards)
         _check_encoder(self.encoder, self.shards[0])
         self.q_max_len = q_max_len or _default_q_max_len(self.encoder)
-        recorded = precision or meta.get("precision") or "fp32"
-        self.precision = resolve_precision(recorded, self.device).name
-        if backend != "torch":  # queries run by the runtime that made the passages (after the fingerprint check)
-            self.encoder = self.encoder.with_backend(backend, meta.get("quantize", "none"),
-                                                     recipe=meta.get("backend_recipe"), max_len=self.q_max_len)
-            self.precision = "fp32"
+        self.precision = run.precision
+        self.encoder = run.prepare(self.encoder, max_len=self.q_max_len)  # after the fingerprint check
         self.batch_size = batch_size
         self.index = ShardIndex(self.shards, index_factory, use_gpu, fp16_storage, nprobe, load_index=load_index)
         self.corpus = _CorpusTexts(corpus, self.shards, self.index.ids) if corpus is not None else None
