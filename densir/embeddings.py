@@ -281,14 +281,16 @@ def _check_whole(spec: str, pieces: list[EmbeddingShard], expected_shards: int |
 
 # --------------------------------------------------------------------------- writing
 def model_fingerprint(*modules) -> str:
-    """A short hash of the encoder's weights (input embeddings + a final-layer tensor).
+    """A short hash of the encoder's weights (input embeddings + a final-layer tensor, + a LoRA adapter's).
 
     Two shards are comparable when their fingerprints agree, whatever path the model was loaded from.
     """
     h = hashlib.sha1()
     for module in modules:
         params = list(module.parameters())
-        for p in (params[0], params[-1]):
+        # a LoRA model (densir.lora): its adapter weights too, which the first and last tensors may not be
+        adapter = [p for n, p in module.named_parameters() if "lora_" in n]
+        for p in (params[0], params[-1], *adapter):
             t = p.detach().float().cpu().contiguous()
             h.update(str(tuple(t.shape)).encode())
             h.update(t.numpy().tobytes())

@@ -57,14 +57,23 @@ def lora_config(args, task: str):
                       task_type=TaskType.SEQ_CLS if task == "reranker" else TaskType.FEATURE_EXTRACTION)
 
 
-def apply_lora(model: nn.Module, args, task: str) -> nn.Module:
-    """``model`` wrapped in fresh LoRA adapters (``peft.get_peft_model``); logs the trainable share."""
+def apply_lora(model: nn.Module, args, task: str, base_name: str | None = None,
+               revision: str | None = None) -> nn.Module:
+    """``model`` wrapped in fresh LoRA adapters (``peft.get_peft_model``); logs the trainable share.
+
+    ``base_name`` (and ``revision``): the base model as the user named it (a hub id stays a hub id
+    in ``adapter_config.json``, not this machine's cache path), so the adapter loads anywhere."""
     from peft import get_peft_model
 
+    config = lora_config(args, task)
+    if revision not in (None, "main"):
+        config.revision = revision
     try:
-        peft_model = get_peft_model(model, lora_config(args, task))
+        peft_model = get_peft_model(model, config)
     except ValueError as e:  # peft: no default target modules for this model type, or a name not found
         raise ValueError(f"--lora: {e} (pass --lora_target_modules)") from None
+    if base_name:
+        peft_model.peft_config["default"].base_model_name_or_path = str(base_name)
     trainable, total = count_parameters(peft_model)
     logger.info("LoRA r=%d alpha=%s on %s: %d of %d parameters train (%.2f%%)", args.lora_r, args.lora_alpha,
                 sorted(peft_model.peft_config["default"].target_modules), trainable, total, 100 * trainable / total)

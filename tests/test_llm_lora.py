@@ -62,6 +62,10 @@ def test_lora_saves_an_adapter_whose_vectors_equal_the_merged_model(tmp_path, ll
     lora, merged, base = _vectors(out), _vectors(out / "merged"), _vectors(llama_dir)
     torch.testing.assert_close(lora, merged, atol=1e-5, rtol=0)
     assert (lora - base).abs().max() > 1e-3  # the adapter changed the vectors: the comparison could fail
+    # shards of the adapter are never taken for the base model's
+    from densir.embeddings import model_fingerprint
+
+    assert model_fingerprint(DenseEncoder.load(str(out)).q_model) != model_fingerprint(DenseEncoder.load(llama_dir).q_model)
 
 
 class _Kill(Exception):

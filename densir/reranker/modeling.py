@@ -98,7 +98,8 @@ class CrossEncoderReranker(nn.Module):
         """Wrap the model in LoRA adapters (:func:`densir.lora.apply_lora`); the adapters and the score head train."""
         from densir.lora import apply_lora
 
-        self.model = apply_lora(self.model, lora_args, task="reranker")
+        self.model = apply_lora(self.model, lora_args, "reranker", getattr(self, "model_name", None),
+                                getattr(self, "revision", None))
 
     def merged(self) -> "CrossEncoderReranker":
         """The same re-ranker with its LoRA adapter folded into the weights (a plain model)."""
@@ -132,6 +133,9 @@ class CrossEncoderReranker(nn.Module):
         tokenizer = AutoTokenizer.from_pretrained(path)
         reranker = cls(model, tokenizer, int(settings["max_len"]))
         reranker.source, reranker.local_dir = resolved.source, resolved.local_dir
+        from densir.retriever.modeling import base_model_name
+
+        reranker.model_name, reranker.revision = base_model_name(resolved), revision
         return reranker
 
     def with_backend(self, backend: str, quantize: str = "none", recipe: str | None = None, calibration=None,

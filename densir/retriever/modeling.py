@@ -112,7 +112,10 @@ class DenseEncoder(nn.Module):
         if untie_encoder and not enc.config.untied:
             import copy
 
-            enc = cls(enc.q_model, copy.deepcopy(enc.q_model), enc.config, enc.tokenizer)
+            untied = cls(enc.q_model, copy.deepcopy(enc.q_model), enc.config, enc.tokenizer)
+            for attr in ("source", "local_dir", "model_name", "revision"):
+                setattr(untied, attr, getattr(enc, attr, None))
+            enc = untied
         if attention_dropout is not None:
             from densir.models import set_attention_dropout
 
@@ -147,6 +150,7 @@ class DenseEncoder(nn.Module):
             tokenizer.pad_token = tokenizer.eos_token  # decoders: padding is masked out, any token will do
         encoder = cls(q_model, p_model, config, tokenizer)
         encoder.source, encoder.local_dir = resolved.source, path
+        encoder.model_name, encoder.revision = base_model_name(resolved), revision
         return encoder
 
     def with_backend(self, backend: str, quantize: str = "none", recipe: str | None = None, max_len: int = 512,
@@ -225,8 +229,16 @@ class DenseEncoder(nn.Module):
         """Wrap the transformer(s) in LoRA adapters (:func:`densir.lora.apply_lora`); only they train."""
         from densir.lora import apply_lora
 
-        self.q_model = apply_lora(self.q_model, lora_args, task="encoder")
-        self.p_model = apply_lora(self.p_model, lora_args, task="encoder") if self.config.untied else self.q_model
+        name, revision = getattr(self, "model_name", None), getattr(self, "revision", None)
+        local = getattr(self, "local_dir", None)
+        if self.config.untied and local is not None and (local / "query_model").is_dir():
+            # an untied checkpoint: each adapter's base is its own subdir
+            self.q_model = apply_lora(self.q_model, lora_args, "encoder", local and str(local / "query_model"))
+            self.p_model = apply_lora(self.p_model, lora_args, "encoder", local and str(local / "passage_model"))
+        else:
+            self.q_model = apply_lora(self.q_model, lora_args, "encoder", name, revision)
+            self.p_model = (apply_lora(self.p_model, lora_args, "encoder", name, revision) if self.config.untied
+                            else self.q_model)
 
     def merged(self) -> "DenseEncoder":
         """The same encoder with its LoRA adapters folded into the weights (a plain model)."""
@@ -318,6 +330,11 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
         last = (positions * attention_mask.ne(0)).argmax(1)
         return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
     raise ValueError(f"unknown pooling {pooling!r}")
+
+
+def base_model_name(resolved) -> str:
+    """How an adapter names its base: a hub id as given, a local dir as an absolute path."""
+    return str(resolved.local_dir) if resolved.source.startswith("local dir") else resolved.name
 
 
 def instruction_prefix(task: str) -> str:
