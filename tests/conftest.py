@@ -138,3 +138,119 @@ def bash_pipeline(tmp_path_factory, slice_data, tiny_bert_dir):
     out = tmp_path_factory.getbasetemp() / "pipeline-bash"
     env = pipeline_env(tiny_bert_dir, slice_data, out, ZERO_SHOT="1")
     return out, env, run_stage_scripts(env)
+
+
+# --------------------------------------------------------------------------- helpers shared by test modules
+# (written once here rather than copied between the modules that use them)
+@pytest.fixture(scope="session")
+def tiny_bert_nodropout_dir(tmp_path_factory, tiny_bert_dir) -> Path:
+    """tiny_bert_dir's model (the same seeded weights) with dropout off: deterministic training runs."""
+    from transformers import AutoTokenizer, BertModel
+
+    out = tmp_path_factory.mktemp("tiny-nodropout")
+    BertModel.from_pretrained(tiny_bert_dir, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+                              ).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(out)
+    return out
+
+
+def head_lines(src: Path, dst: Path, n: int) -> Path:
+    """The first ``n`` lines of ``src`` written to ``dst`` (a few real train groups)."""
+    with open(src, encoding="utf-8") as f, open(dst, "w", encoding="utf-8") as g:
+        g.writelines(line for _, line in zip(range(n), f))
+    return dst
+
+
+def heldout_split(out: Path, scifact_data: Path, n: int) -> Path:
+    """densir.holdout's split of SciFact's train queries into ``out`` (``n`` held out, seed 0), plus
+    small.jsonl: the first 24 BM25 groups of the other train queries."""
+    from densir.holdout import split_heldout
+
+    split_heldout(scifact_data, out, n=n, seed=0)
+    head_lines(out / "train.bm25.jsonl", out / "small.jsonl", 24)
+    return out
+
+
+def assert_best_checkpoint_kept(summary: dict, out: Path, steps=(2, 4, 6)) -> tuple[dict, int]:
+    """A run evaluated at ``steps`` with --load_best_model_at_end (nDCG@10): its summary names the best
+    step's checkpoint and metric, and ``out`` holds that checkpoint's weights, not the last step's.
+    Returns the eval history by step and the best step."""
+    import torch
+    from safetensors.torch import load_file
+
+    evals = {h["step"]: h for h in summary["eval_history"]}
+    print({s: round(h["eval_nDCG@10"], 4) for s, h in evals.items()})
+    assert sorted(evals) == list(steps)
+    best_step = max(evals, key=lambda s: (evals[s]["eval_nDCG@10"], -s))  # HF keeps the first of equals
+    assert summary["best_model_checkpoint"].endswith(f"checkpoint-{best_step}")
+    assert summary["best_metric"] == evals[best_step]["eval_nDCG@10"]
+    assert best_step != steps[-1], evals  # so loading the best model really changed the weights
+    # the final model is the best checkpoint's, not the last step's
+    final = load_file(out / "model.safetensors")
+    best = load_file(out / f"checkpoint-{best_step}" / "model.safetensors")
+    last = load_file(out / f"checkpoint-{steps[-1]}" / "model.safetensors")
+    assert final.keys() == best.keys()
+    assert all(torch.equal(final[k], best[k]) for k in final)
+    assert any(not torch.equal(final[k], last[k]) for k in final)
+    return evals, best_step
+
+
+def assert_evaluation_left_training_alone(evaluated: Path, plain: Path, steps=(2, 4)) -> None:
+    """A run evaluated at ``steps`` ends with the weights of the same run never evaluated."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    a, b = load_file(evaluated / "model.safetensors"), load_file(plain / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    summary = json.loads((evaluated / "train_summary.json").read_text())
+    assert [h["step"] for h in summary["eval_history"]] == list(steps)
+
+
+def rerank_mean_loss(model_dir, groups, loss_fn, epochs: int, n_passages: int, max_len: int) -> float:
+    """Mean loss of a saved re-ranker (eval mode) over the items training drew in ``epochs``
+    (TrainDataset's seed 42, batches of 8 groups)."""
+    import torch
+
+    from densir.dataset import TrainDataset
+    from densir.formats import TrainGroupSource
+    from densir.reranker.collator import RerankCollator
+    from densir.reranker.modeling import CrossEncoderReranker
+
+    r = CrossEncoderReranker.load(str(model_dir)).eval()
+    ds = TrainDataset(TrainGroupSource(files=[groups]), n_passages, seed=42)
+    collate = RerankCollator(r.tokenizer, max_len)
+    losses = []
+    with torch.no_grad():
+        for k in range(0, epochs * len(ds), 8):
+            batch = collate([ds[i] for i in range(k, min(k + 8, epochs * len(ds)))])
+            losses.append(float(loss_fn(r(batch["pairs"]).view(batch["relevance"].shape), batch["relevance"])))
+    return sum(losses) / len(losses)
+
+
+def assert_tensorboard_logged(out: Path, evals: dict, metrics) -> None:
+    """``out`` holds one tensorboard event file with every evaluation of ``metrics`` in ``evals`` (1e-6)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = list(out.glob("runs/*/events.out.tfevents.*"))
+    assert len(files) == 1, files
+    acc = EventAccumulator(str(files[0]))
+    acc.Reload()
+    for m in metrics:
+        logged = {e.step: e.value for e in acc.Scalars(f"eval/{m}")}
+        assert sorted(logged) == sorted(evals)
+        assert all(logged[s] == pytest.approx(evals[s][f"eval_{m}"], abs=1e-6) for s in logged)
+
+
+def best_model_args(args_cls, tmp_path):
+    """``args_cls`` (a trainer's arguments) with --load_best_model_at_end: the best model is chosen by
+    nDCG@10, higher better, unless a metric is named, as HF logs it (``eval_mrr@10``) or as densir does.
+    Returns the default arguments and those naming MRR@10."""
+    common = dict(output_dir=str(tmp_path), eval_strategy="steps", eval_steps=2, save_steps=2,
+                  load_best_model_at_end=True)
+    args = args_cls(**common)
+    assert args.metric_for_best_model == "nDCG@10" and args.greater_is_better
+    mrr = args_cls(**common, metric_for_best_model="eval_mrr@10")
+    assert mrr.metric_for_best_model == "MRR@10"
+    return args, mrr

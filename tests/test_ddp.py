@@ -7,32 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import run_cmd
+from conftest import head_lines, run_cmd
 from safetensors.torch import load_file
-
-
-@pytest.fixture(scope="module")
-def nodropout_bert(tmp_path_factory, minilm_path) -> Path:
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-nodropout")
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-              ).save_pretrained(out)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")
 def groups22(tmp_path_factory, scifact_data) -> Path:
     """22 real SciFact groups: with 2 ranks x 4 queries the last global batch is short."""
-    out = tmp_path_factory.mktemp("groups") / "g22.jsonl"
-    with open(scifact_data / "train.bm25.jsonl", encoding="utf-8") as f, open(out, "w", encoding="utf-8") as g:
-        for _, line in zip(range(22), f):
-            g.write(line)
-    return out
+    return head_lines(scifact_data / "train.bm25.jsonl", tmp_path_factory.mktemp("groups") / "g22.jsonl", 22)
 
 
 def _torchrun(model, groups, out, *extra):
@@ -48,22 +30,22 @@ def _torchrun(model, groups, out, *extra):
 
 
 @pytest.mark.slow
-def test_gradient_checkpointing_under_torchrun_same_gradients(tmp_path, nodropout_bert, groups22):
+def test_gradient_checkpointing_under_torchrun_same_gradients(tmp_path, tiny_bert_nodropout_dir, groups22):
     """Plain SGD at lr 1 for 3 steps: the weight change is the sum of the steps' gradients, so equal
     weights (1e-5) = equal gradients. Three steps, because DDP's "mark a variable ready only once"
     and unused-parameter errors show from the second step on."""
-    _torchrun(nodropout_bert, groups22, tmp_path / "plain", "--max_steps", 3)
-    proc = _torchrun(nodropout_bert, groups22, tmp_path / "ckpt", "--max_steps", 3, "--gradient_checkpointing")
+    _torchrun(tiny_bert_nodropout_dir, groups22, tmp_path / "plain", "--max_steps", 3)
+    proc = _torchrun(tiny_bert_nodropout_dir, groups22, tmp_path / "ckpt", "--max_steps", 3, "--gradient_checkpointing")
     assert "mark a variable ready only once" not in proc.stderr
     a, b = load_file(tmp_path / "plain" / "model.safetensors"), load_file(tmp_path / "ckpt" / "model.safetensors")
-    init = load_file(nodropout_bert / "model.safetensors")
+    init = load_file(tiny_bert_nodropout_dir / "model.safetensors")
     assert max((a[k] - init[k]).abs().max().item() for k in a) > 1e-3  # it did learn
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst <= 1e-5, worst
 
 
 @pytest.mark.slow
-def test_ranks_get_equal_local_batches(tmp_path, nodropout_bert, groups22):
+def test_ranks_get_equal_local_batches(tmp_path, tiny_bert_nodropout_dir, groups22):
     """22 groups, 2 ranks x 4: 3 steps an epoch, the last one filled by accelerate's even_batches
     from the epoch's start, so both ranks train on 4 queries at every step. A short rank would make
     the mean of the ranks' losses differ from the global batch's loss, and the cross-device gather
@@ -71,6 +53,6 @@ def test_ranks_get_equal_local_batches(tmp_path, nodropout_bert, groups22):
     the check."""
     import json
 
-    _torchrun(nodropout_bert, groups22, tmp_path / "run", "--num_train_epochs", 1, "--learning_rate", "0.0")
+    _torchrun(tiny_bert_nodropout_dir, groups22, tmp_path / "run", "--num_train_epochs", 1, "--learning_rate", "0.0")
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["global_step"] == 3

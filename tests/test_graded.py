@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, SHARED_DATA, run_cmd
+from conftest import REPO, SHARED_DATA, rerank_mean_loss, run_cmd
 
 from densir.dataset import TrainDataset, passage_input
 from densir.formats import TrainGroupSource, read_qrels
@@ -128,23 +128,10 @@ def test_a_listwise_loss_trains_on_the_dl19_grades(loss, dl19_graded, tiny_bert_
     monkeypatch.undo()
 
     loss_fn = losses.build_loss_from_args(RerankerTrainingArguments(output_dir=str(tmp_path), loss=loss))
-    before = _mean_loss(start, path, loss_fn, epochs)
-    after = _mean_loss(tmp_path / "out", path, loss_fn, epochs)
+    before = rerank_mean_loss(start, path, loss_fn, epochs, N_PASSAGES, MAX_LEN)
+    after = rerank_mean_loss(tmp_path / "out", path, loss_fn, epochs, N_PASSAGES, MAX_LEN)
     print(f"{loss}: mean loss {before:.4f} -> {after:.4f}")
     assert after < 0.8 * before, (loss, before, after)
-
-
-def _mean_loss(model_dir, groups, loss_fn, epochs) -> float:
-    """Mean loss of a saved re-ranker (eval mode) over the items training drew in ``epochs``."""
-    r = CrossEncoderReranker.load(str(model_dir)).eval()
-    ds = TrainDataset(TrainGroupSource(files=[groups]), N_PASSAGES, seed=42)
-    collate = RerankCollator(r.tokenizer, MAX_LEN)
-    losses = []
-    with torch.no_grad():
-        for k in range(0, epochs * len(ds), 8):
-            batch = collate([ds[i] for i in range(k, min(k + 8, epochs * len(ds)))])
-            losses.append(float(loss_fn(r(batch["pairs"]).view(batch["relevance"].shape), batch["relevance"])))
-    return sum(losses) / len(losses)
 
 
 # --------------------------------------------------------------------------- teacher scores

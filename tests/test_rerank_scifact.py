@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, run_cmd
+from conftest import REPO, head_lines, rerank_mean_loss, run_cmd
 from test_slurm import SBIN_PATH, assert_same_run, job_states, slurm_cluster, wait_for  # noqa: F401
 
 from densir.reranker.modeling import CrossEncoderReranker
@@ -30,32 +30,13 @@ def start_dir(tmp_path_factory, minilm_path) -> Path:
     return out
 
 
-def _mean_loss(model_dir, groups, loss_fn, epochs) -> float:
-    """Mean loss of a saved re-ranker (eval mode) over the items training drew in ``epochs``."""
-    from densir.dataset import TrainDataset
-    from densir.formats import TrainGroupSource
-    from densir.reranker.collator import RerankCollator
-
-    r = CrossEncoderReranker.load(str(model_dir)).eval()
-    ds = TrainDataset(TrainGroupSource(files=[groups]), N_PASSAGES, seed=42)
-    collate = RerankCollator(r.tokenizer, MAX_LEN)
-    losses = []
-    with torch.no_grad():
-        for k in range(0, epochs * len(ds), 8):
-            batch = collate([ds[i] for i in range(k, min(k + 8, epochs * len(ds)))])
-            losses.append(float(loss_fn(r(batch["pairs"]).view(batch["relevance"].shape), batch["relevance"])))
-    return sum(losses) / len(losses)
-
-
 @pytest.mark.parametrize("loss", ["bce", "listwise", "lambda"])
 def test_each_loss_decreases_on_scifact_groups(loss, scifact_data, start_dir, tmp_path):
     from densir.driver.train_reranker import main
     from densir.reranker.arguments import RerankerTrainingArguments
     from densir.reranker.losses import build_loss_from_args
 
-    groups = tmp_path / "groups.jsonl"
-    with open(scifact_data / "train.bm25.jsonl", encoding="utf-8") as f:
-        groups.write_text("".join(next(f) for _ in range(N_GROUPS)))
+    groups = head_lines(scifact_data / "train.bm25.jsonl", tmp_path / "groups.jsonl", N_GROUPS)
     epochs = 6
     summary = main(["--model_name_or_path", str(start_dir), "--train_dir", str(groups), "--output_dir",
                     str(tmp_path / "out"), "--loss", loss, "--train_n_passages", str(N_PASSAGES), "--max_len",
@@ -63,8 +44,8 @@ def test_each_loss_decreases_on_scifact_groups(loss, scifact_data, start_dir, tm
                     "--num_train_epochs", str(epochs), "--save_steps", "1000", "--seed", "42", "--logging_steps", "4"])
     assert summary["global_step"] == epochs * N_GROUPS // 4
     loss_fn = build_loss_from_args(RerankerTrainingArguments(output_dir=str(tmp_path), loss=loss))
-    before = _mean_loss(start_dir, groups, loss_fn, epochs)
-    after = _mean_loss(tmp_path / "out", groups, loss_fn, epochs)
+    before = rerank_mean_loss(start_dir, groups, loss_fn, epochs, N_PASSAGES, MAX_LEN)
+    after = rerank_mean_loss(tmp_path / "out", groups, loss_fn, epochs, N_PASSAGES, MAX_LEN)
     # and below what constant scores cost: the model ranks positives up, not just learns a prior
     constant = float(loss_fn(torch.zeros(1, N_PASSAGES), torch.tensor([[1.0] + [0.0] * (N_PASSAGES - 1)])))
     assert after < 0.75 * before and after < 0.9 * constant, (loss, before, after, constant)

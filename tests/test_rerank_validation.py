@@ -16,9 +16,14 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import run_cmd
-from safetensors.torch import load_file
+from conftest import (
+    assert_best_checkpoint_kept,
+    assert_evaluation_left_training_alone,
+    assert_tensorboard_logged,
+    best_model_args,
+    heldout_split,
+    run_cmd,
+)
 
 from densir.arguments import parse_args
 from densir.reranker.arguments import RerankerDataArguments, RerankerModelArguments, RerankerTrainingArguments
@@ -30,13 +35,7 @@ METRICS = ("nDCG@10", "MRR@10")
 
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory, scifact_data) -> Path:
-    from densir.holdout import split_heldout
-
-    out = tmp_path_factory.mktemp("scifact-heldout-rerank")
-    split_heldout(scifact_data, out, n=N_HELDOUT, seed=0)
-    lines = (out / "train.bm25.jsonl").read_text(encoding="utf-8").splitlines()
-    (out / "small.jsonl").write_text("".join(line + "\n" for line in lines[:24]), encoding="utf-8")
-    return out
+    return heldout_split(tmp_path_factory.mktemp("scifact-heldout-rerank"), scifact_data, N_HELDOUT)
 
 
 def _argv(model, heldout, out, *extra):
@@ -74,24 +73,10 @@ def test_logged_metrics_equal_the_rerank_cli_and_the_best_model_is_kept(tmp_path
     summary = _train(_argv(tiny_bert_dir, heldout, out, "--max_steps", 6, "--learning_rate", 3e-2,
                            "--lr_scheduler_type", "constant", "--eval_strategy", "steps", "--eval_steps", 2,
                            "--save_steps", 2, "--load_best_model_at_end", "--report_to", "tensorboard"))
-    evals = {h["step"]: h for h in summary["eval_history"]}
-    print({s: (round(h["eval_nDCG@10"], 4), round(h["eval_MRR@10"], 4)) for s, h in evals.items()})
-    assert sorted(evals) == [2, 4, 6]
+    evals, best_step = assert_best_checkpoint_kept(summary, out, steps=(2, 4, 6))
     for h in evals.values():
         assert {f"eval_{m}" for m in METRICS} | {"eval_runtime"} <= set(h) and 0 <= h["eval_nDCG@10"] <= 1
-    best_step = max(evals, key=lambda s: (evals[s]["eval_nDCG@10"], -s))  # HF keeps the first of equals
-    assert summary["best_model_checkpoint"].endswith(f"checkpoint-{best_step}")
-    assert summary["best_metric"] == evals[best_step]["eval_nDCG@10"]
     assert summary["final_model_is"] == summary["best_model_checkpoint"]
-    assert best_step != 6, evals  # so loading the best model really changed the weights
-
-    # the final model is the best checkpoint's, not the last step's
-    final = load_file(out / "model.safetensors")
-    best, last = load_file(out / f"checkpoint-{best_step}" / "model.safetensors"), load_file(
-        out / "checkpoint-6" / "model.safetensors")
-    assert final.keys() == best.keys()
-    assert all(torch.equal(final[k], best[k]) for k in final)
-    assert any(not torch.equal(final[k], last[k]) for k in final)
 
     # python -m densir.driver.rerank + tools/evaluate.py on the saved model and on the last checkpoint
     for name, model_dir, step in (("best", out, best_step), ("last", out / "checkpoint-6", 6)):
@@ -101,16 +86,7 @@ def test_logged_metrics_equal_the_rerank_cli_and_the_best_model_is_kept(tmp_path
             assert evals[step][f"eval_{m}"] == pytest.approx(cli[m], abs=1e-6), (name, m)
 
     # tensorboard: one event file with every evaluation
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    files = list(out.glob("runs/*/events.out.tfevents.*"))
-    assert len(files) == 1, files
-    acc = EventAccumulator(str(files[0]))
-    acc.Reload()
-    for m in METRICS:
-        logged = {e.step: e.value for e in acc.Scalars(f"eval/{m}")}
-        assert sorted(logged) == [2, 4, 6]
-        assert all(logged[s] == pytest.approx(evals[s][f"eval_{m}"], abs=1e-6) for s in logged)
+    assert_tensorboard_logged(out, evals, METRICS)
 
 
 def test_evaluation_does_not_change_training(tmp_path, heldout, tiny_bert_dir):
@@ -121,10 +97,7 @@ def test_evaluation_does_not_change_training(tmp_path, heldout, tiny_bert_dir):
                  "--eval_steps", 2))
     plain = _argv(tiny_bert_dir, heldout, tmp_path / "plain", *common)
     _train(plain[:plain.index("--eval_run")] + list(common))
-    a, b = load_file(tmp_path / "evaluated" / "model.safetensors"), load_file(tmp_path / "plain" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    summary = json.loads((tmp_path / "evaluated" / "train_summary.json").read_text())
-    assert [h["step"] for h in summary["eval_history"]] == [2, 4]
+    assert_evaluation_left_training_alone(tmp_path / "evaluated", tmp_path / "plain", steps=(2, 4))
 
 
 def test_validator_reranks_the_runs_eval_queries(heldout, scifact_data):
@@ -161,13 +134,9 @@ def test_flags_are_checked(tmp_path, heldout, tiny_bert_dir):
                               eval_sample_bm25_run="b.run")
     with pytest.raises(ValueError, match="--eval_depth"):
         RerankerTrainingArguments(output_dir=str(tmp_path), eval_depth=0)
-    args = RerankerTrainingArguments(output_dir=str(tmp_path), eval_strategy="steps", eval_steps=2, save_steps=2,
-                                     load_best_model_at_end=True)
-    assert args.metric_for_best_model == "nDCG@10" and args.greater_is_better
+    args, mrr = best_model_args(RerankerTrainingArguments, tmp_path)
     assert args.per_device_eval_batch_size == 64 and args.eval_depth == 100
-    args = RerankerTrainingArguments(output_dir=str(tmp_path), eval_strategy="steps", eval_steps=2, save_steps=2,
-                                     load_best_model_at_end=True, metric_for_best_model="eval_mrr@10")
-    assert args.metric_for_best_model == "MRR@10"
+    args = mrr
     # a re-ranker trainer without an eval set refuses --load_best_model_at_end in words
     from densir.reranker.losses import build_loss_from_args
     from densir.reranker.modeling import CrossEncoderReranker

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cmd
+from conftest import head_lines, run_cmd
 from safetensors.torch import load_file
 
 from densir.arguments import parse_args
@@ -46,11 +46,7 @@ def scifact_groups(scifact_data) -> Path:
 @pytest.fixture(scope="module")
 def small_groups(tmp_path_factory, scifact_groups) -> Path:
     """The first 24 real SciFact groups: enough for several epochs of tiny batches."""
-    out = tmp_path_factory.mktemp("groups") / "small.jsonl"
-    with open(scifact_groups, encoding="utf-8") as f, open(out, "w", encoding="utf-8") as g:
-        for _, line in zip(range(24), f):
-            g.write(line)
-    return out
+    return head_lines(scifact_groups, tmp_path_factory.mktemp("groups") / "small.jsonl", 24)
 
 
 def _eval_loss(model_dir, groups, n=64) -> float:
@@ -198,20 +194,13 @@ test_train._run(sys.argv[3:], callbacks=[test_train._kill_at(kill_at)] if kill_a
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_equal_one_process_and_resume(tmp_path, small_groups, minilm_path):
+def test_torchrun_two_processes_equal_one_process_and_resume(tmp_path, small_groups, tiny_bert_nodropout_dir):
     """`torchrun --nproc_per_node 2 -m densir.driver.train --negatives_x_device` (gloo, batch 4
     per rank), killed after step 5 and resumed from checkpoint-4 (inside epoch 1: 3 steps an
     epoch), ends with the weights of ONE uninterrupted process with batch 8: same global
     batches, loss and gradients, and the data position restored on every rank. Dropout is off
     and the optimizer plain SGD, so both runs are deterministic."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    torch.manual_seed(0)
-    model = tmp_path / "tiny-nodropout"
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-              ).save_pretrained(model)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(model)
+    model = tiny_bert_nodropout_dir
     common = ("--train_n_passages", 3, "--max_steps", 6, "--learning_rate", 0.5, "--optim", "sgd",
               "--lr_scheduler_type", "constant", "--save_steps", 4, "--logging_steps", 1)
     one = _run(_args(model, small_groups, tmp_path / "one", "--per_device_train_batch_size", 8, *common))

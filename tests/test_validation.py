@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cmd
+from conftest import (
+    assert_best_checkpoint_kept,
+    assert_evaluation_left_training_alone,
+    assert_tensorboard_logged,
+    best_model_args,
+    heldout_split,
+    run_cmd,
+)
 from safetensors.torch import load_file
 
 from densir.arguments import parse_args
@@ -33,12 +40,7 @@ METRICS = ("nDCG@10", "MRR@10", "Recall@100")
 
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory, scifact_data) -> Path:
-    from densir.holdout import split_heldout
-
-    out = tmp_path_factory.mktemp("scifact-heldout")
-    split_heldout(scifact_data, out, n=N_HELDOUT, seed=0)
-    (out / "small.jsonl").write_text("".join(line + "\n" for line in _lines(out / "train.bm25.jsonl")[:24]))
-    return out
+    return heldout_split(tmp_path_factory.mktemp("scifact-heldout"), scifact_data, N_HELDOUT)
 
 
 @pytest.fixture(scope="module")
@@ -99,23 +101,9 @@ def test_logged_metrics_equal_the_stage_clis_and_the_best_model_is_kept(tmp_path
     summary = _train(_argv(minilm_path, heldout, out, "--max_steps", 6, "--learning_rate", 2e-3,
                            "--lr_scheduler_type", "constant", "--eval_strategy", "steps", "--eval_steps", 2,
                            "--save_steps", 2, "--load_best_model_at_end", "--report_to", "tensorboard"))
-    evals = {h["step"]: h for h in summary["eval_history"]}
-    print({s: round(h["eval_nDCG@10"], 4) for s, h in evals.items()})
-    assert sorted(evals) == [2, 4, 6]
+    evals, best_step = assert_best_checkpoint_kept(summary, out, steps=(2, 4, 6))
     for h in evals.values():
         assert set(METRICS) <= {k.removeprefix("eval_") for k in h} and 0 <= h["eval_nDCG@10"] <= 1
-    best_step = max(evals, key=lambda s: (evals[s]["eval_nDCG@10"], -s))  # HF keeps the first of equals
-    assert summary["best_model_checkpoint"].endswith(f"checkpoint-{best_step}")
-    assert summary["best_metric"] == evals[best_step]["eval_nDCG@10"]
-    assert best_step != 6, evals  # so loading the best model really changed the weights
-
-    # the final model is the best checkpoint's, not the last step's
-    final = load_file(out / "model.safetensors")
-    best, last = load_file(out / f"checkpoint-{best_step}" / "model.safetensors"), load_file(
-        out / "checkpoint-6" / "model.safetensors")
-    assert final.keys() == best.keys()
-    assert all(torch.equal(final[k], best[k]) for k in final)
-    assert any(not torch.equal(final[k], last[k]) for k in final)
 
     # the stage CLIs on the saved model, over the same passages, with the same lengths
     emb, run = tmp_path / "emb", tmp_path / "best.run"
@@ -134,15 +122,7 @@ def test_logged_metrics_equal_the_stage_clis_and_the_best_model_is_kept(tmp_path
     assert cli["queries"] == N_HELDOUT
 
     # tensorboard: one event file with every evaluation
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    files = list(out.glob("runs/*/events.out.tfevents.*"))
-    assert len(files) == 1, files
-    acc = EventAccumulator(str(files[0]))
-    acc.Reload()
-    logged = {e.step: e.value for e in acc.Scalars("eval/nDCG@10")}
-    assert sorted(logged) == [2, 4, 6]
-    assert all(logged[s] == pytest.approx(evals[s]["eval_nDCG@10"], abs=1e-6) for s in logged)
+    assert_tensorboard_logged(out, evals, ("nDCG@10",))
 
 
 def test_evaluation_does_not_change_training(tmp_path, heldout, tiny_bert_dir):
@@ -154,10 +134,7 @@ def test_evaluation_does_not_change_training(tmp_path, heldout, tiny_bert_dir):
                  "--eval_steps", 2))
     plain = _argv(tiny_bert_dir, heldout, tmp_path / "plain", *common)
     _train(plain[:plain.index("--eval_queries")] + list(common))
-    a, b = load_file(tmp_path / "evaluated" / "model.safetensors"), load_file(tmp_path / "plain" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    summary = json.loads((tmp_path / "evaluated" / "train_summary.json").read_text())
-    assert [h["step"] for h in summary["eval_history"]] == [2, 4]
+    assert_evaluation_left_training_alone(tmp_path / "evaluated", tmp_path / "plain", steps=(2, 4))
 
 
 def test_flags_are_checked(tmp_path, heldout, tiny_bert_dir):
@@ -165,12 +142,7 @@ def test_flags_are_checked(tmp_path, heldout, tiny_bert_dir):
         _train(_argv(tiny_bert_dir, heldout, tmp_path / "a", "--max_steps", 1))
     with pytest.raises(ValueError, match="go together"):
         DataArguments(train_dir=["x"], eval_queries="q.jsonl")
-    args = DenseTrainingArguments(output_dir=str(tmp_path), eval_strategy="steps", eval_steps=2, save_steps=2,
-                                  load_best_model_at_end=True)
-    assert args.metric_for_best_model == "nDCG@10" and args.greater_is_better
-    args = DenseTrainingArguments(output_dir=str(tmp_path), eval_strategy="steps", eval_steps=2, save_steps=2,
-                                  load_best_model_at_end=True, metric_for_best_model="eval_mrr@10")
-    assert args.metric_for_best_model == "MRR@10"
+    _, args = best_model_args(DenseTrainingArguments, tmp_path)
     # a trainer without an eval set refuses --load_best_model_at_end in words
     from densir.retriever.modeling import DenseEncoder
     from densir.retriever.trainer import DenseTrainer
@@ -180,24 +152,17 @@ def test_flags_are_checked(tmp_path, heldout, tiny_bert_dir):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_validate_and_keep_the_best(tmp_path, heldout, minilm_path):
+def test_torchrun_two_processes_validate_and_keep_the_best(tmp_path, heldout, tiny_bert_dir):
     """`torchrun --nproc_per_node 2 -m densir.driver.train` (gloo) with validation every 2 steps
     and --load_best_model_at_end: rank 0 evaluates, both ranks agree on the best checkpoint, and
     the metrics logged for it equal a fresh in-process evaluation of that checkpoint."""
     import sys
 
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
     from densir.retriever.modeling import DenseEncoder
     from densir.validation import RetrievalValidator
 
-    torch.manual_seed(0)
-    model = tmp_path / "tiny"
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64)).save_pretrained(model)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(model)
     out = tmp_path / "ddp"
-    argv = _argv(model, heldout, out, "--pooling", "mean", "--normalize", "true", "--max_steps", 4,
+    argv = _argv(tiny_bert_dir, heldout, out, "--pooling", "mean", "--normalize", "true", "--max_steps", 4,
                  "--learning_rate", 1e-3, "--eval_strategy", "steps", "--eval_steps", 2, "--save_steps", 2,
                  "--load_best_model_at_end")
     torchrun = str(Path(sys.executable).parent / "torchrun")
