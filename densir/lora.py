@@ -106,9 +106,9 @@ def load_adapter_weights(model: nn.Module, adapter_dir) -> None:
 
     state = load_file(str(Path(adapter_dir) / ADAPTER_WEIGHTS))
     result = set_peft_model_state_dict(model, state)
-    missing = [k for k in getattr(result, "unexpected_keys", [])]
-    if missing:
-        raise ValueError(f"{adapter_dir}: adapter weights {missing[:3]} do not fit this model")
+    unexpected = list(getattr(result, "unexpected_keys", []))
+    if unexpected:
+        raise ValueError(f"{adapter_dir}: adapter weights {unexpected[:3]} do not fit this model")
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
