@@ -21,10 +21,11 @@ optionally a re-ranker dir (rerank.sh's ``OUT_DIR/rerank/model``) and get_data.s
 The first stage is the search stage's :class:`densir.search.faiss_index.ShardIndex`, kept in
 memory: exact inner product (``IndexFlatIP``; any FAISS factory string, or an index saved by the
 search stage, instead), ranked as run.sh's search and reduce steps rank (each shard's top
-``depth``, :mod:`densir.ranking`'s order and 6 decimals, merged as the reducer merges). So ``search_batch(queries, k)`` over a split's queries, encoded in run.sh's
-batches (``batch_size=ENCODE_BATCH``), is the split's run ``R/<split>.run`` hit for hit; one
-query alone is padded alone, so its vector can differ in the last float bit, which reorders
-only passages whose scores tie to ~1e-6. Re-ranking scores the first stage's top
+``depth`` in :mod:`densir.ranking`'s order, 6 decimals, merged as the reducer merges). So
+``search_batch(queries, k)`` over a split's queries, encoded in run.sh's batches
+(``batch_size=ENCODE_BATCH``), is the split's run ``R/<split>.run`` hit for hit; one query alone
+is padded alone, so its vector can differ in the last float bit, which reorders only passages
+whose scores tie to ~1e-6. Re-ranking scores the first stage's top
 ``rerank_depth`` with the cross-encoder (raw logits) and ranks them as rerank.sh's
 ``<split>.ce.run`` (:func:`densir.reranker.rerank.score_run`, then logit desc, docid asc, 6 decimals);
 ``interpolate=alpha`` fuses that 6-decimal run with the first stage as rerank.sh's
