@@ -15,6 +15,7 @@ from typing import Optional
 
 from transformers import TrainingArguments
 
+from densir.backends.recipes import DEFAULT_CALIBRATION_SIZE
 from densir.checks import at_least, check_ranges, positive
 
 
@@ -91,7 +92,7 @@ def backend_fields(recipe_example: str) -> tuple:
         field(default="none", metadata={"help": "none | int8 (with --backend onnx or openvino)"}),
         field(default=None, metadata={
             "help": f"a named recipe of densir.backends.RECIPES instead of the backend's default for --quantize "
-                    f"(e.g. ov-int8-static, calibrated on {recipe_example})"}),
+                    f"(e.g. ov-int8-static, calibrated on the first {DEFAULT_CALIBRATION_SIZE} {recipe_example})"}),
     )
 
 

@@ -12,7 +12,7 @@ from densir.retriever.arguments import DataArguments
 RERANK_VALIDATION_METRICS = ("nDCG@10", "MRR@10")  # densir.reranker.validation's; logged as eval_nDCG@10, ...
 
 
-_BACKEND = backend_fields("the first 300 pairs of the run")
+_BACKEND = backend_fields("pairs of the run")
 _LORA = lora_fields()
 
 

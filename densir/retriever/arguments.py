@@ -13,7 +13,7 @@ VALIDATION_METRICS = ("nDCG@10", "MRR@10", "Recall@100")  # logged as eval_nDCG@
 DISTILL_LOSS_NAMES = ("margin_mse", "kl")  # densir.retriever.loss.DISTILL_LOSSES
 
 
-_BACKEND = backend_fields("the first 300 texts of the input")
+_BACKEND = backend_fields("texts of the input")
 _LORA = lora_fields()
 
 
