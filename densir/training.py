@@ -161,10 +161,15 @@ class DensirTrainer(Trainer):
 # --------------------------------------------------------------------------- grad cache
 class LogAtSavesCallback(TrainerCallback):
     """Log the loss at every checkpoint and at the last step too, so the log history (which a
-    checkpoint carries) covers every step: :func:`history_loss` is then exact, resumed or not."""
+    checkpoint carries) covers every step: :func:`history_loss` is then exact, resumed or not.
+    With checkpoints on, the last step is saved too: a rerun of a finished training resumes from
+    it, trains nothing and keeps the run's summary (:func:`run_training`)."""
 
     def on_step_end(self, args, state, control, **kwargs):
-        if control.should_save or state.global_step >= state.max_steps:
+        last = state.global_step >= state.max_steps
+        if last and args.save_strategy != "no":
+            control.should_save = True
+        if control.should_save or last:
             control.should_log = True
         return control
 
