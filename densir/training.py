@@ -161,10 +161,15 @@ class DensirTrainer(Trainer):
 # --------------------------------------------------------------------------- grad cache
 class LogAtSavesCallback(TrainerCallback):
     """Log the loss at every checkpoint and at the last step too, so the log history (which a
-    checkpoint carries) covers every step: :func:`history_loss` is then exact, resumed or not."""
+    checkpoint carries) covers every step: :func:`history_loss` is then exact, resumed or not.
+    With checkpoints on, the last step is saved too: a rerun of a finished training resumes from
+    it, trains nothing and keeps the run's summary (:func:`run_training`)."""
 
     def on_step_end(self, args, state, control, **kwargs):
-        if control.should_save or state.global_step >= state.max_steps:
+        last = state.global_step >= state.max_steps
+        if last and args.save_strategy != "no":
+            control.should_save = True
+        if control.should_save or last:
             control.should_log = True
         return control
 
@@ -182,9 +187,19 @@ def history_loss(log_history: list[dict]) -> float | None:
     return total / steps if steps else None
 
 
-def _checkpoint_step(path) -> int | None:
-    m = _CHECKPOINT.match(Path(path).name)
-    return int(m.group(1)) if m else None
+def _finished(checkpoint, training_args) -> bool:
+    """Whether ``checkpoint`` is the last step of the training ``training_args`` plan (the same
+    --max_steps, or the same --num_train_epochs without one)."""
+    import json
+
+    try:
+        state = json.loads(Path(checkpoint, "trainer_state.json").read_text(encoding="utf-8"))
+        done, planned = int(state["global_step"]), int(state["max_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    same_plan = (training_args.max_steps == planned if training_args.max_steps > 0
+                 else training_args.num_train_epochs == state.get("num_train_epochs"))
+    return same_plan and done >= planned
 
 
 def setup_logging(training_args) -> None:
@@ -214,19 +229,20 @@ def run_training(training_args, build: Callable[[], tuple["DensirTrainer", objec
     resume = resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
     if training_args.device.type == "cpu":
         configure_cpu_threads()
+    summary_path = Path(training_args.output_dir) / "train_summary.json"
+    if resume is not None and summary_path.is_file() and _finished(resume, training_args):
+        # a rerun of a finished training: the model and its summary stand as they are (HF would
+        # train one more step when the last checkpoint falls inside an epoch)
+        from densir.io import read_json
+
+        logger.info("%s: training is complete (%s is its last step); %s kept", training_args.output_dir, resume,
+                    summary_path)
+        return read_json(summary_path)
     set_seed(training_args.seed)
     trainer, dataset = build()
     trainer.add_callback(LogAtSavesCallback())
     start = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
-    summary_path = Path(training_args.output_dir) / "train_summary.json"
-    if resume is not None and _checkpoint_step(resume) == result.global_step and summary_path.is_file():
-        # a rerun of a finished training: nothing trained, the model and its summary stand as they are
-        from densir.io import read_json
-
-        logger.info("%s: training was already complete (step %d); %s kept", training_args.output_dir,
-                    result.global_step, summary_path)
-        return read_json(summary_path)
     trainer.save_model()
     # the mean loss of every step of the run, from the log history (restored from the checkpoint on
     # a resume, so a resumed run reports what the uninterrupted run reports; HF's training_loss

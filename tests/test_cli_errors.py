@@ -306,6 +306,10 @@ ROWS += [
     Row("tools/evaluate.py", "qrels-not-utf8", EVALUATE, bad=("qrels", "bytes"), outputs=("{out}/metrics.json",)),
     Row("tools/evaluate.py", "run-nan-score", EVALUATE, bad=("run", "nan"), field="score",
         outputs=("{out}/metrics.json",)),
+    Row("densir.driver.encode", "model-truncated-safetensors", ENCODE, bad=("model/model.safetensors", "truncate"),
+        match="truncated", outputs=SHARD_OUT),
+    Row("densir.driver.train", "model-truncated-safetensors", TRAIN, bad=("model/model.safetensors", "truncate"),
+        match="truncated", outputs=("{out}/model",)),
 ]
 
 # ---- issue 26: numbers out of range and unwritable outputs, refused before any work. The model
@@ -473,6 +477,9 @@ def _corrupt(path: Path, how: str) -> int | None:
         return None
     if how == "empty":
         path.write_text("")
+        return None
+    if how == "truncate":  # a binary file cut short (a copy that did not finish)
+        os.truncate(path, path.stat().st_size // 2)
         return None
     if how == "bytes":  # line 2 holds a byte that is not UTF-8
         raw = path.read_bytes().split(b"\n")
