@@ -29,7 +29,8 @@ import pytest
 from conftest import REPO, run_cmd
 
 MODULES = ("densir.driver.train", "densir.driver.train_reranker", "densir.driver.encode", "densir.driver.rerank",
-           "densir.faiss_retriever", "densir.faiss_retriever.reducer", "densir.search", "densir.precision")
+           "densir.faiss_retriever", "densir.faiss_retriever.reducer", "densir.search", "densir.precision",
+           "densir.settings")
 # imported once by the forkserver, so that each row's process starts in a fraction of a second
 PRELOAD = ["torch", "transformers", "transformers.trainer", "faiss", "ir_measures", "densir.arguments",
            "densir.retriever.trainer", "densir.retriever.encode", "densir.reranker.trainer", "densir.reranker.rerank",
@@ -171,6 +172,10 @@ ROWS = [
     Row("densir.search", "shard-json-malformed", SEARCHER, bad=("round/enc/corpus", "json")),
     # ---- python -m densir.precision (no input file: the one line and the status)
     Row("densir.precision", "unknown-precision", ["--requested", "fp64"], match="fp64"),
+    # ---- python -m densir.settings (the stage scripts' settings: no input file, the one line and the status)
+    Row("densir.settings", "not-an-integer", ["export", "run.sh", "--", "--num_shards", "abc"],
+        match="NUM_SHARDS must be an integer >= 1, not 'abc'"),
+    Row("densir.settings", "unknown-script", ["check", "nope.sh"], match="unknown script 'nope.sh'"),
     # ---- tools/build_train.py and tools/build_train_hn.py
     Row("tools/build_train.py", "queries-malformed-json", BUILD, bad=("queries", "json"), outputs=BUILD_OUT),
     Row("tools/build_train.py", "queries-missing-field", BUILD, bad=("queries", "field:query_id"), field="query_id",
