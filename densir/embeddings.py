@@ -79,7 +79,14 @@ def shard_name(save_path, shard_index: int = 0, num_shards: int = 1, rank: int =
 # --------------------------------------------------------------------------- reading
 @dataclass
 class EmbeddingShard:
-    """One complete shard (or torchrun piece of a shard) on disk."""
+    """One complete shard (or torchrun piece of a shard) on disk: ``NAME.npy`` vectors (memory-mapped),
+    ``NAME.ids``, ``NAME.json`` settings (README "Data formats").
+
+    Example::
+
+        shard = EmbeddingShard.open("runs/demo/round2/enc/corpus.0")
+        shard.count, shard.dim, shard.meta["model"]
+    """
 
     name: str
     meta: dict = field(repr=False)

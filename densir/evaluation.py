@@ -29,6 +29,20 @@ def parse_metric(name: str):
 
 def evaluate(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Sequence[tuple[str, float]]],
              metrics: Sequence[str] = tuple(DEFAULT_METRICS)) -> dict:
+    """Mean metrics of ``run`` over every judged query (ir_measures; a query the run lacks scores 0).
+
+    Args:
+        qrels: ``{qid: {docid: relevance}}`` (:func:`densir.read_qrels`).
+        run: ``{qid: [(docid, score), ...]}`` (:func:`densir.read_run`).
+        metrics: densir's names (``nDCG@10``, ``MRR@10``, ``Recall@100``) or any ir_measures name.
+    Returns:
+        ``{metric: mean, "queries": judged queries, "queries_in_run": those the run has}``.
+
+    Example::
+
+        evaluate(read_qrels("data/beir-scifact/qrels.test.tsv"), read_run("runs/demo/round2/test.run"),
+                 ["nDCG@10"])   # {"nDCG@10": 0.78, "queries": 300, "queries_in_run": 300}
+    """
     scores = per_query(qrels, run, metrics)
     judged = _judged(qrels)
     out = {name: (sum(v.values()) / len(judged) if judged else 0.0) for name, v in scores.items()}

@@ -160,7 +160,9 @@ def iter_corpus(path) -> Iterator[tuple[str, str, str]]:
 
 
 def read_corpus(path) -> dict[str, tuple[str, str]]:
-    """docid -> (title, text)."""
+    """``{docid: (title, text)}`` of a corpus JSONL (README "Data formats"); bad records name file and line.
+
+    Example: ``title, text = read_corpus("data/beir-scifact/corpus.jsonl")["4983"]``."""
     return {docid: (title, text) for docid, title, text in iter_corpus(path)}
 
 
@@ -181,6 +183,9 @@ def iter_queries(path) -> Iterator[tuple[str, str]]:
 
 
 def read_queries(path) -> dict[str, str]:
+    """``{query_id: query}`` of a queries JSONL (README "Data formats"); bad records name file and line.
+
+    Example: ``read_queries("data/beir-scifact/queries.test.jsonl")["1"]``."""
     return dict(iter_queries(path))
 
 
@@ -189,6 +194,7 @@ def read_qrels(path, doc_ids: set[str] | None = None) -> dict[str, dict[str, int
     """qid -> {docid: relevance}. Reads TREC/MS MARCO 4-column and BEIR 3-column (with header).
 
     With ``doc_ids``, a judgement naming a document outside the corpus is an error.
+    Example: ``read_qrels("data/beir-scifact/qrels.test.tsv")["1"]`` -> ``{"31715818": 1}``.
     """
     qrels: dict[str, dict[str, int]] = {}
     for lineno, line in iter_lines(path):

@@ -320,7 +320,15 @@ def write_run(path, run: Mapping[str, Sequence[tuple[str, float]]] | Iterable[tu
               tag: str = "densir", depth: int | None = None, sort: bool = True) -> int:
     """Write a TREC run: ``{qid: hits}``, or ``(qid, hits)`` pairs streamed; returns the number of queries.
 
-    Hits are ranked by :func:`densir.ranking.rank` unless ``sort=False``.
+    Args:
+        path: the run file; it appears only when complete (:func:`atomic_write`).
+        run: ``{qid: [(docid, score), ...]}``, or ``(qid, hits)`` pairs (streamed).
+        tag: the last TREC column. depth: hits kept per query (None: all).
+        sort: rank each query's hits by :func:`densir.ranking.rank` (False: they are ranked already).
+    Returns:
+        the number of queries written.
+
+    Example: ``write_run("my.run", {"q1": [("d7", 0.9), ("d2", 0.4)]})``.
     """
     n = 0
     with atomic_write(path) as f:
@@ -374,6 +382,10 @@ def iter_run(path) -> Iterator[tuple[str, list[tuple[str, float]]]]:
 
 
 def read_run(path) -> dict[str, list[tuple[str, float]]]:
+    """``{qid: [(docid, score), ...]}`` of a TREC run file, each query's hits in file order.
+
+    Bad lines (fields, a score that is not a finite number, bytes that are not UTF-8) name file and
+    line. Example: ``read_run("runs/demo/round2/test.run")["1"][:3]``."""
     return dict(iter_run(path))
 
 

@@ -105,6 +105,11 @@ def load_model(model_name_or_path: str, task: str = "encoder", device: str | tor
         kwargs: the ``load``'s (``pooling``, ``normalize``, prefixes; ``revision``, ``cache_dir``).
     Returns:
         the model; e.g. ``model.predict(pairs, amp=model.inference.precision)`` for a cross-encoder.
+
+    Example::
+
+        encoder = load_model("sentence-transformers/all-MiniLM-L6-v2", "encoder", backend="openvino", quantize="int8")
+        vectors = encode_texts(encoder, ["a query"], "query", max_len=64, batch_size=32)
     """
     run = inference(device, precision, backend, quantize, recipe, task, threads)
     if task == "cross-encoder":

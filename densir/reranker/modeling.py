@@ -71,6 +71,25 @@ Pair = tuple  # (query, passage): strings, or lists of token ids without special
 
 
 class CrossEncoderReranker(nn.Module):
+    """A cross-encoder: (query, passage) -> one relevance logit, as sentence-transformers' ``CrossEncoder``.
+
+    Args:
+        model: a sequence-classification model with one label (an encoder, or a decoder scored at
+            its last real token).
+        tokenizer: its tokenizer.
+        max_len: query + passage tokens per pair.
+
+    Build one with :meth:`load` (a densir re-ranker dir, a sentence-transformers cross-encoder, or
+    any encoder with a fresh head; a dir or a hub id), or :func:`densir.load_model` for a backend.
+    :meth:`predict` returns the pairs' logits, :meth:`rank` the documents best first.
+
+    Example::
+
+        reranker = CrossEncoderReranker.load("runs/demo/rerank/model")
+        reranker.rank("what lowers blood pressure?", ["Aspirin ...", "Beta blockers ..."], top_k=1)
+        # [{"corpus_id": 1, "score": 4.2}]
+    """
+
     def __init__(self, model: nn.Module, tokenizer, max_len: int = DEFAULT_MAX_LEN):
         super().__init__()
         if getattr(model.config, "num_labels", 1) != 1:

@@ -150,6 +150,16 @@ def encode_texts(encoder: DenseEncoder, texts: Sequence[str], kind: str, max_len
     ``max_tokens``, at most that many padded tokens (:func:`densir.tokenization.length_batches`:
     short texts share big batches, long ones small). The texts are tokenized once, unpadded; each
     batch is padded on a background thread, ahead of the model. ``progress``: a tqdm bar advanced by each batch.
+
+    Args:
+        encoder: a :class:`DenseEncoder` (e.g. from :func:`densir.load_model`), on ``device``, in eval mode.
+        texts: the queries or passages (a passage is ``title + " " + text``).
+        kind: ``"query"`` or ``"passage"``.
+        max_len, batch_size, precision, device, progress, max_tokens: as above.
+    Returns:
+        float32 ``[len(texts), dim]``, in input order.
+
+    Example: ``encode_texts(load_model(MODEL, "encoder"), ["a query"], "query", max_len=64, batch_size=32)``.
     """
     device = torch.device(device)
     is_query = kind == "query"

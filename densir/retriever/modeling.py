@@ -70,6 +70,25 @@ class EncoderConfig:
 
 
 class DenseEncoder(nn.Module):
+    """A bi-encoder: queries and passages to vectors (pooled, optionally normalized), tied or untied.
+
+    Args:
+        q_model: the query encoder (a transformers model).
+        p_model: the passage encoder; None shares ``q_model`` (tied).
+        config: pooling (cls | mean | last), normalize, prefixes, instruction, EOS rule
+            (:class:`EncoderConfig`, saved as ``densir_config.json``).
+        tokenizer: the tokenizer saved beside the weights.
+
+    Build one with :meth:`build` (to train) or :meth:`load` (a densir dir, a sentence-transformers
+    model, a LoRA adapter dir; a dir or a hub id), or :func:`densir.load_model` for a backend. The
+    forward takes tokenized batches; :func:`densir.encode_texts` encodes text.
+
+    Example::
+
+        encoder = DenseEncoder.load("sentence-transformers/all-MiniLM-L6-v2")
+        vectors = encode_texts(encoder, ["a query"], "query", max_len=64, batch_size=32)  # [1, 384]
+    """
+
     def __init__(self, q_model: nn.Module, p_model: nn.Module | None = None,
                  config: EncoderConfig | None = None, tokenizer=None):
         super().__init__()

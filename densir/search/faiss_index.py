@@ -160,6 +160,9 @@ def fit_limits(placement: Placement, depth: int, nprobe: int | None = None) -> t
 class ShardIndex:
     """FAISS indexes over passage shards, searched as one search job per passage shard + the reducer.
 
+    Example: ``ShardIndex(resolve_shards("runs/demo/round2/enc/corpus.*"), keep=True)``, then
+    ``search(query_vectors, depth)`` (see the methods).
+
     Each passage shard (its torchrun pieces together) gives its own top ``depth`` of ``depth +
     TIE_MARGIN`` candidates, scores rounded, ranked by :mod:`densir.ranking`; the shards' lists
     are merged as the reducer merges shard runs: one search over N shards is the N runs reduced.

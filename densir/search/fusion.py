@@ -43,7 +43,20 @@ Run = Mapping[str, Hits]
 # --------------------------------------------------------------------------- fusion of runs
 def fuse(runs: Sequence[Run], method: str = "rrf", *, rrf_k: float = RRF_K, weights: Sequence[float] | None = None,
          norm: str = "minmax", depth: int | None = None) -> dict[str, list[tuple[str, float]]]:
-    """Fuse ``runs`` by ``method`` (``"rrf"`` or ``"weighted"``); see :func:`rrf_fuse` and :func:`weighted_fuse`."""
+    """Fuse ``runs`` by ``method``: reciprocal rank fusion, or a weighted sum of normalized scores.
+
+    Args:
+        runs: ``{qid: [(docid, score), ...]}`` each (e.g. a dense run and BM25's).
+        method: ``"rrf"`` (:func:`rrf_fuse`, constant ``rrf_k``) or ``"weighted"`` (:func:`weighted_fuse`:
+            ``weights`` per run, scores normalized per query by ``norm``: minmax | zscore).
+        depth: fused hits kept per query (None: all).
+    Returns:
+        the fused run, each query's hits best first.
+
+    Example::
+
+        hybrid = fuse([read_run("round2/test.run"), read_run("bm25.test.run")], "weighted", weights=[0.5, 0.5])
+    """
     if method == "rrf":
         return rrf_fuse(runs, rrf_k, depth)
     if method == "weighted":

@@ -69,7 +69,11 @@ RETRIEVERS = ("dense", "bm25")
 @dataclass
 class Hit:
     """One result. ``score`` is what the list is ranked by: the fused score with ``interpolate``,
-    else the re-ranker's logit when re-ranked, else the first stage's score."""
+    else the re-ranker's logit when re-ranked, else the first stage's score.
+
+    Example: ``hit.to_dict()`` -> ``{"docid": "4983", "rank": 1, "score": 0.71, "title": ..., "text": ...,
+    "first_score": 0.71, "rerank_score": None}``.
+    """
 
     docid: str
     rank: int
@@ -153,7 +157,28 @@ class Reranker:
 
 # --------------------------------------------------------------------------- searcher
 class Searcher:
-    """Dense (or BM25) first stage over built shards, optional cross-encoder re-ranking."""
+    """Dense (or BM25) first stage over built shards, optional cross-encoder re-ranking (module docstring).
+
+    Args:
+        encoder: the :class:`~densir.retriever.modeling.DenseEncoder` that made the shards (checked by
+            fingerprint); queries run on the shards' backend.
+        passage_shards: the corpus shards (:func:`densir.embeddings.resolve_shards`).
+        corpus: the corpus JSONL, for hit titles/texts and re-ranking (None: ids and scores only).
+        reranker: a :class:`Reranker` (None: no re-ranking).
+        bm25_index: get_data.sh's ``bm25_index/``, for ``retriever="bm25"`` and ``"hybrid"``.
+        device, q_max_len, precision, batch_size: how queries are encoded (default: as the shards
+            and their query shards record).
+        index_factory, use_gpu, fp16_storage, nprobe, load_index: the :class:`ShardIndex`'s.
+
+    Most users call :meth:`from_run_dir`. :meth:`search` / :meth:`search_batch` return
+    :class:`Hit` lists, best first.
+
+    Example::
+
+        searcher = Searcher.from_run_dir("runs/demo/round2", reranker="runs/demo/rerank/model")
+        hits = searcher.search("what causes malaria?", k=10, rerank_depth=100)
+        [(h.rank, h.docid, round(h.score, 3)) for h in hits[:2]]
+    """
 
     def __init__(self, encoder, passage_shards: Sequence[EmbeddingShard], corpus=None, reranker: Reranker | None = None,
                  bm25_index=None, device: str | None = None, q_max_len: int | None = None,
