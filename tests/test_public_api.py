@@ -62,3 +62,15 @@ def test_the_docstring_example_encodes_like_the_encode_stage(minilm_path):
 
     st = SentenceTransformer(minilm_path, device="cpu").encode(["what lowers blood pressure?", "aspirin"])
     assert np.abs(vectors - st).max() < 1e-4
+
+
+def test_the_readme_lists_the_public_api():
+    """README "Python API" names exactly ``densir.__all__``."""
+    import re
+
+    import densir
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    table = text[text.index("<!-- api:begin -->"):text.index("<!-- api:end -->")]
+    listed = {n for cell in re.findall(r"^\| ([^|]+) \|", table, re.M) for n in re.findall(r"`(\w+)`", cell)}
+    assert listed == set(densir.__all__), listed ^ set(densir.__all__)
