@@ -198,6 +198,15 @@ ROWS = [
         outputs=BUILD_OUT),
     Row("tools/build_train_hn.py", "queries-malformed-json", BUILD, bad=("queries", "json"), outputs=BUILD_OUT),
     Row("tools/build_train_hn.py", "run-empty-file", BUILD, bad=("run", "empty"), outputs=BUILD_OUT),
+    # mining that would write groups with one negative, none, or "all but the last" with exit 0
+    Row("tools/build_train_hn.py", "negative-depth", BUILD + ["--depth", "-1"], match=r"--depth must be >= 1, got -1",
+        outputs=BUILD_OUT),
+    Row("tools/build_train_hn.py", "negative-skip", BUILD + ["--skip", "-1"], match=r"--skip must be >= 0, got -1",
+        outputs=BUILD_OUT),
+    Row("tools/build_train_hn.py", "no-negative-sampled", BUILD + ["--n_sample", "0"],
+        match=r"--n_sample must be >= 1, got 0", outputs=BUILD_OUT),
+    Row("tools/build_train.py", "skip-past-depth", BUILD + ["--depth", "5", "--skip", "5"],
+        match=r"--skip 5 leaves no hit of the top --depth 5", outputs=BUILD_OUT),
     # ---- tools/evaluate.py, tools/metrics_table.py, tools/score_to_marco.py
     Row("tools/evaluate.py", "run-bad-line", EVALUATE, bad=("run", "columns"), outputs=("{out}/metrics.json",)),
     Row("tools/evaluate.py", "run-empty-file", EVALUATE, bad=("run", "empty"), outputs=("{out}/metrics.json",)),

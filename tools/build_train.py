@@ -22,7 +22,8 @@ import argparse
 import logging
 import re
 
-from densir.io import cli_errors
+from densir.checks import at_least, check_output_path, check_parser_ranges
+from densir.io import UsageError, cli_errors
 from densir.loading import check_backend
 from densir.train_groups import SAMPLING, build_train_file, check_mining_args, describe_stats
 
@@ -40,14 +41,14 @@ def main(description: str = __doc__, defaults: dict | None = None, argv=None) ->
     ap.add_argument("--run", required=True, help="TREC run, e.g. BM25 or a round-1 dense run")
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--depth", type=int, default=200, help="sample negatives from the top DEPTH hits")
-    ap.add_argument("--skip", type=int, default=0, help="leave out the top SKIP hits (false-negative guard)")
-    ap.add_argument("--n_sample", type=int, default=30, help="negatives per query")
+    ap.add_argument("--depth", type=at_least(1), default=200, help="sample negatives from the top DEPTH hits")
+    ap.add_argument("--skip", type=at_least(0), default=0, help="leave out the top SKIP hits (false-negative guard)")
+    ap.add_argument("--n_sample", type=at_least(1), default=30, help="negatives per query")
     ap.add_argument("--seed", type=int, default=42)
     m = ap.add_argument_group("mining (sentence-transformers' mine_hard_negatives; densir.train_groups)")
-    m.add_argument("--range_min", type=int, default=0,
+    m.add_argument("--range_min", type=at_least(0), default=0,
                    help="keep candidates from this rank on, among those the filters leave, best first (0 = the best)")
-    m.add_argument("--range_max", type=int, default=None, help="... up to (not including) this rank; default: all")
+    m.add_argument("--range_max", type=at_least(1), default=None, help="... up to (not including) this rank; default: all")
     m.add_argument("--margin", "--absolute_margin", dest="margin", type=float, default=None,
                    help="drop a candidate unless score <= positive's score - MARGIN")
     m.add_argument("--relative_margin", type=float, default=None,
@@ -60,8 +61,8 @@ def main(description: str = __doc__, defaults: dict | None = None, argv=None) ->
     m.add_argument("--rescore_model", default=None,
                    help="a cross-encoder that scores the positives and candidates: the filters and ranks use its "
                         "scores (raw logits) instead of the run's")
-    m.add_argument("--rescore_batch_size", type=int, default=64, help="pairs per forward pass when rescoring")
-    m.add_argument("--rescore_max_len", type=int, default=None,
+    m.add_argument("--rescore_batch_size", type=at_least(1), default=64, help="pairs per forward pass when rescoring")
+    m.add_argument("--rescore_max_len", type=at_least(1), default=None,
                    help="query + passage tokens; default: the model's saved max_len, else min(tokenizer, 512)")
     m.add_argument("--rescore_precision", default="fp32", help="fp32 | auto | fp16 | bf16 (densir.precision)")
     m.add_argument("--rescore_device", default="auto", help="auto (CUDA when there is one) | cpu | cuda[:i]")
@@ -73,14 +74,18 @@ def main(description: str = __doc__, defaults: dict | None = None, argv=None) ->
                    help="a named recipe of densir.backends.RECIPES (calibrated ones on the run's first pairs)")
     ap.set_defaults(**(defaults or {}))
     args = ap.parse_args(argv)
+    # every range before any file is read: a negative depth or skip, or no negative to sample, would
+    # write groups that train on the wrong thing with exit 0
+    check_parser_ranges(ap, args)
+    if args.skip >= args.depth:
+        raise UsageError(f"--skip {args.skip} leaves no hit of the top --depth {args.depth} to sample negatives from")
+    check_output_path("--out", args.out)
     try:
         check_mining_args(args.range_min, args.range_max, args.relative_margin, args.sampling)
         check_backend(args.rescore_backend, args.rescore_quantize, args.rescore_backend_recipe, args.rescore_precision,
                       task="cross-encoder")
     except ValueError as e:  # the library names its parameters; the user typed flags
         ap.error(re.sub(rf"\b({'|'.join(FLAGS)})\b", lambda m: FLAGS[m.group(1)], str(e)))
-    if args.rescore_batch_size < 1:
-        ap.error(f"--rescore_batch_size must be positive, got {args.rescore_batch_size}")
     if args.rescore_model is None and any(getattr(args, f"rescore_{k}") != ap.get_default(f"rescore_{k}")
                                           for k in RESCORE_FLAGS):
         ap.error("/".join(f"--rescore_{k}" for k in RESCORE_FLAGS) + " need --rescore_model")
