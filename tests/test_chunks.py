@@ -276,3 +276,23 @@ def test_searcher_returns_documents_with_their_text(tiny_bert_dir, tmp_path):
     assert [(h.docid, round(h.score, 5)) for h in hits] == [(d, round(s, 5)) for d, s in direct]
     want = _expected(vectors[0], shard.ids(), np.asarray(shard.vectors()), "maxp", 5)
     assert [h.docid for h in hits] == [d for d, _ in want]
+
+
+# --------------------------------------------------------------------------- command lines
+def test_command_lines_take_the_flags_and_refuse_bad_ones_in_one_line(tmp_path):
+    import sys
+
+    from conftest import run_cmd
+
+    passages, queries = _hand_made(tmp_path)
+    for how in ("maxp", "firstp"):
+        run_cmd([sys.executable, "-m", "densir.faiss_retriever", "--query_reps", queries.name, "--passage_reps",
+                 passages.name, "--depth", "5", "--no_gpu", "--doc_aggregation", how,
+                 "--save_ranking_to", str(tmp_path / f"{how}.run")])
+        got = [(q, [d for d, _ in hits]) for q, hits in iter_run(tmp_path / f"{how}.run")]
+        assert got == [(q, [d for d, _ in hits]) for q, hits in search([queries], [passages], 5, doc_aggregation=how)]
+    bad = run_cmd([sys.executable, "-m", "densir.driver.encode", "--model_name_or_path", "unused", "--encode_in_path",
+                   "c.jsonl", "--encoded_save_path", str(tmp_path / "x"), "--chunk_tokens", "4", "--chunk_stride", "5"],
+                  check=False)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: ") and "--chunk_stride must be <=" in bad.stderr
