@@ -239,6 +239,7 @@ class ShardIndex:
             raise ParameterError("depth", f"must be >= 1, got {depth}")
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         placement, pool = fit_limits(self.placement, depth, self.nprobe, self.per_hit)
+        pool = min(pool, max(len(self.ids), 1))  # never more candidates than rows (MaxP's pool grows with M)
         if self.kept is not None and placement != self.placement:
             raise ParameterError("depth", f"{depth} is above faiss' GPU limit of {self.placement.max_k}: "
                                  "keep the index on the CPU (use_gpu=False) for such depths")
