@@ -67,17 +67,27 @@ def token_windows(length: int, size: int, stride: int) -> list[tuple[int, int]]:
 
 def tokenize_windows(tokenizer, texts: Sequence[str], max_len: int, size: int, stride: int, prefix: str = "",
                      eos_id: int | None = None) -> tuple[list[dict], list[int]]:
-    """Every text tokenized once (no special tokens) and cut into :func:`token_windows` of token
+    """Every text tokenized once (no special tokens; a pre-tokenized item is its ids) and cut into :func:`token_windows` of token
     ids; each window then goes through :func:`tokenize_each`'s pre-tokenized path (prefix, special
     tokens, ``eos_id``), so a window is encoded as any pre-tokenized passage is. Returns the
     windows' features and, for each, the index of its text. A window must fit ``max_len`` with its
     prefix and special tokens (:func:`window_overhead`); the caller checks that once."""
     features, owner = [], []
-    for i, ids in enumerate(tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []):
+    for i, ids in enumerate(token_ids(tokenizer, texts)):
         windows = [ids[a:b] for a, b in token_windows(len(ids), size, stride)]
         features.extend(tokenize_each(tokenizer, windows, max_len, prefix, eos_id))
         owner.extend([i] * len(windows))
     return features, owner
+
+
+def token_ids(tokenizer, items: Sequence) -> list[list[int]]:
+    """Each item's token ids without special tokens: strings tokenized in one call, lists of ids as they are."""
+    strings = [i for i, x in enumerate(items) if isinstance(x, str)]
+    out = [list(x) if not isinstance(x, str) else None for x in items]
+    if strings:
+        for i, ids in zip(strings, tokenizer([items[i] for i in strings], add_special_tokens=False)["input_ids"]):
+            out[i] = ids
+    return out
 
 
 def window_overhead(tokenizer, prefix: str = "", eos_id: int | None = None) -> int:

@@ -61,6 +61,10 @@ def test_tokenize_windows_cuts_one_tokenization(tiny_bert_dir):
     assert owner == [0] + [1] * len(token_windows(len(ids[1]), 10, 6))
     for f, i, (a, b) in zip(features, owner, [(0, len(ids[0]))] + token_windows(len(ids[1]), 10, 6)):
         assert f["input_ids"] == [tok.cls_token_id] + ids[i][a:b] + [tok.sep_token_id]
+    # a pre-tokenized passage (ids, as densir.pretokenize writes) is cut as it is, beside strings
+    pre, owner = tokenize_windows(tok, [ids[1], texts[0]], 32, 10, 6)
+    assert [f["input_ids"] for f in pre] == [f["input_ids"] for f in features[1:]] + [features[0]["input_ids"]]
+    assert owner == [0] * (len(features) - 1) + [1]
 
 
 # --------------------------------------------------------------------------- encode

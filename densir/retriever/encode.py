@@ -28,8 +28,9 @@ Long passages: ``--chunk_tokens N [--chunk_stride S]`` tokenizes each passage on
 text joined as above, so the title opens the first window only) and cuts its token ids into
 windows of N tokens starting every S tokens (:func:`densir.tokenization.token_windows`: every
 token covered, neighbours overlapping by N - S); each window, with the prefix and special tokens,
-is one row whose id is the passage's docid (repeated, rows of one passage adjacent). A passage of
-at most N tokens is one window, the same input as without chunking. N plus the prefix and special
+is one row whose id is the passage's docid (repeated, rows of one passage adjacent); a pre-tokenized
+passage (ids) is cut as it is. A passage of at most N tokens is one window (without a prefix, the
+same input as without chunking). N plus the prefix and special
 tokens must fit the passage ``max_len``. The row count is known before writing: a first pass
 tokenizes the shard's passages to count their windows. The shard json records ``chunk_tokens``
 and ``chunk_stride``; search scores a document by its best window (:mod:`densir.search.faiss_index`).
@@ -68,7 +69,8 @@ from densir.precision import REQUESTS as PRECISION_REQUESTS
 from densir.precision import autocast, precision_from_flags
 from densir.retriever.arguments import EncodeArguments, ModelArguments
 from densir.retriever.modeling import DenseEncoder
-from densir.tokenization import length_batches, pad_batch, token_windows, tokenize_each, tokenize_windows, window_overhead
+from densir.tokenization import (length_batches, pad_batch, token_ids, token_windows, tokenize_each, tokenize_windows,
+                                 window_overhead)
 
 logger = logging.getLogger(__name__)
 
@@ -289,7 +291,7 @@ def _count_windows(tokenizer, records: Iterable[tuple[str, str]], size: int, str
     """How many :func:`~densir.tokenization.token_windows` the passages of ``records`` give."""
     total = 0
     for chunk in _chunks(records, read):
-        lengths = [len(x) for x in tokenizer([t for _, t in chunk], add_special_tokens=False)["input_ids"]]
+        lengths = [len(x) for x in token_ids(tokenizer, [t for _, t in chunk])]
         total += sum(len(token_windows(n, size, stride)) for n in lengths)
     return total
 
