@@ -230,7 +230,7 @@ class ShardIndex:
                         self.doc_aggregation)
         logger.info("%d passages in %d shard piece(s): %s, %s%s", len(self.ids), len(passage_shards),
                     saved if self.load else index_factory, self.placement.describe(), ", fp16" if fp16_storage else "")
-        self.kept = None if not keep else {  # id(piece) -> [(first row, index)]
+        self.kept = None if not keep else {  # id(piece) -> [(first row, index, rowmap)]
             id(shard): list(self._open(shard, name, self.placement)) for _, shard, name in sum(self.pieces.values(), [])}
 
     def search(self, queries: np.ndarray, depth: int, batch_size: int | None = None) -> Iterator[list[Hit]]:
