@@ -6,7 +6,9 @@ A shard ``NAME`` is three files::
     NAME.ids    one id a line, row i of the npy is the vector of line i
     NAME.json   model, model_fingerprint, pooling, normalize, kind (query|passage), dim, dtype,
                 count, max_len, prefix, precision, shard_index, num_shards, rank, world_size;
-                full_dim (the model's size when ``encode --embedding_dim`` kept the first ``dim``), append_eos
+                full_dim (the model's size when ``encode --embedding_dim`` kept the first ``dim``), append_eos;
+                chunk_tokens, chunk_stride (``encode --chunk_tokens``: one row per token window of a
+                passage, its docid repeated on adjacent lines; absent: one row per passage)
 
 :class:`ShardWriter` fills the npy and ids under temp names and renames them to their final names
 data first, ``.json`` last: a shard is complete exactly when its ``.json`` exists. An npy without
@@ -20,7 +22,8 @@ own json that the set is whole: every shard index 0..n-1 present (or the expecte
 the caller), every rank of every shard present, nothing half-written. No bare ``glob('*')``.
 
 Checked on read (:func:`resolve_shards`): an npy that is empty, truncated or not the shape and
-dtype its json says; ids that are not UTF-8, or repeat within or across the pieces; a vector that
+dtype its json says; ids that are not UTF-8, or repeat within or across the pieces (in a chunked
+shard a docid repeats on adjacent lines, one per window, and nowhere else); a vector that
 is NaN or infinite (the file and the row, i.e. the line of its id in ``NAME.ids``).
 
 One writer per shard: :class:`ShardWriter` claims ``NAME.lock`` (``flock``, released by the
@@ -53,13 +56,14 @@ SUFFIXES = (".npy", ".ids", ".json")
 # or exported encode is never searched against vectors the checkpoint itself made
 COMPATIBLE_FIELDS = ("model_fingerprint", "pooling", "normalize", "dim", "backend", "quantize", "backend_recipe")
 # what a shard written before backends existed (or by another tool) was made with
-FIELD_DEFAULTS = {"backend": "torch", "quantize": "none", "backend_recipe": "torch-fp32", "append_eos": False}
+FIELD_DEFAULTS = {"backend": "torch", "quantize": "none", "backend_recipe": "torch-fp32", "append_eos": False,
+                  "chunk_tokens": None, "chunk_stride": None}
 _RANK_RE = re.compile(r"\.rank(\d+)-of-(\d+)$")
 # the settings that make two shards of one name the same shard: a writer refuses to replace a
 # complete shard that differs in any of them (densir.retriever.encode skips one that agrees)
 SHARD_SETTINGS = ("model_fingerprint", "pooling", "normalize", "kind", "prefix", "append_eos", "dim", "max_len", "precision",
                   "backend", "quantize", "backend_recipe", "shard_index", "num_shards", "rank", "world_size",
-                  "dtype")
+                  "dtype", "chunk_tokens", "chunk_stride")
 CHECK_ROWS = 65536  # rows per block when reading a shard's vectors to check them
 
 
@@ -122,6 +126,11 @@ class EmbeddingShard:
     @property
     def dim(self) -> int:
         return int(self.meta["dim"])
+
+    @property
+    def chunked(self) -> bool:
+        """One row per token window of a passage (``encode --chunk_tokens``), the docid repeated."""
+        return self.meta.get("chunk_tokens") is not None
 
     @property
     def json_path(self) -> str:
@@ -222,13 +231,23 @@ def resolve_shards(spec, expected_shards: int | None = None, kind: str | None = 
 def check_unique_ids(pieces: list[EmbeddingShard]) -> None:
     """Refuse an id that two rows share (within a piece or across pieces), naming both places.
 
+    In a chunked piece (:attr:`EmbeddingShard.chunked`) the rows of one passage's windows share its
+    docid on adjacent lines: each such run counts as one id, so a docid is still refused in two
+    places (two runs of a piece, or two pieces).
+
     The ids are compared as bytes in one sorted numpy array (a few bytes an id, not a Python
     string each), so an MS MARCO-sized set is checked in seconds."""
-    arrays, owners = [], []
+    arrays, owners, lines = [], [], []
     for j, p in enumerate(pieces):
         ids = p.ids()  # checks UTF-8 and the count
-        arrays.append(np.array([i.encode("utf-8") for i in ids], dtype=bytes) if ids else np.array([], dtype="S1"))
-        owners.append(np.full(len(ids), j, dtype=np.int32))
+        array = np.array([i.encode("utf-8") for i in ids], dtype=bytes) if ids else np.array([], dtype="S1")
+        line = np.arange(1, len(ids) + 1)
+        if p.chunked and len(array):  # one entry per run of adjacent equal ids (a passage's windows)
+            first = run_starts(array)
+            array, line = array[first], line[first]
+        arrays.append(array)
+        lines.append(line)
+        owners.append(np.full(len(array), j, dtype=np.int32))
     if not arrays:
         return
     everything = np.concatenate(arrays)
@@ -242,10 +261,17 @@ def check_unique_ids(pieces: list[EmbeddingShard]) -> None:
     a, b = int(order[same[0]]), int(order[same[0] + 1])
     owner = np.concatenate(owners)
     starts = np.cumsum([0] + [len(x) for x in arrays])
-    where = [(pieces[int(owner[i])], i - int(starts[owner[i]]) + 1) for i in (a, b)]
+    where = [(pieces[int(owner[i])], int(lines[owner[i]][i - int(starts[owner[i]])])) for i in (a, b)]
     (first, first_line), (second, second_line) = where
     raise InputError(second.name + ".ids", second_line, f"id {ranked[same[0]].decode('utf-8')!r} is also on line "
                      f"{first_line} of {first.name}.ids: overlapping shards (the same input encoded twice?)", "id")
+
+
+def run_starts(ids: np.ndarray) -> np.ndarray:
+    """Rows whose id differs from the row before (the first window of each passage of a chunked shard)."""
+    if not len(ids):
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
 
 
 def _candidate_names(spec: str) -> list[str]:

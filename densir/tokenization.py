@@ -52,6 +52,52 @@ def tokenize_each(tokenizer, items: Sequence, max_len: int, prefix: str = "", eo
     return features
 
 
+def token_windows(length: int, size: int, stride: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` windows of ``size`` tokens over ``length`` tokens, starting every ``stride``
+    tokens until one reaches the end (the last may be shorter): ``stride <= size`` covers every
+    token, neighbours overlapping by ``size - stride``. One window ``(0, length)`` when it fits."""
+    if size < 1 or not 1 <= stride <= size:
+        raise ValueError(f"need 1 <= stride <= size, got size {size}, stride {stride}")
+    windows = [(0, min(size, length))]
+    while windows[-1][1] < length:
+        start = windows[-1][0] + stride
+        windows.append((start, min(start + size, length)))
+    return windows
+
+
+def tokenize_windows(tokenizer, texts: Sequence[str], max_len: int, size: int, stride: int, prefix: str = "",
+                     eos_id: int | None = None) -> tuple[list[dict], list[int]]:
+    """Every text tokenized once (no special tokens; a pre-tokenized item is its ids) and cut into :func:`token_windows` of token
+    ids; each window then goes through :func:`tokenize_each`'s pre-tokenized path (prefix, special
+    tokens, ``eos_id``), so a window is encoded as any pre-tokenized passage is. Returns the
+    windows' features and, for each, the index of its text. A window must fit ``max_len`` with its
+    prefix and special tokens (:func:`window_overhead`); the caller checks that once."""
+    features, owner = [], []
+    for i, ids in enumerate(token_ids(tokenizer, texts)):
+        windows = [ids[a:b] for a, b in token_windows(len(ids), size, stride)]
+        features.extend(tokenize_each(tokenizer, windows, max_len, prefix, eos_id))
+        owner.extend([i] * len(windows))
+    return features, owner
+
+
+def token_ids(tokenizer, items: Sequence) -> list[list[int]]:
+    """Each item's token ids without special tokens: strings tokenized in one call, lists of ids as they are."""
+    strings = [i for i, x in enumerate(items) if isinstance(x, str)]
+    out = [list(x) if not isinstance(x, str) else None for x in items]
+    if strings:
+        for i, ids in zip(strings, tokenizer([items[i] for i in strings], add_special_tokens=False)["input_ids"]):
+            out[i] = ids
+    return out
+
+
+def window_overhead(tokenizer, prefix: str = "", eos_id: int | None = None) -> int:
+    """Tokens :func:`tokenize_windows` adds to each window: special tokens, the prefix, a missing EOS."""
+    head, tail = special_token_template(tokenizer)
+    prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+    eos = 1 if eos_id is not None and not (tail and tail[-1] == eos_id) else 0
+    return len(head) + len(prefix_ids) + len(tail) + eos
+
+
 def ensure_eos(feature: dict, eos_id: int, max_len: int) -> dict:
     """``feature`` (one item's id lists) ending with ``eos_id``: appended when the tokenizer did not
     put it there, the last token dropped first when the item is already ``max_len`` long (so a

@@ -3,7 +3,7 @@
     python -m densir.faiss_retriever --query_reps DIR/queries --passage_reps 'DIR/corpus.*' \\
         [--num_passage_shards N] --depth 1000 --save_ranking_to RUN \\
         [--index_factory Flat|HNSW32|IVF4096,PQ64] [--nprobe 64] [--use_gpu | --no_gpu] [--batch_size 128] \\
-        [--fp16_storage] [--save_index NAME | --load_index NAME]
+        [--fp16_storage] [--save_index NAME | --load_index NAME] [--doc_aggregation maxp|firstp]
 
 One passage shard per job (SLURM array): ``--passage_reps DIR/corpus.3 --save_ranking_to DIR/shard.3.run``,
 then merge with ``python -m densir.faiss_retriever.reducer``.
@@ -15,6 +15,9 @@ faiss returns at most 2048 hits per query from a GPU and probes at most 2048 IVF
 ANN indexes (HNSW, IVF) are built per passage shard; build one once with --save_index NAME (writes
 NAME.faiss + NAME.json) and let later searches over the same shard load it with --load_index NAME
 (refused when NAME.json does not match the passage shard: model fingerprint, count, dim, shard index).
+
+Chunked passage shards (encode --chunk_tokens) are searched as documents, each once under its corpus
+id: scored by its best window (MaxP, the default) or, with --doc_aggregation firstp, its first window.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import logging
 
 from densir.checks import at_least, check_output_path, check_parser_ranges
 from densir.io import cli_errors, cli_parser
-from densir.search.faiss_index import GPU_MAX_K, search_to_run
+from densir.search.faiss_index import DOC_AGGREGATIONS, GPU_MAX_K, search_to_run
 
 
 @cli_errors
@@ -51,6 +54,9 @@ def main(argv=None) -> None:
                             "(with several passage shards: NAME.0, NAME.1, ...)")
     saved.add_argument("--load_index", default=None, metavar="NAME",
                        help="search the index saved by --save_index instead of building one")
+    parser.add_argument("--doc_aggregation", choices=DOC_AGGREGATIONS, default="maxp",
+                        help="chunked passage shards (encode --chunk_tokens): a document's score is its best window "
+                             "(maxp, default) or its first (firstp); unchunked shards: no effect")
     parser.add_argument("--tag", default="densir", help="run tag (last TREC column)")
     args = parser.parse_args(argv)
     check_parser_ranges(parser, args)
@@ -62,7 +68,8 @@ def main(argv=None) -> None:
     n = search_to_run(args.query_reps, args.passage_reps, args.save_ranking_to, args.depth,
                       num_passage_shards=args.num_passage_shards, tag=args.tag, index_factory=args.index_factory,
                       use_gpu=args.use_gpu, batch_size=args.batch_size, fp16_storage=args.fp16_storage,
-                      nprobe=args.nprobe, save_index=args.save_index, load_index=args.load_index)
+                      nprobe=args.nprobe, save_index=args.save_index, load_index=args.load_index,
+                      doc_aggregation=args.doc_aggregation)
     print(f"{args.save_ranking_to}: {n} queries, depth {args.depth}")
 
 

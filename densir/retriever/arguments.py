@@ -188,8 +188,29 @@ class EncodeArguments:
     embedding_dim: Optional[int] = field(default=None, metadata={"range": at_least(1),
         "help": "keep the first d dimensions of every vector (a Matryoshka-trained model), re-normalized when the "
                 "model normalizes; the shard records d and search refuses to mix sizes"})
+    chunk_tokens: Optional[int] = field(default=None, metadata={"range": at_least(1),
+        "help": "long passages: cut each passage's tokens into windows of this many tokens (plus the prefix and "
+                "special tokens, which must fit --p_max_len), one row per window, the docid repeated; search "
+                "scores a document by its best window (MaxP); default: one row per passage, cut at --p_max_len"})
+    chunk_stride: Optional[int] = field(default=None, metadata={"range": at_least(1),
+        "help": "with --chunk_tokens: a window starts every this many tokens (<= --chunk_tokens, so windows "
+                "overlap by the difference and cover every token); default --chunk_tokens // 2 (at least 1)"})
 
     def __post_init__(self):
         check_ranges(self)
+        self.check_chunking()
         if self.shard_index >= self.num_shards:
             raise ValueError(f"--shard_index must be < --num_shards {self.num_shards}, got {self.shard_index}")
+
+    def check_chunking(self) -> None:
+        """--chunk_stride needs --chunk_tokens and is at most it (default half of it); passages only."""
+        if self.chunk_stride is not None and self.chunk_tokens is None:
+            raise ValueError("--chunk_stride needs --chunk_tokens")
+        if self.chunk_tokens is not None:
+            if self.chunk_stride is None:
+                self.chunk_stride = max(self.chunk_tokens // 2, 1)
+            if self.chunk_stride > self.chunk_tokens:
+                raise ValueError(f"--chunk_stride must be <= --chunk_tokens {self.chunk_tokens} (else tokens "
+                                 f"between windows are never encoded), got {self.chunk_stride}")
+            if self.encode_is_qry:
+                raise ValueError("--chunk_tokens is for passages; queries are not chunked (drop it with --encode_is_qry)")

@@ -24,6 +24,17 @@ Memory: records are streamed ``encode_chunk_size`` at a time, sorted by length i
 (less padding), encoded in batches and written straight into the npy, so memory is bounded by
 chunk + batch, never by the corpus. Rows stay in input order.
 
+Long passages: ``--chunk_tokens N [--chunk_stride S]`` tokenizes each passage once (title and
+text joined as above, so the title opens the first window only) and cuts its token ids into
+windows of N tokens starting every S tokens (:func:`densir.tokenization.token_windows`: every
+token covered, neighbours overlapping by N - S); each window, with the prefix and special tokens,
+is one row whose id is the passage's docid (repeated, rows of one passage adjacent); a pre-tokenized
+passage (ids) is cut as it is. A passage of at most N tokens is one window (without a prefix, the
+same input as without chunking). N plus the prefix and special
+tokens must fit the passage ``max_len``. The row count is known before writing: a first pass
+tokenizes the shard's passages to count their windows. The shard json records ``chunk_tokens``
+and ``chunk_stride``; search scores a document by its best window (:mod:`densir.search.faiss_index`).
+
 Precision: ``--precision auto|fp32|fp16|bf16`` (or the ``--fp16``/``--bf16`` flags; neither: fp32),
 resolved by the one policy, :mod:`densir.precision`, and written into the shard json.
 """
@@ -58,7 +69,8 @@ from densir.precision import REQUESTS as PRECISION_REQUESTS
 from densir.precision import autocast, precision_from_flags
 from densir.retriever.arguments import EncodeArguments, ModelArguments
 from densir.retriever.modeling import DenseEncoder
-from densir.tokenization import length_batches, pad_batch, tokenize_each
+from densir.tokenization import (length_batches, pad_batch, token_ids, token_windows, tokenize_each, tokenize_windows,
+                                 window_overhead)
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +122,16 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
         "rank": rank, "world_size": world_size,
         "source": str(source) if isinstance(source, HFDataset) else os.path.abspath(source),
     }
+    chunking = args.chunk_tokens is not None
+    if chunking:
+        meta.update(chunk_tokens=args.chunk_tokens, chunk_stride=args.chunk_stride)
+        prefix = encoder.config.passage_prefix or ""
+        room = max_len - window_overhead(encoder.tokenizer, prefix, encoder.eos_id)
+        with usage_errors():
+            if args.chunk_tokens > room:
+                raise ValueError(f"--chunk_tokens {args.chunk_tokens} does not fit the passage max_len {max_len} "
+                                 f"with the prefix and special tokens ({max_len - room}): use --chunk_tokens <= {room} "
+                                 "or a larger --p_max_len")
 
     if is_complete(name):
         existing = EmbeddingShard.open(name)
@@ -124,17 +146,30 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
 
     total = count_records(source)
     count = len(range(args.shard_index, total, args.num_shards)[rank::world_size])
+    records = lambda: _select(_iter_records(source, kind), args.shard_index, args.num_shards, rank, world_size)
+    if chunking:  # rows = windows, counted by a tokenizing pass (the npy is allocated at its final size)
+        passages = count
+        count = _count_windows(encoder.tokenizer, records(), args.chunk_tokens, args.chunk_stride,
+                               args.encode_chunk_size)
+        logger.info("%d passages cut into %d windows of %d tokens, stride %d", passages, count,
+                    args.chunk_tokens, args.chunk_stride)
     logger.info("encoding %d of %d %s records of %s into %s (max_len %d, batch %d, %s, %s)", count, total, kind,
                 source, name, max_len, args.per_device_eval_batch_size, precision, device)
     # after the fingerprint, which is the checkpoint's weights; a calibrated recipe calibrates on the input
     encoder = run.prepare(encoder, max_len, calibration=lambda: (t for _, t in _iter_records(source, kind)))
-    records = _select(_iter_records(source, kind), args.shard_index, args.num_shards, rank, world_size)
     with ShardWriter(name, count, dim, args.embedding_dtype, meta) as writer, \
             tqdm(total=count, desc=f"encode {Path(name).name}", unit=kind[0], mininterval=10) as bar:
-        for chunk in _chunks(records, args.encode_chunk_size):
-            ids = [i for i, _ in chunk]
-            vectors = encode_texts(encoder, [t for _, t in chunk], kind, max_len, args.per_device_eval_batch_size,
-                                   precision, device, progress=bar, max_tokens=args.max_tokens_per_batch)
+        for chunk in _chunks(records(), args.encode_chunk_size):
+            texts = [t for _, t in chunk]
+            if chunking:
+                features, owner = tokenize_windows(encoder.tokenizer, texts, max_len, args.chunk_tokens,
+                                                   args.chunk_stride, encoder.config.passage_prefix or "",
+                                                   encoder.eos_id)
+                ids = [chunk[o][0] for o in owner]
+            else:
+                features, ids = None, [i for i, _ in chunk]
+            vectors = encode_texts(encoder, texts, kind, max_len, args.per_device_eval_batch_size, precision, device,
+                                   progress=bar, max_tokens=args.max_tokens_per_batch, features=features)
             writer.write(ids, vectors)
     logger.info("wrote %s.{npy,ids,json}", name)
     return EmbeddingShard.open(name)
@@ -142,7 +177,7 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
 
 def encode_texts(encoder: DenseEncoder, texts: Sequence[str], kind: str, max_len: int, batch_size: int,
                  precision: str = "fp32", device: torch.device | str = "cpu", progress: tqdm | None = None,
-                 max_tokens: int | None = None) -> np.ndarray:
+                 max_tokens: int | None = None, features: list[dict] | None = None) -> np.ndarray:
     """Encode texts in batches sorted by token length; return float32 [len(texts), dim] in input order.
 
     ``kind`` is ``"query"`` (query encoder and prefix) or ``"passage"``. The model must already be
@@ -150,6 +185,8 @@ def encode_texts(encoder: DenseEncoder, texts: Sequence[str], kind: str, max_len
     ``max_tokens``, at most that many padded tokens (:func:`densir.tokenization.length_batches`:
     short texts share big batches, long ones small). The texts are tokenized once, unpadded; each
     batch is padded on a background thread, ahead of the model. ``progress``: a tqdm bar advanced by each batch.
+    ``features``: the texts already tokenized (e.g. :func:`densir.tokenization.tokenize_windows`'s
+    windows): one row per feature, in their order.
 
     Args:
         encoder: a :class:`DenseEncoder` (e.g. from :func:`densir.load_model`), on ``device``, in eval mode.
@@ -167,7 +204,8 @@ def encode_texts(encoder: DenseEncoder, texts: Sequence[str], kind: str, max_len
     forward = encoder.encode_query if is_query else encoder.encode_passage
     # longest first, as sentence-transformers does (it sorts by characters; here by tokens): equal
     # lengths share a batch, little padding, and an out-of-memory shows on the first batch
-    features = tokenize_each(encoder.tokenizer, texts, max_len, prefix, encoder.eos_id)
+    if features is None:
+        features = tokenize_each(encoder.tokenizer, texts, max_len, prefix, encoder.eos_id)
     batches = length_batches([len(f["input_ids"]) for f in features], batch_size, max_tokens)
     tokenized = (pad_batch(encoder.tokenizer, [features[j] for j in idx]) for idx in batches)
     out = None
@@ -176,7 +214,7 @@ def encode_texts(encoder: DenseEncoder, texts: Sequence[str], kind: str, max_len
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             reps = forward(batch).float().cpu().numpy()
             if out is None:
-                out = np.empty((len(texts), reps.shape[1]), dtype=np.float32)
+                out = np.empty((len(features), reps.shape[1]), dtype=np.float32)
             out[idx] = reps
             if progress is not None:
                 progress.update(len(idx))
@@ -201,6 +239,7 @@ def check_encode_args(args: EncodeArguments) -> str | HFDataset:
             raise ValueError(f"--precision must be one of {', '.join(PRECISION_REQUESTS)}, got {request!r}")
         check_backend(args.backend, args.quantize, args.backend_recipe, request)  # fp32 or int8 on onnx/openvino
         check_ranges(args)  # the ranges EncodeArguments declares (also checked when it is built)
+        args.check_chunking()
         shard_name(args.encoded_save_path, args.shard_index, args.num_shards)  # --shard_index in range
     what = "queries" if args.encode_is_qry else "corpus"
     if args.dataset_name:
@@ -256,6 +295,15 @@ def _select(records: Iterable, shard_index: int, num_shards: int, rank: int, wor
     step = num_shards * world_size
     offset = shard_index + rank * num_shards
     return islice(records, offset, None, step)
+
+
+def _count_windows(tokenizer, records: Iterable[tuple[str, str]], size: int, stride: int, read: int) -> int:
+    """How many :func:`~densir.tokenization.token_windows` the passages of ``records`` give."""
+    total = 0
+    for chunk in _chunks(records, read):
+        lengths = [len(x) for x in token_ids(tokenizer, [t for _, t in chunk])]
+        total += sum(len(token_windows(n, size, stride)) for n in lengths)
+    return total
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:

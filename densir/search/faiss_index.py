@@ -33,6 +33,15 @@ renamed, ``.json`` last. Loading refuses an index whose json disagrees with the 
 is loaded for (model fingerprint, pooling, normalize, dim, count, shard index, rank). With
 several passage pieces in one search, piece j's index is ``NAME.j``.
 
+Chunked passage shards (``encode --chunk_tokens``: one row per token window, the docid repeated on
+adjacent rows) are searched as documents: a document scores its best window (``doc_aggregation=
+"maxp"``, the default) or its first window (``"firstp"``: the index holds the first windows only),
+and is returned once, under its corpus id. MaxP asks each passage shard for ``(depth + TIE_MARGIN)
+x M`` window hits, M the most windows a passage of the search has: that many hits hold at least
+``depth + TIE_MARGIN`` distinct documents (or every document), and a document's first hit in
+score order is its best window, so the top ``depth`` documents are exact. A search mixing chunked
+and unchunked passage shards (or two chunkings) is refused: one encoding run per search.
+
 Ranking is :mod:`densir.ranking`'s, per passage shard, then merged as the reducer merges shard
 runs: searching one passage shard per job and merging the runs with
 :mod:`densir.faiss_retriever.reducer` gives the same run as searching all shards at once.
@@ -48,7 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from densir.embeddings import COMPATIBLE_FIELDS, EmbeddingShard, resolve_shards
+from densir.embeddings import COMPATIBLE_FIELDS, EmbeddingShard, resolve_shards, run_starts
 from densir.io import InputError, ParameterError, read_json, write_json, write_run
 from densir.ranking import TIE_MARGIN, Hit, merge, merge_candidates, rank, round_score
 
@@ -60,6 +69,8 @@ ADD_ROWS = 1 << 16  # rows per add() call: bounds the temporary float32 copy of 
 GPU_MAX_K = 2048  # faiss GPU_MAX_SELECTION_K (CUDA builds): most hits per query, and most IVF cells probed
 # the meta fields a saved index must share with the passage piece it is loaded for
 SAVED_INDEX_FIELDS = COMPATIBLE_FIELDS + ("count", "kind", "shard_index", "num_shards", "rank", "world_size")
+
+DOC_AGGREGATIONS = ("maxp", "firstp")  # a chunked shard's document score: its best window, its first window
 
 _GPU_RESOURCES: dict[int, object] = {}  # one faiss.StandardGpuResources per device, kept alive for the process
 
@@ -139,17 +150,20 @@ def placement_for(use_gpu: bool | None, num_gpus: int | None = None) -> Placemen
     return Placement(gpus=tuple(range(num_gpus)), parts=num_gpus, max_k=GPU_MAX_K)
 
 
-def fit_limits(placement: Placement, depth: int, nprobe: int | None = None) -> tuple[Placement, int]:
-    """The placement to search on and the candidates per query to ask for (``depth + TIE_MARGIN``).
+def fit_limits(placement: Placement, depth: int, nprobe: int | None = None, per_hit: int = 1) -> tuple[Placement, int]:
+    """The placement to search on and the candidates per query to ask for (``depth + TIE_MARGIN``,
+    times ``per_hit``: the most rows one hit has, the windows of a chunked passage).
 
-    A placement with a ``max_k`` gets at most that many; a depth or nprobe above it is searched
-    on the CPU instead, with a warning.
+    A placement with a ``max_k`` gets at most that many; a ``depth x per_hit`` or nprobe above it
+    is searched on the CPU instead, with a warning.
     """
-    pool = depth + TIE_MARGIN
+    pool = (depth + TIE_MARGIN) * per_hit
+    need = depth * per_hit
     if placement.max_k is None:
         return placement, pool
-    if depth > placement.max_k or (nprobe or 0) > placement.max_k:
-        what = f"depth={depth}" if depth > placement.max_k else f"nprobe={nprobe}"
+    if need > placement.max_k or (nprobe or 0) > placement.max_k:
+        what = (f"depth={depth}" + (f" x {per_hit} windows" if per_hit > 1 else "")) if need > placement.max_k \
+            else f"nprobe={nprobe}"
         logger.warning("%s is above faiss' GPU limit of %d (hits per query and IVF cells per search): "
                        "searching on the CPU instead (slower)", what, placement.max_k)
         return CPU, pool
@@ -173,12 +187,13 @@ class ShardIndex:
     shard's candidates, O(shards x queries x depth) (the search stage, mostly one shard a job).
     ``save_index`` / ``load_index``: a saved-index name (see the module doc); with ``load_index``
     the factory is the saved one (``index_factory`` None, or the same string).
+    ``doc_aggregation``: a chunked shard's document score, ``"maxp"`` or ``"firstp"`` (module doc).
     """
 
     def __init__(self, passage_shards: Sequence[EmbeddingShard], index_factory: str | None = "Flat",
                  use_gpu: bool | None = None, fp16_storage: bool = False, nprobe: int | None = None,
                  placement: Placement | None = None, block_rows: int = FLAT_BLOCK_ROWS, save_index=None,
-                 load_index=None, keep: bool = True):
+                 load_index=None, keep: bool = True, doc_aggregation: str = "maxp"):
         if not passage_shards:
             raise ValueError("need at least one passage shard")
         if save_index is not None and load_index is not None:
@@ -201,9 +216,24 @@ class ShardIndex:
             self.pieces.setdefault(int(shard.meta.get("shard_index", 0)), []).append((offset, shard, name))
             offset += shard.count
         self.ids = np.concatenate([_read_ids(s) for s in passage_shards])  # bytes, row -> docid
+        self.chunked, self.doc_aggregation = _check_chunking(passage_shards, doc_aggregation)
+        self.per_hit = 1  # rows a document may have among the hits (MaxP: its windows)
+        self.first_rows = None  # FirstP: the first window's row of each passage
+        if self.chunked:
+            first = run_starts(self.ids)
+            if self.doc_aggregation == "firstp":
+                if saved is not None:
+                    raise ParameterError("doc_aggregation", "firstp searches an index of the first windows only; "
+                                         "it cannot save or load an index of all windows (drop save/load_index)")
+                self.first_rows = first
+            else:
+                self.per_hit = int(np.diff(np.append(first, len(self.ids))).max()) if len(first) else 1
+            logger.info("chunked passages: %d documents, %d windows (at most %d a document), %s",
+                        len(first), len(self.ids), int(np.diff(np.append(first, len(self.ids))).max()),
+                        self.doc_aggregation)
         logger.info("%d passages in %d shard piece(s): %s, %s%s", len(self.ids), len(passage_shards),
                     saved if self.load else index_factory, self.placement.describe(), ", fp16" if fp16_storage else "")
-        self.kept = None if not keep else {  # id(piece) -> [(first row, index)]
+        self.kept = None if not keep else {  # id(piece) -> [(first row, index, rowmap)]
             id(shard): list(self._open(shard, name, self.placement)) for _, shard, name in sum(self.pieces.values(), [])}
 
     def search(self, queries: np.ndarray, depth: int, batch_size: int | None = None) -> Iterator[list[Hit]]:
@@ -211,15 +241,29 @@ class ShardIndex:
         if depth < 1:
             raise ParameterError("depth", f"must be >= 1, got {depth}")
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        placement, pool = fit_limits(self.placement, depth, self.nprobe)
+        placement, pool = fit_limits(self.placement, depth, self.nprobe, self.per_hit)
+        pool = min(pool, max(len(self.ids), 1))  # never more candidates than rows (MaxP's pool grows with M)
         if self.kept is not None and placement != self.placement:
             raise ParameterError("depth", f"{depth} is above faiss' GPU limit of {self.placement.max_k}: "
                                  "keep the index on the CPU (use_gpu=False) for such depths")
         candidates = [self._candidates(pieces, queries, placement, pool, batch_size or max(len(queries), 1))
                       for pieces in self.pieces.values()]
         for i in range(len(queries)):
-            yield merge((rank(((self.ids[r].decode("utf-8"), round_score(s)) for s, r in zip(scores[i], rows[i])
-                               if r >= 0), depth) for scores, rows in candidates), depth)
+            yield merge((rank(self._documents(scores[i], rows[i]), depth) for scores, rows in candidates), depth)
+
+    def _documents(self, scores: np.ndarray, rows: np.ndarray) -> Iterator[Hit]:
+        """One query's ``(docid, rounded score)`` from its candidates (best first): each document once,
+        at its first, i.e. best, candidate (a chunked shard's MaxP; FirstP's index has one row a document)."""
+        seen = set() if self.chunked else None
+        for s, r in zip(scores, rows):
+            if r < 0:
+                continue
+            docid = self.ids[r]
+            if seen is not None:
+                if docid in seen:
+                    continue
+                seen.add(docid)
+            yield docid.decode("utf-8"), round_score(s)
 
     def _candidates(self, pieces, queries: np.ndarray, placement: Placement, pool: int, batch_size: int):
         """One passage shard's top ``pool`` (scores, global rows) per query, over all its pieces."""
@@ -227,12 +271,15 @@ class ShardIndex:
         top_rows = np.full((len(queries), pool), -1, dtype=np.int64)
         for offset, shard, name in pieces:
             indexes = self.kept[id(shard)] if self.kept is not None else self._open(shard, name, placement)
-            for start, index in indexes:
+            for start, index, rowmap in indexes:
                 k = min(pool, index.ntotal)
                 for b in tqdm(range(0, len(queries), batch_size), desc=f"search {shard.name}[{start}:]",
                               unit="batch", disable=len(queries) <= batch_size, mininterval=10):
                     scores, rows = index.search(queries[b:b + batch_size], k)
-                    rows = np.where(rows >= 0, rows + offset + start, -1)
+                    if rowmap is not None:  # an index over some of the rows (FirstP: first windows)
+                        rows = np.where(rows >= 0, rowmap[np.maximum(rows, 0)], -1)
+                    else:
+                        rows = np.where(rows >= 0, rows + offset + start, -1)
                     scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
                     top_scores[b:b + batch_size], top_rows[b:b + batch_size] = merge_candidates(
                         top_scores[b:b + batch_size], top_rows[b:b + batch_size], scores, rows, pool)
@@ -240,19 +287,29 @@ class ShardIndex:
         return top_scores, top_rows
 
     def _open(self, shard: EmbeddingShard, saved_name, placement: Placement):
-        """``(first row, index)`` over one passage piece: exact search in blocks, one ANN index, or the saved one."""
+        """``(first row, index, rowmap)`` over one passage piece: exact search in blocks, one ANN index, or
+        the saved one. ``rowmap`` (FirstP) is the global row of each vector of an index over the first
+        windows only; None when the index holds the rows from ``first row`` on, in order."""
         if self.load:
             index, factory = load_saved_index(saved_name, shard, self.index_factory)
             index, where = placement.place(index, self.fp16_storage, factory)
-            yield 0, _ready(index, where, self.nprobe, factory)
+            yield 0, _ready(index, where, self.nprobe, factory), None
             return
+        offset = next(o for pieces in self.pieces.values() for o, s, _ in pieces if s is shard)
         step = self.block_rows if _is_flat(self.index_factory) else max(shard.count, 1)
         for start in range(0, shard.count, step):
-            index, where = _build(shard.vectors()[start:start + step], self.index_factory, placement, self.fp16_storage)
+            vectors, rowmap = shard.vectors()[start:start + step], None
+            if self.first_rows is not None:
+                lo, hi = np.searchsorted(self.first_rows, [offset + start, offset + start + len(vectors)])
+                rowmap = self.first_rows[lo:hi]
+                vectors = vectors[rowmap - offset - start]
+                if not len(rowmap):
+                    continue
+            index, where = _build(vectors, self.index_factory, placement, self.fp16_storage)
             _ready(index, where, self.nprobe, self.index_factory)
             if saved_name is not None:
                 write_saved_index(saved_name, index, shard, self.index_factory, where)
-            yield start, index
+            yield start, index, rowmap
             del index  # before the next block is built: one block's index in memory at a time
 
 
@@ -263,7 +320,8 @@ def search(query_shards: Sequence[EmbeddingShard], passage_shards: Sequence[Embe
     ``index_kwargs`` go to :class:`ShardIndex`, built for this search (``keep=False``):
     ``index_factory``, ``use_gpu`` (None = when faiss sees a GPU, True = require one, False =
     CPU), ``placement`` (overrides it; ``Placement(parts=3, max_k=10)`` is a 3-GPU machine
-    simulated on CPU), ``fp16_storage``, ``nprobe``, ``block_rows``, ``save_index``, ``load_index``.
+    simulated on CPU), ``fp16_storage``, ``nprobe``, ``block_rows``, ``save_index``, ``load_index``,
+    ``doc_aggregation`` (chunked passage shards: ``"maxp"`` or ``"firstp"``).
     """
     if not query_shards:
         raise ValueError("need at least one query shard")
@@ -287,6 +345,24 @@ def search_to_run(query_spec: str, passage_spec: str, save_ranking_to, depth: in
     n = write_run(save_ranking_to, search(query_shards, passage_shards, depth, **search_kwargs), tag, sort=False)
     logger.info("wrote %s (%d queries, depth %d)", save_ranking_to, n, depth)
     return n
+
+
+def _check_chunking(passage_shards: Sequence[EmbeddingShard], doc_aggregation: str) -> tuple[bool, str]:
+    """``(chunked, aggregation)``: the passage shards must agree on chunk_tokens/chunk_stride (all
+    unchunked, or one chunking): a document's score must not depend on which shard it is in."""
+    if doc_aggregation not in DOC_AGGREGATIONS:
+        raise ParameterError("doc_aggregation", f"must be one of {', '.join(DOC_AGGREGATIONS)}, got {doc_aggregation!r}")
+    first = passage_shards[0]
+    chunking = (first.meta.get("chunk_tokens"), first.meta.get("chunk_stride"))
+    for shard in passage_shards[1:]:
+        other = (shard.meta.get("chunk_tokens"), shard.meta.get("chunk_stride"))
+        if other != chunking:
+            def says(c):
+                return "unchunked" if c[0] is None else f"chunk_tokens={c[0]}, chunk_stride={c[1]}"
+            raise InputError(shard.json_path, None, f"{says(other)}, but {first.json_path} is {says(chunking)}: "
+                             "passage shards of one search come from one encoding run (re-encode with one "
+                             "--chunk_tokens/--chunk_stride)", "chunk_tokens")
+    return chunking[0] is not None, doc_aggregation
 
 
 # --------------------------------------------------------------------------- building

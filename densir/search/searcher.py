@@ -57,7 +57,7 @@ import numpy as np
 
 from densir import ranking
 from densir.checks import check_text, check_texts
-from densir.embeddings import EmbeddingShard, model_fingerprint, resolve_shards
+from densir.embeddings import EmbeddingShard, model_fingerprint, resolve_shards, run_starts
 from densir.io import InputError, read_json
 from densir.search.faiss_index import ShardIndex
 
@@ -368,7 +368,10 @@ class _CorpusTexts:
     def __init__(self, path, shards, ids: np.ndarray):
         self.path = str(path)
         self._ids = ids
-        self._record_of_row = np.concatenate([_records_of(s) for s in shards])
+        starts = np.cumsum([0] + [s.count for s in shards])
+        parts = [_records_of(s, ids[a:b]) for s, a, b in zip(shards, starts[:-1], starts[1:])]
+        self._record_of_row = np.concatenate([r for r, _ in parts])
+        self._records = sum(n for _, n in parts)  # corpus records the shards hold (rows, unless chunked)
         self._offsets = None
         self._sorted = None
 
@@ -425,18 +428,25 @@ class _CorpusTexts:
                 if line.strip():
                     offsets.append(pos)
                 pos += len(line)
-        if len(offsets) != len(self._record_of_row):
+        if len(offsets) != self._records:
             raise InputError(self.path, None, f"{len(offsets)} records, but the embedding shards hold "
-                             f"{len(self._record_of_row)}: not the corpus that was encoded")
+                             f"{self._records}: not the corpus that was encoded")
         self._offsets = np.frombuffer(offsets, dtype=np.int64)
 
 
-def _records_of(shard: EmbeddingShard) -> np.ndarray:
-    """Corpus record index of each row of a shard (piece): record g -> shard g % n, rank by every W-th."""
+def _records_of(shard: EmbeddingShard, ids: np.ndarray) -> tuple[np.ndarray, int]:
+    """Corpus record index of each row of a shard (piece): record g -> shard g % n, rank by every W-th;
+    and how many records the piece holds. A chunked piece's windows of one passage (adjacent rows,
+    one docid, ``ids``) are one record."""
     m = shard.meta
     n, w = int(m.get("num_shards", 1)), int(m.get("world_size", 1))
     start = int(m.get("shard_index", 0)) + int(m.get("rank", 0)) * n
-    return start + np.arange(shard.count, dtype=np.int64) * n * w
+    if shard.chunked:
+        ordinal = np.zeros(len(ids), dtype=np.int64)
+        ordinal[run_starts(ids)[1:]] = 1
+        ordinal = np.cumsum(ordinal)
+        return start + ordinal * n * w, len(run_starts(ids))
+    return start + np.arange(shard.count, dtype=np.int64) * n * w, shard.count
 
 
 # --------------------------------------------------------------------------- loading helpers

@@ -9,7 +9,9 @@ Writes one TREC run holding, per query, the best ``depth`` hits of all shards, m
 Streaming k-way merge: the files are read in lockstep, one query at a time, so memory is
 O(shards x depth) whatever the number of queries. Refuses a missing shard (file count differs
 from ``num_shards``), shards that disagree on the queries, and a docid found in two shards.
-Ids are strings throughout.
+Ids are strings throughout. Runs of chunked passage shards (``encode --chunk_tokens``) hold
+documents already scored by their windows (MaxP or FirstP) under their corpus ids; a passage's windows
+are all in one shard, so the merge is the same and equals one search over all shards.
 """
 from __future__ import annotations
 
