@@ -15,7 +15,7 @@
 #   HN_GROUPS          mined hard-negative groups      (default OUT_DIR/round1/train.hn.jsonl)
 #   RERANK_GROUPS      train groups, space-separated      (default "BM25_GROUPS HN_GROUPS": round 2's)
 #   RERANK_LOSS        bce | listwise | lambda | ranknet | listmle | plistmle | mnrl, or with teacher
-#                      scores on the groups (tools/score_groups.py) margin_mse | kl (densir.reranker.losses;
+#                      scores on the groups (tools/score_groups.py) margin_mse | kl (densir.losses;
 #                      benchmarks/rerank_losses.sh compares them; the default was best
 #                      fused there, on held-out train queries)                 (default plistmle)
 #   RERANK_MAX_LEN     tokens of query + passage                               (default 256)
@@ -82,8 +82,10 @@ QUERY_SHARD=${QUERY_SHARD:-}
 RERANK_TRAIN_ARGS=${RERANK_TRAIN_ARGS:-}
 RERANK_ARGS=${RERANK_ARGS:-}
 check_stage train rerank merge
-case "$RERANK_LOSS" in bce|listwise|lambda|ranknet|listmle|plistmle|margin_mse|kl|mnrl) ;;
-  *) die "RERANK_LOSS must be bce, listwise, lambda, ranknet, listmle, plistmle, margin_mse, kl or mnrl, not '$RERANK_LOSS'" ;; esac
+# the loss names are the registry's (densir.losses.LOSSES), asked of Python
+LOSS_NAMES=$("$PYTHON" -c 'from densir.losses import LOSSES; print(" ".join(LOSSES))') || die "cannot import densir.losses"
+case " $LOSS_NAMES " in *" $RERANK_LOSS "*) ;;
+  *) die "RERANK_LOSS must be one of ${LOSS_NAMES// /, }, not '$RERANK_LOSS'" ;; esac
 case "$NUM_QUERY_SHARDS" in ''|*[!0-9]*|0) die "NUM_QUERY_SHARDS must be a positive integer, not '$NUM_QUERY_SHARDS'" ;; esac
 if [ -n "$QUERY_SHARD" ]; then
   case "$QUERY_SHARD" in *[!0-9]*) die "QUERY_SHARD must be an integer, not '$QUERY_SHARD'" ;; esac

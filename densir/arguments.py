@@ -11,6 +11,10 @@ from typing import Optional
 
 from transformers import TrainingArguments
 
+from densir.io import ParameterError
+
+RANKING_METRICS = ("nDCG@10", "MRR@10")  # validation's default metrics (the bi-encoder adds Recall@100)
+
 
 @dataclass
 class BaseTrainingArguments(TrainingArguments):
@@ -28,25 +32,37 @@ class BaseTrainingArguments(TrainingArguments):
     warmup_ratio: Optional[float] = field(default=None, metadata={
         "help": "warmup as a fraction of all steps (Tevatron's flag; transformers 5 spells it --warmup_steps 0.1)"})
 
-    def resolve_best_metric(self, eval_metrics) -> None:
+    grad_cache: bool = field(default=False, metadata={
+        "help": "gradient cache (densir.gradcache): a step's batch in chunks of bounded memory (--gc_*_chunk_size), "
+                "the exact gradients of the whole batch"})
+    # validation during training (densir.validation.Validator): the family sets eval_metrics' default
+    eval_depth: int = field(default=100, metadata={
+        "help": "passages retrieved (bi-encoder) or hits re-ranked (re-ranker) per eval query"})
+    eval_metrics: list[str] = field(default_factory=lambda: list(RANKING_METRICS), metadata={
+        "help": "metrics logged as eval_<name> (densir.evaluation names or ir_measures ones)"})
+
+    def resolve_best_metric(self) -> None:
         """The best model is chosen on nDCG@10 unless told otherwise (HF would pick eval_loss, which
         densir's validators do not compute); a name matches ``eval_metrics`` case-insensitively."""
         if self.load_best_model_at_end and self.metric_for_best_model is None:
             self.metric_for_best_model = "nDCG@10"
         if self.metric_for_best_model:
             bare = self.metric_for_best_model.removeprefix("eval_")
-            names = {m.lower(): m for m in eval_metrics}
+            names = {m.lower(): m for m in self.eval_metrics}
             if bare.lower() in names:
                 self.metric_for_best_model = names[bare.lower()]
 
     def __post_init__(self):
         import torch
 
+        if self.eval_depth < 1:
+            raise ParameterError(f"`eval_depth` must be >= 1, got {self.eval_depth}")
+        self.resolve_best_metric()
         if self.warmup_ratio is not None:
             if not 0 <= self.warmup_ratio < 1:
-                raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+                raise ParameterError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio}")
             if self.warmup_steps and self.warmup_ratio:
-                raise ValueError("give --warmup_ratio or --warmup_steps, not both")
+                raise ParameterError("give `warmup_ratio` or `warmup_steps`, not both")
             self.warmup_steps = self.warmup_steps or self.warmup_ratio
 
         if not torch.cuda.is_available():

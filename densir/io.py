@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -48,6 +49,19 @@ class InputError(ValueError):
 
 class UsageError(ValueError):
     """Flags or arguments that do not go together (no input file at fault): one line, exit status 1."""
+
+
+class ParameterError(UsageError):
+    """A library parameter's bad value: ``ParameterError("`eval_queries` needs `eval_strategy` steps")``
+    says ``eval_queries`` as ``str()``, and ``--eval_queries`` as :meth:`as_flags`, what
+    :func:`cli_errors` prints (a densir flag is its parameter's name)."""
+
+    def __init__(self, message: str):
+        super().__init__(message.replace("`", ""))
+        self.message = message
+
+    def as_flags(self) -> str:
+        return re.sub(r"`(\w+)`", r"--\1", self.message)
 
 
 # the exceptions that mean "the input is bad", not "densir is broken" (see cli_errors)
@@ -93,6 +107,8 @@ def describe_error(e: BaseException) -> str:
     """The one-line message for a bad-input exception (an ``OSError`` as ``<path>: <reason>``)."""
     if isinstance(e, OSError) and e.filename is not None:
         return f"{e.filename}: {e.strerror or e}"
+    if isinstance(e, ParameterError):
+        return " ".join(e.as_flags().split())
     return " ".join(str(e).split())  # one line, whatever the message held
 
 
@@ -109,7 +125,7 @@ def usage_errors(argv: Sequence[str] | None = None) -> Iterator[None]:
     args_file = argv[0] if argv is not None and len(argv) == 1 and str(argv[0]).endswith(".json") else None
     try:
         yield
-    except InputError:
+    except (InputError, ParameterError):
         raise
     except json.JSONDecodeError as e:
         if args_file is None:

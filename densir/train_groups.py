@@ -208,7 +208,7 @@ def cross_encoder_rescorer(model_name_or_path: str, batch_size: int = 64, max_le
     logger.info("rescoring candidates with %s (max_len %d, %s, %s)", model_name_or_path, reranker.max_len, amp, dev)
 
     def rescore(query: str, texts: Sequence[str]):
-        return reranker.predict([(query, t) for t in texts], batch_size=batch_size, amp=amp)
+        return reranker.predict([(query, t) for t in texts], batch_size=batch_size, precision=amp)
 
     rescore.reranker = reranker
     return rescore

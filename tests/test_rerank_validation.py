@@ -149,17 +149,28 @@ def test_validator_reranks_the_runs_eval_queries(heldout, scifact_data):
                                    heldout / "qrels.heldout.tsv")
 
 
-def test_flags_are_checked(tmp_path, heldout, tiny_bert_dir):
-    with pytest.raises(ValueError, match="--eval_strategy steps"):
+def test_flags_are_checked(tmp_path, heldout, tiny_bert_dir, capsys):
+    from densir.driver.train_reranker import main
+
+    # the library names its parameters; the CLI says the flags, in one line
+    with pytest.raises(ValueError, match="need eval_strategy steps"):
         _train(_argv(tiny_bert_dir, heldout, tmp_path / "a", "--max_steps", 1))
-    with pytest.raises(ValueError, match="needs --eval_run"):
+    with pytest.raises(SystemExit) as exit_:
+        main([str(a) for a in _argv(tiny_bert_dir, heldout, tmp_path / "a", "--max_steps", 1)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.count("\n") == 1
+    assert err.startswith("error: --eval_run, --eval_queries, --eval_qrels need --eval_strategy steps"), err
+    with pytest.raises(SystemExit):
+        main([str(a) for a in _argv(tiny_bert_dir, heldout, tmp_path / "a", "--eval_depth", 0)])
+    assert capsys.readouterr().err == "error: --eval_depth must be >= 1, got 0\n"
+    with pytest.raises(ValueError, match="needs eval_run"):
         RerankerDataArguments(train_dir=["x"], eval_queries="q.jsonl", eval_qrels="r.tsv")
-    with pytest.raises(ValueError, match="needs --eval_run"):
+    with pytest.raises(ValueError, match="needs eval_run"):
         RerankerDataArguments(train_dir=["x"], eval_run="r.run")
     with pytest.raises(ValueError, match="bi-encoder's"):
         RerankerDataArguments(train_dir=["x"], eval_run="r.run", eval_queries="q.jsonl", eval_qrels="r.tsv",
                               eval_sample_bm25_run="b.run")
-    with pytest.raises(ValueError, match="--eval_depth"):
+    with pytest.raises(ValueError, match="^eval_depth must be >= 1"):
         RerankerTrainingArguments(output_dir=str(tmp_path), eval_depth=0)
     args = RerankerTrainingArguments(output_dir=str(tmp_path), eval_strategy="steps", eval_steps=2, save_steps=2,
                                      load_best_model_at_end=True)
@@ -169,7 +180,7 @@ def test_flags_are_checked(tmp_path, heldout, tiny_bert_dir):
                                      load_best_model_at_end=True, metric_for_best_model="eval_mrr@10")
     assert args.metric_for_best_model == "MRR@10"
     # a re-ranker trainer without an eval set refuses --load_best_model_at_end in words
-    from densir.reranker.losses import build_loss_from_args
+    from densir.losses import build_loss_from_args
     from densir.reranker.modeling import CrossEncoderReranker
     from densir.reranker.trainer import RerankerTrainer
 

@@ -55,8 +55,6 @@ def run_rerank(args: RerankArguments) -> Path:
         if not getattr(args, name):
             raise UsageError(f"--{name} is required")
     corpus, queries = _text_sources(args)
-    if args.bf16 and args.fp16:
-        raise UsageError("--bf16 and --fp16 exclude each other")
     if args.depth < 1:
         raise UsageError(f"--depth must be positive, got {args.depth}")
     if args.interpolate is not None and not 0.0 <= args.interpolate <= 1.0:
@@ -96,7 +94,7 @@ def run_rerank(args: RerankArguments) -> Path:
         reranker = reranker.with_backend(args.backend, args.quantize, recipe=recipe, calibration=calibration)
         amp = "fp32"
         logger.info("backend %s", reranker.runtime_info)
-    n_pairs = rerank_run(reranker, run, queries, passages, out, batch_size=args.batch_size, amp=amp, tag=args.tag,
+    n_pairs = rerank_run(reranker, run, queries, passages, out, batch_size=args.batch_size, precision=amp, tag=args.tag,
                          interpolate=args.interpolate)
     dt = time.time() - t0
     print(f"re-ranked {len(run)} queries, {n_pairs} pairs in {dt:.1f}s ({n_pairs / max(dt, 1e-9):.1f} pairs/s) -> {out}")
@@ -118,7 +116,7 @@ def _text_sources(args: RerankArguments):
 
 # --------------------------------------------------------------------------- the work
 def rerank_run(reranker, run: dict, queries: dict, passages: dict, out, batch_size: int = 64,
-               amp: str | None = None, tag: str = "densir-rerank", chunk_pairs: int | None = None,
+               precision: str | None = None, tag: str = "densir-rerank", chunk_pairs: int | None = None,
                interpolate: float | None = None) -> int:
     """Score every (query, hit) of ``run`` and write the re-ranked run to ``out`` (atomically).
 
@@ -145,7 +143,7 @@ def rerank_run(reranker, run: dict, queries: dict, passages: dict, out, batch_si
                 end += 1
             chunk = qids[start:end]
             pairs = [(queries[q], passages[d]) for q in chunk for d, _ in run[q]]
-            scores = reranker.predict(pairs, batch_size=batch_size, amp=amp)
+            scores = reranker.predict(pairs, batch_size=batch_size, precision=precision)
             i = 0
             for q in chunk:
                 hits = [(d, float(scores[i + j])) for j, (d, _) in enumerate(run[q])]

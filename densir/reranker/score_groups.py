@@ -45,7 +45,8 @@ CHUNK_BATCHES = 16  # pairs scored per predict call = batch_size * CHUNK_BATCHES
 
 
 # --------------------------------------------------------------------------- teacher scores
-def score_groups(reranker, groups: Iterable[dict], batch_size: int = 64, amp: str | None = None) -> Iterator[dict]:
+def score_groups(reranker, groups: Iterable[dict], batch_size: int = 64,
+                 precision: str | None = None) -> Iterator[dict]:
     """Yield each group with ``"score"`` (float) set on every passage, in input order.
 
     ``reranker`` is a :class:`densir.reranker.modeling.CrossEncoderReranker`; groups are scored
@@ -59,10 +60,10 @@ def score_groups(reranker, groups: Iterable[dict], batch_size: int = 64, amp: st
         chunk.append(g)
         pairs.extend((g["query"], passage_input(p)) for p in _passages(g))
         if len(pairs) >= batch_size * CHUNK_BATCHES:
-            yield from _attach(chunk, reranker.predict(pairs, batch_size=batch_size, amp=amp))
+            yield from _attach(chunk, reranker.predict(pairs, batch_size=batch_size, precision=precision))
             chunk, pairs = [], []
     if chunk:
-        yield from _attach(chunk, reranker.predict(pairs, batch_size=batch_size, amp=amp))
+        yield from _attach(chunk, reranker.predict(pairs, batch_size=batch_size, precision=precision))
 
 
 def score_groups_file(model_name_or_path: str, groups_path, out, batch_size: int = 64, max_len: int | None = None,
