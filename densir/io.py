@@ -116,25 +116,25 @@ def describe_error(e: BaseException) -> str:
 def usage_errors(argv: Sequence[str] | None = None) -> Iterator[None]:
     """Around argument parsing and flag checks: their ``ValueError`` is a :class:`UsageError`.
 
-    An argument check (a dataclass ``__post_init__``, ``precision_from_flags``) raises a plain
-    ``ValueError`` for flags that do not go together; inside this block that becomes a usage
-    error. When ``argv`` is one ``.json`` file (the argument file of
-    :func:`densir.arguments.parse_args`) the error names that file, and its invalid JSON the
-    line. An :class:`InputError` passes unchanged.
+    An argument check (a dataclass ``__post_init__``, ``precision_from_flags``) raises a
+    ``ValueError`` (a :class:`ParameterError`, said with flags) for flags that do not go together;
+    inside this block that becomes a usage error. When ``argv`` is one ``.json`` file (the
+    argument file of :func:`densir.arguments.parse_args`) the error names that file (and the
+    parameters as its keys), and its invalid JSON the line. An :class:`InputError` passes unchanged.
     """
     args_file = argv[0] if argv is not None and len(argv) == 1 and str(argv[0]).endswith(".json") else None
     try:
         yield
-    except (InputError, ParameterError):
+    except InputError:
         raise
     except json.JSONDecodeError as e:
         if args_file is None:
             raise
         raise InputError(args_file, e.lineno, f"invalid JSON ({e.msg} at column {e.colno})") from None
     except ValueError as e:
-        if args_file is not None:
+        if args_file is not None:  # the file's keys are the parameters' names
             raise InputError(args_file, None, str(e)) from None
-        raise UsageError(str(e)) from None
+        raise e if isinstance(e, ParameterError) else UsageError(str(e)) from None
 
 
 # --------------------------------------------------------------------------- atomic writes

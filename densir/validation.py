@@ -160,7 +160,7 @@ def sample_ids(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]
             seen.add(qid)
             keep.update(docid for docid, _ in sorted(hits, key=lambda h: (-h[1], h[0]))[:depth])
     if depth and not seen:
-        raise InputError(run_path, None, "the run has no eval query: is it the run of --eval_queries?")
+        raise InputError(run_path, None, "the run has no eval query: is it the run of the eval queries?")
     return keep
 
 
