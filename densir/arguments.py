@@ -35,11 +35,13 @@ class BaseTrainingArguments(TrainingArguments):
     grad_cache: bool = field(default=False, metadata={
         "help": "gradient cache (densir.gradcache): a step's batch in chunks of bounded memory (--gc_*_chunk_size), "
                 "the exact gradients of the whole batch"})
-    # validation during training (densir.validation.Validator): the family sets eval_metrics' default
+    # validation during training (densir.validation.Validator)
     eval_depth: int = field(default=100, metadata={
         "help": "passages retrieved (bi-encoder) or hits re-ranked (re-ranker) per eval query"})
-    eval_metrics: list[str] = field(default_factory=lambda: list(RANKING_METRICS), metadata={
-        "help": "metrics logged as eval_<name> (densir.evaluation names or ir_measures ones)"})
+    eval_metrics: Optional[list[str]] = field(default=None, metadata={
+        "help": "metrics logged as eval_<name> (densir.evaluation names or ir_measures ones); default nDCG@10 "
+                "MRR@10, and Recall@100 for the bi-encoder"})
+    default_eval_metrics = RANKING_METRICS  # the family's (a class attribute, not a flag)
 
     def resolve_best_metric(self) -> None:
         """The best model is chosen on nDCG@10 unless told otherwise (HF would pick eval_loss, which
@@ -57,6 +59,7 @@ class BaseTrainingArguments(TrainingArguments):
 
         if self.eval_depth < 1:
             raise ParameterError(f"`eval_depth` must be >= 1, got {self.eval_depth}")
+        self.eval_metrics = list(self.eval_metrics or self.default_eval_metrics)
         self.resolve_best_metric()
         if self.warmup_ratio is not None:
             if not 0 <= self.warmup_ratio < 1:

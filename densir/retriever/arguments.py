@@ -101,8 +101,7 @@ class DenseTrainingArguments(BaseTrainingArguments):
     teacher_temperature: float = field(default=1.0, metadata={
         "help": "--distill_loss kl: the teacher's distribution is softmax(teacher scores / this)"})
     # validation during training: the data flags are DataArguments' --eval_queries/--eval_qrels/...
-    eval_metrics: list[str] = field(default_factory=lambda: list(VALIDATION_METRICS), metadata={
-        "help": "metrics logged as eval_<name> (densir.evaluation names or ir_measures ones)"})
+    default_eval_metrics = VALIDATION_METRICS
     per_device_eval_batch_size: int = field(default=128, metadata={
         "help": "texts per forward pass when validation encodes (densir.driver.encode's default)"})
 
