@@ -24,8 +24,10 @@ USAGE_EXTRA="$DENSIR_HOME/scripts/stages.sh"
 source "$DENSIR_HOME/scripts/lib.sh"
 source "$DENSIR_HOME/scripts/stages.sh"
 load_settings "$@"
-case "$RERANK_LOSS" in bce|listwise|lambda|ranknet|listmle|plistmle|margin_mse|kl|mnrl) ;;
-  *) die "RERANK_LOSS must be bce, listwise, lambda, ranknet, listmle, plistmle, margin_mse, kl or mnrl, not '$RERANK_LOSS'" ;; esac
+# the loss names are the registry's (densir.losses.LOSSES), asked of Python
+LOSS_NAMES=$("$PYTHON" -c 'from densir.losses import LOSSES; print(" ".join(LOSSES))') || die "cannot import densir.losses"
+case " $LOSS_NAMES " in *" $RERANK_LOSS "*) ;;
+  *) die "RERANK_LOSS must be one of ${LOSS_NAMES// /, }, not '$RERANK_LOSS'" ;; esac
 pipeline_setup
 export DENSIR_HOME
 

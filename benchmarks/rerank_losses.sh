@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# benchmarks/rerank_losses.sh — every cross-encoder loss of densir.reranker.losses with the same budget,
+# benchmarks/rerank_losses.sh — every cross-encoder loss of densir.losses with the same budget,
 # on the 100 held-out TRAIN queries of SciFact (the quality study's split: tools/holdout_split.py --n 100
 # --seed 0), never on its test split. Each loss trains rerank.sh's cross-encoder (the demo's settings,
 # scripts/demo_settings.sh: MiniLM + a fresh one-logit head, 1 positive + 3 negatives, batch 16, 1 epoch

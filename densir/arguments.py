@@ -17,6 +17,9 @@ from transformers import TrainingArguments
 
 from densir.backends.recipes import DEFAULT_CALIBRATION_SIZE
 from densir.checks import at_least, check_ranges, positive
+from densir.io import ParameterError
+
+RANKING_METRICS = ("nDCG@10", "MRR@10")  # validation's default metrics (the bi-encoder adds Recall@100)
 
 
 @dataclass
@@ -52,14 +55,25 @@ class BaseTrainingArguments(TrainingArguments):
     dataloader_num_workers: int = field(default=0, metadata={"range": at_least(0),
         "help": "data loading worker processes (0: in the main process)"})
 
-    def resolve_best_metric(self, eval_metrics) -> None:
+    grad_cache: bool = field(default=False, metadata={
+        "help": "gradient cache (densir.gradcache): a step's batch in chunks of bounded memory (--gc_*_chunk_size), "
+                "the exact gradients of the whole batch"})
+    # validation during training (densir.validation.Validator)
+    eval_depth: int = field(default=100, metadata={"range": at_least(1),
+        "help": "passages retrieved (bi-encoder) or hits re-ranked (re-ranker) per eval query"})
+    eval_metrics: Optional[list[str]] = field(default=None, metadata={
+        "help": "metrics logged as eval_<name> (densir.evaluation names or ir_measures ones); default nDCG@10 "
+                "MRR@10, and Recall@100 for the bi-encoder"})
+    default_eval_metrics = RANKING_METRICS  # the family's (a class attribute, not a flag)
+
+    def resolve_best_metric(self) -> None:
         """The best model is chosen on nDCG@10 unless told otherwise (HF would pick eval_loss, which
         densir's validators do not compute); a name matches ``eval_metrics`` case-insensitively."""
         if self.load_best_model_at_end and self.metric_for_best_model is None:
             self.metric_for_best_model = "nDCG@10"
         if self.metric_for_best_model:
             bare = self.metric_for_best_model.removeprefix("eval_")
-            names = {m.lower(): m for m in eval_metrics}
+            names = {m.lower(): m for m in self.eval_metrics}
             if bare.lower() in names:
                 self.metric_for_best_model = names[bare.lower()]
 
@@ -67,11 +81,13 @@ class BaseTrainingArguments(TrainingArguments):
         import torch
 
         check_ranges(self)
+        self.eval_metrics = list(self.eval_metrics or self.default_eval_metrics)
+        self.resolve_best_metric()
         if self.warmup_ratio is not None:
             if not 0 <= self.warmup_ratio < 1:
-                raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+                raise ParameterError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio}")
             if self.warmup_steps and self.warmup_ratio:
-                raise ValueError("give --warmup_ratio or --warmup_steps, not both")
+                raise ParameterError("give `warmup_ratio` or `warmup_steps`, not both")
             self.warmup_steps = self.warmup_steps or self.warmup_ratio
 
         if not torch.cuda.is_available():

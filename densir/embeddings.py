@@ -1,4 +1,4 @@
-"""Embedding shards: the on-disk format between encoding and search (README, "Data formats").
+"""Embedding shards: the on-disk format between encoding and search (the README's "Data formats").
 
 A shard ``NAME`` is three files::
 

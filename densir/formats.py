@@ -1,4 +1,4 @@
-"""Readers of the formats exchanged between stages (README, "Data formats"), and the train-group source.
+"""Readers of the formats exchanged between stages (the README's "Data formats"), and the train-group source.
 
 Formats (UTF-8, every id a string):
 - corpus JSONL     ``{"docid", "title", "text"}``

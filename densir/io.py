@@ -56,16 +56,24 @@ class UsageError(ValueError):
 
 
 class ParameterError(UsageError):
-    """A bad value of a library parameter, named as the library names it (``use_gpu: ...``);
-    :func:`cli_errors` says it under the flag of the same name (``--use_gpu: ...``), ``{name}`` in
-    ``message`` included, so the library never names a flag."""
+    """A library parameter's bad value, named as the library names it, never as a flag.
 
-    def __init__(self, param: str, message: str):
-        self.param, self.message = param, message
-        super().__init__(self.named(param))
+    ``ParameterError("depth", "must be >= 1, got {value}")`` (one parameter: the message follows its
+    name) or ``ParameterError("`eval_queries` needs `eval_strategy` steps")`` (any parameters, each
+    in backticks). ``str()`` names the parameters (``depth: must be ...``); :meth:`as_flags`, what
+    :func:`cli_errors` prints, names the flags of the same names (``--depth: must be ...``).
+    """
 
-    def named(self, name: str) -> str:
-        return f"{name}: " + self.message.format(name=name)
+    def __init__(self, param_or_message: str, message: str | None = None):
+        if message is not None:
+            message = f"`{param_or_message}`: " + message.format(name=f"`{param_or_message}`")
+        else:
+            message = param_or_message
+        super().__init__(message.replace("`", ""))
+        self.message = message
+
+    def as_flags(self) -> str:
+        return re.sub(r"`(\w+)`", r"--\1", self.message)
 
 
 # the exceptions that mean "the input is bad", not "densir is broken" (see cli_errors)
@@ -103,8 +111,6 @@ def cli_errors(main):
         try:
             return main(*args, **kwargs)
         except BAD_INPUT as e:
-            if isinstance(e, ParameterError):
-                e = UsageError(e.named(f"--{e.param}"))  # a library parameter is the flag of the same name
             print(f"error: {describe_error(e)}", file=sys.stderr, flush=True)
             sys.exit(1)
         except BrokenPipeError:
@@ -126,6 +132,8 @@ def describe_error(e: BaseException) -> str:
     """The one-line message for a bad-input exception (an ``OSError`` as ``<path>: <reason>``)."""
     if isinstance(e, OSError) and e.filename is not None:
         return f"{e.filename}: {e.strerror or e}"
+    if isinstance(e, ParameterError):
+        return " ".join(e.as_flags().split())
     return " ".join(str(e).split())  # one line, whatever the message held
 
 
@@ -133,11 +141,11 @@ def describe_error(e: BaseException) -> str:
 def usage_errors(argv: Sequence[str] | None = None) -> Iterator[None]:
     """Around argument parsing and flag checks: their ``ValueError`` is a :class:`UsageError`.
 
-    An argument check (a dataclass ``__post_init__``, ``precision_from_flags``) raises a plain
-    ``ValueError`` for flags that do not go together; inside this block that becomes a usage
-    error. When ``argv`` is one ``.json`` file (the argument file of
-    :func:`densir.arguments.parse_args`) the error names that file, and its invalid JSON the
-    line. An :class:`InputError` passes unchanged.
+    An argument check (a dataclass ``__post_init__``, ``precision_from_flags``) raises a
+    ``ValueError`` (a :class:`ParameterError`, said with flags) for flags that do not go together;
+    inside this block that becomes a usage error. When ``argv`` is one ``.json`` file (the
+    argument file of :func:`densir.arguments.parse_args`) the error names that file (and the
+    parameters as its keys), and its invalid JSON the line. An :class:`InputError` passes unchanged.
     """
     args_file = argv[0] if argv is not None and len(argv) == 1 and str(argv[0]).endswith(".json") else None
     try:
@@ -149,9 +157,9 @@ def usage_errors(argv: Sequence[str] | None = None) -> Iterator[None]:
             raise
         raise InputError(args_file, e.lineno, f"invalid JSON ({e.msg} at column {e.colno})") from None
     except ValueError as e:
-        if args_file is not None:
+        if args_file is not None:  # the file's keys are the parameters' names
             raise InputError(args_file, None, str(e)) from None
-        raise UsageError(str(e)) from None
+        raise e if isinstance(e, ParameterError) else UsageError(str(e)) from None
 
 
 # --------------------------------------------------------------------------- atomic writes

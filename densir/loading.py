@@ -2,7 +2,7 @@
 
     encoder = load_model("BAAI/bge-small-en-v1.5", "encoder", backend="openvino", quantize="int8", max_len=128)
     reranker = load_model("runs/demo/rerank/model", "cross-encoder", device="auto", precision="auto")
-    scores = reranker.predict(pairs, amp=reranker.inference.precision)
+    scores = reranker.predict(pairs, precision=reranker.inference.precision)
 
 What a model runs on is one :class:`Inference` (:func:`inference`: device, precision, backend,
 quantization, recipe, CPU threads), carried as its ``.inference``. A calibrated recipe calibrates
@@ -40,7 +40,7 @@ def check_backend(backend: str = "torch", quantize: str = "none", recipe: str | 
 
 @dataclass(frozen=True)
 class Inference:
-    """How a loaded model runs. ``precision``: what runs (fp32 | fp16 | bf16), for ``amp=`` / ``autocast``."""
+    """How a loaded model runs. ``precision``: what runs (fp32 | fp16 | bf16), for ``precision=`` / ``autocast``."""
 
     device: torch.device
     precision: str
@@ -104,7 +104,7 @@ def load_model(model_name_or_path: str, task: str = "encoder", device: str | tor
             cross-encoder's query + passage tokens (default: the checkpoint's).
         kwargs: the ``load``'s (``pooling``, ``normalize``, prefixes; ``revision``, ``cache_dir``).
     Returns:
-        the model; e.g. ``model.predict(pairs, amp=model.inference.precision)`` for a cross-encoder.
+        the model; e.g. ``model.predict(pairs, precision=model.inference.precision)`` for a cross-encoder.
 
     Example::
 

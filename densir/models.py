@@ -44,9 +44,9 @@ from densir.io import InputError
 logger = logging.getLogger(__name__)
 
 ADAPTER_CONFIG = "adapter_config.json"     # a peft adapter dir (LoRA): base model + adapter weights
-ENCODER_CONFIG = "densir_config.json"      # = densir.modeling.encoder.CONFIG_NAME
-RERANKER_CONFIG = "densir_reranker.json"   # = densir.modeling.reranker.CONFIG_NAME
-RERANKER_MAX_LEN = 512                     # = densir.modeling.reranker.DEFAULT_MAX_LEN
+ENCODER_CONFIG = "densir_config.json"      # = densir.retriever.modeling.CONFIG_NAME
+RERANKER_CONFIG = "densir_reranker.json"   # = densir.reranker.modeling.CONFIG_NAME
+RERANKER_MAX_LEN = 512                     # = densir.reranker.modeling.DEFAULT_MAX_LEN
 
 # sentence-transformers pooling names -> densir's; other ST modes (max, weightedmean, ...) are kept
 # by name so that the error names them, see load_encoder_settings
@@ -244,7 +244,7 @@ def load_encoder_settings(name_or_path: str | os.PathLike, explicit: Mapping, de
                           revision: str | None = None, cache_dir: str | os.PathLike | None = None) -> tuple[ResolvedModel, dict, dict]:
     """Resolve a bi-encoder checkpoint and merge its settings: ``(resolved, settings, provenance)``.
 
-    ``defaults`` are :class:`densir.modeling.encoder.EncoderConfig`'s (``dataclasses.asdict(EncoderConfig())``),
+    ``defaults`` are :class:`densir.retriever.modeling.EncoderConfig`'s (``dataclasses.asdict(EncoderConfig())``),
     which are also the setting names; the checkpoint is the sentence-transformers files overlaid
     by ``densir_config.json`` where present. A pooling the checkpoint names but densir does not
     have (max, weightedmean, ...) is an InputError naming its file, unless ``--pooling`` overrides it.

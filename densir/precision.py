@@ -7,6 +7,9 @@
     python -m densir.precision --device auto [--requested auto]           # prints fp32 | fp16 | bf16
     python -m densir.precision --device auto --requested bf16 --flags     # prints --bf16 (or nothing)
 
+The one vocabulary: :data:`PrecisionName` (fp32, fp16, bf16) runs, :data:`PrecisionRequest` adds
+auto; library functions take it as ``precision=``. The CLI's ``--precision`` is a request, its
+``--fp16``/``--bf16`` map here only (:func:`precision_from_flags`, back: :func:`training_flags`).
 ``requested`` is ``auto``, ``fp32``, ``fp16`` or ``bf16``. What runs:
 
     device   auto                                   fp16                     bf16
@@ -29,13 +32,18 @@ import contextlib
 import logging
 import sys
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 
+from densir.io import ParameterError
+
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "bf16")
-REQUESTS = ("auto",) + PRECISIONS
+PrecisionName = Literal["fp32", "fp16", "bf16"]
+PrecisionRequest = Literal["auto", "fp32", "fp16", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
+REQUESTS: tuple[str, ...] = get_args(PrecisionRequest)
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -44,7 +52,7 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 class Precision:
     """What will run (``name``: fp32 | fp16 | bf16) and why (``reason``, for logs and shard metadata)."""
 
-    name: str
+    name: PrecisionName
     reason: str
 
     @property
@@ -56,14 +64,14 @@ class Precision:
 
 
 # --------------------------------------------------------------------------- public entry points
-def resolve_precision(requested: str, device: torch.device | str = "auto") -> Precision:
+def resolve_precision(requested: PrecisionRequest, device: torch.device | str = "auto") -> Precision:
     """The precision that will run on ``device`` for ``requested`` (see the module docstring's table).
 
     ``device``: a ``torch.device``, ``"cpu"``, ``"cuda[:i]"`` or ``"auto"`` (CUDA when torch sees
     a GPU). A request outside auto/fp32/fp16/bf16, or a CUDA device torch cannot see, is a ValueError.
     """
     if requested not in REQUESTS:
-        raise ValueError(f"precision must be one of {', '.join(REQUESTS)}, got {requested!r}")
+        raise ParameterError(f"`precision` must be one of {', '.join(REQUESTS)}, got {requested!r}")
     device = resolve_device(device)
     if device.type == "cuda":
         precision = _on_cuda(requested, device)
@@ -77,7 +85,7 @@ def resolve_precision(requested: str, device: torch.device | str = "auto") -> Pr
     return precision
 
 
-def autocast(device: torch.device | str, precision: Precision | str | None):
+def autocast(device: torch.device | str, precision: Precision | PrecisionName | None):
     """bf16/fp16 autocast on ``device`` (inference: encode, rerank), or a no-op for fp32 / None."""
     name = precision.name if isinstance(precision, Precision) else precision
     if name in (None, "fp32"):
@@ -88,7 +96,7 @@ def autocast(device: torch.device | str, precision: Precision | str | None):
     return torch.autocast(device_type=device_type, dtype=_DTYPES[name])
 
 
-def training_flags(precision: Precision | str) -> list[str]:
+def training_flags(precision: Precision | PrecisionName) -> list[str]:
     """The HF Trainer flags for a resolved precision: ``["--bf16"]``, ``["--fp16"]`` or ``[]``."""
     name = precision.name if isinstance(precision, Precision) else precision
     if name not in PRECISIONS:
@@ -96,10 +104,10 @@ def training_flags(precision: Precision | str) -> list[str]:
     return [] if name == "fp32" else [f"--{name}"]
 
 
-def precision_from_flags(fp16: bool = False, bf16: bool = False) -> str:
-    """The request that a stage's ``--fp16`` / ``--bf16`` flags make (neither: fp32); both is a ValueError."""
+def precision_from_flags(fp16: bool = False, bf16: bool = False) -> PrecisionName:
+    """The precision that the ``fp16`` / ``bf16`` switches name (neither: fp32); both is a ParameterError."""
     if fp16 and bf16:
-        raise ValueError("--fp16 and --bf16 exclude each other")
+        raise ParameterError("`fp16` and `bf16` exclude each other")
     return "bf16" if bf16 else "fp16" if fp16 else "fp32"
 
 

@@ -1,4 +1,4 @@
-"""Convert public dataset releases to densir's formats (DESIGN.md): MS MARCO passage and BEIR.
+"""Convert public dataset releases to densir's formats (the README's "Data formats"): MS MARCO passage and BEIR.
 
 Reads a source that is a directory, a ``.zip`` (the BEIR release) or a ``.tar.gz``
 (``collectionandqueries.tar.gz``) and writes into ``out_dir``::

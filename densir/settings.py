@@ -345,9 +345,9 @@ SETTINGS: tuple[Setting, ...] = (
     _text("FROM_ROUND", "round2", "round whose EVAL_SPLIT run is re-ranked", (RERANK,)),
     _text("RERANK_RUN", "$OUT_DIR/$FROM_ROUND/$EVAL_SPLIT.run", "the run to re-rank", (RERANK,)),
     _text("RERANK_GROUPS", "$BM25_GROUPS $HN_GROUPS", "train groups, space-separated (round 2's)", (RERANK,)),
-    # its names are checked by rerank.sh (densir.reranker.losses)
+    # its names are checked by rerank.sh (densir.losses.LOSSES)
     _text("RERANK_LOSS", "plistmle", "bce | listwise | lambda | ranknet | listmle | plistmle | mnrl, or with "
-          "teacher scores on the groups (tools/score_groups.py) margin_mse | kl (densir.reranker.losses; "
+          "teacher scores on the groups (tools/score_groups.py) margin_mse | kl (densir.losses; "
           "benchmarks/rerank_losses.sh compares them; the default was best fused there)", (RERANK,)),
     _int("RERANK_MAX_LEN", "256", "tokens of query + passage", (RERANK,)),
     _int("RERANK_N_PASSAGES", "$TRAIN_N_PASSAGES", "pairs per query in training: 1 positive + n-1 negatives",

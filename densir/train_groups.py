@@ -206,12 +206,12 @@ def cross_encoder_rescorer(model_name_or_path: str, batch_size: int = 64, max_le
 
     reranker = load_model(model_name_or_path, "cross-encoder", device, precision, backend, quantize, recipe,
                           calibration=calibration, max_len=max_len)
-    amp = reranker.inference.precision
-    logger.info("rescoring candidates with %s (max_len %d, %s, %s, %s)", model_name_or_path, reranker.max_len, amp,
+    precision = reranker.inference.precision
+    logger.info("rescoring candidates with %s (max_len %d, %s, %s, %s)", model_name_or_path, reranker.max_len, precision,
                 reranker.inference.device, reranker.inference.recipe)
 
     def rescore(query: str, texts: Sequence[str]):
-        return reranker.predict([(query, t) for t in texts], batch_size=batch_size, amp=amp)
+        return reranker.predict([(query, t) for t in texts], batch_size=batch_size, precision=precision)
 
     rescore.reranker = reranker
     return rescore

@@ -12,12 +12,16 @@
   ``(seed, epoch)``, and a callback tells it the epoch before each one, so after HF skips the
   batches already seen the resumed run gets exactly the batches of an uninterrupted one. A
   dataset for it maps an index ``epoch * len + i`` to its item (see :class:`densir.dataset.TrainDataset`);
-- the best model: ``--load_best_model_at_end`` (a trainer with an eval set: the bi-encoder's
-  validation, :mod:`densir.validation`) reloads the best checkpoint through ``load_weights``.
+- validation: a :class:`densir.validation.Validator` passed as ``validator=`` (as
+  sentence-transformers passes ``evaluator=``; :class:`densir.validation.RetrievalValidator`,
+  :class:`densir.reranker.validation.RerankValidator`) is what :meth:`DensirTrainer.evaluate`
+  runs every ``eval_steps``; ``load_best_model_at_end`` reloads the best checkpoint through
+  ``load_weights``.
 
-:func:`run_training` is the one run: resume, seed, build, train, save, summary. The objectives
-live with their model families: :class:`densir.retriever.trainer.DenseTrainer`,
-:class:`densir.reranker.trainer.RerankerTrainer`.
+:func:`run_training` is the one build-and-train path of both families: validator, model, loss,
+collator and trainer from the family's trainer class (:class:`densir.retriever.trainer.DenseTrainer`,
+:class:`densir.reranker.trainer.RerankerTrainer`: its ``build_*`` hooks), then resume, seed,
+train, save, summary.
 """
 from __future__ import annotations
 
@@ -28,13 +32,18 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
-import torch
 import torch.distributed as dist
+from torch import nn
 from transformers import Trainer, TrainerCallback
 
 from densir.dataset import EpochShuffleSampler
+from densir.io import ParameterError
+from densir.precision import precision_from_flags, resolve_precision
+
+if TYPE_CHECKING:
+    from densir.validation import Validator
 
 logger = logging.getLogger(__name__)
 
@@ -89,39 +98,60 @@ class _SamplerEpoch(TrainerCallback):
 
 
 class DensirTrainer(Trainer):
-    """A ``transformers.Trainer`` for densir models; see the module docstring."""
+    """A ``transformers.Trainer`` for densir models; see the module docstring.
 
-    def __init__(self, *args, **kwargs):
+    ``loss_fn``: the objective (default: ``build_loss(args)``); ``validator``: a
+    :class:`densir.validation.Validator` run at every evaluation, or None. A family subclasses it
+    with ``compute_loss`` and the static hooks :func:`run_training` builds a run from:
+    ``build_loss(training_args)``, ``build_model(model_args, data_args)``, ``build_collator(model,
+    data_args, loss_fn)``, ``build_validator(data_args, training_args)``.
+    """
+
+    eval_inputs: tuple[str, ...] = ("eval_queries", "eval_qrels")  # the data parameters that ask for validation
+    summary_fields: tuple[str, ...] = ()  # training parameters train_summary.json repeats (the re-ranker's loss)
+
+    def __init__(self, *args, loss_fn: nn.Module | None = None, validator: Validator | None = None, **kwargs):
         args_ = kwargs.get("args", args[1] if len(args) > 1 else None)
-        if args_ is not None and args_.load_best_model_at_end and kwargs.get("eval_dataset") is None:
-            raise ValueError("--load_best_model_at_end needs validation during training (the bi-encoder's "
-                             "--eval_queries/--eval_qrels, the re-ranker's --eval_run/--eval_queries/--eval_qrels, "
-                             "with --eval_strategy steps)")
+        if args_ is not None and args_.load_best_model_at_end and validator is None:
+            raise ParameterError("`load_best_model_at_end` needs validation during training (a validator: "
+                                 f"{', '.join(f'`{name}`' for name in self.eval_inputs)} with `eval_strategy` steps)")
+        if validator is not None:
+            kwargs.setdefault("eval_dataset", ())  # a stand-in: HF refuses an eval_strategy without an eval set
         super().__init__(*args, **kwargs)
+        if validator is not None:
+            self.eval_dataset = None
+        self.validator = validator
+        self.loss_fn = loss_fn if loss_fn is not None else self.build_loss(self.args)
         # densir losses are batch means computed here, never by the model from `labels`
         self.model_accepts_loss_kwargs = False
         self.epoch_sampler: EpochShuffleSampler | None = None
         self.add_callback(_SamplerEpoch(self))
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """With ``grad_cache``: the family's ``chunked_step`` (the batch in chunks of bounded memory, the
+        whole batch's gradients), scaled as HF scales a step's loss (1 / gradient-accumulation steps)."""
+        if not self.args.grad_cache:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        return self.chunked_step(model, self._prepare_inputs(inputs), backward=self.accelerator.backward,
+                                 no_sync=lambda: self.accelerator.no_sync(model),
+                                 scale=1.0 / self.current_gradient_accumulation_steps)
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Metrics of the model as it is now from a densir validator (anything with
-        ``evaluate(model, device, precision) -> {metric: value}``: :class:`densir.validation.RetrievalValidator`,
-        :class:`densir.reranker.validation.RerankValidator`), logged as ``eval_nDCG@10`` etc.
+        """Metrics of the model as it is now from the validator, logged as ``eval_nDCG@10`` etc.
 
         Rank 0 evaluates (every rank holds the same weights), every rank gets the metrics, so HF's
         best-model bookkeeping (``--load_best_model_at_end``) agrees everywhere.
         """
-        from densir.precision import precision_from_flags, resolve_precision
-
-        validator = eval_dataset if eval_dataset is not None else self.eval_dataset
-        if not callable(getattr(validator, "evaluate", None)):
+        if self.validator is None:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         metrics = None
         if self.is_world_process_zero():
             device = self.args.device
             precision = resolve_precision(precision_from_flags(self.args.fp16, self.args.bf16), device).name
             model = self.accelerator.unwrap_model(self.model)
-            metrics = {f"{metric_key_prefix}_{k}": v for k, v in validator.evaluate(model, device, precision).items()}
+            metrics = {f"{metric_key_prefix}_{k}": v
+                       for k, v in self.validator.evaluate(model, device, precision).items()}
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             box = [metrics]
             dist.broadcast_object_list(box, src=0, device=self.args.device if self.args.device.type == "cuda" else None)
@@ -158,7 +188,7 @@ class DensirTrainer(Trainer):
         self._load_from_checkpoint(self.state.best_model_checkpoint)
 
 
-# --------------------------------------------------------------------------- grad cache
+# --------------------------------------------------------------------------- the run's loss and its last step
 class LogAtSavesCallback(TrainerCallback):
     """Log the loss at every checkpoint and at the last step too, so the log history (which a
     checkpoint carries) covers every step: :func:`history_loss` is then exact, resumed or not.
@@ -202,6 +232,7 @@ def _finished(checkpoint, training_args) -> bool:
     return same_plan and done >= planned
 
 
+# --------------------------------------------------------------------------- logging
 def setup_logging(training_args) -> None:
     level = logging.INFO if training_args.should_log else logging.WARNING
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, stream=sys.stderr)
@@ -210,22 +241,42 @@ def setup_logging(training_args) -> None:
 
 
 # --------------------------------------------------------------------------- the one runner
-def run_training(training_args, build: Callable[[], tuple["DensirTrainer", object]], extra: dict | None = None,
-                 what: str = "") -> dict:
-    """The one training run both trainers use: resume, seed, build, train, save, summarise.
+def validator_for(trainer_class: type[DensirTrainer], data_args, training_args) -> Validator | None:
+    """The family's validator when the data parameters ask for one (``trainer_class.eval_inputs``)
+    and ``eval_strategy`` is steps or epoch; None when neither; one without the other is a ParameterError."""
+    strategy = str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy))
+    inputs = ", ".join(f"`{name}`" for name in trainer_class.eval_inputs)
+    if not data_args.eval_queries:
+        if strategy != "no":
+            raise ParameterError(f"`eval_strategy` {strategy} needs {inputs}")
+        return None
+    if strategy == "no":
+        raise ParameterError(f"{inputs} need `eval_strategy` steps (and `eval_steps` N) or epoch")
+    return trainer_class.build_validator(data_args, training_args)
 
-    ``build()`` returns ``(trainer, dataset)``; it is called after :func:`transformers.set_seed`,
-    so anything drawn at random while building (a re-ranker's fresh head) is a function of
-    ``--seed`` and a bash run equals its SLURM twin. The summary's ``train_loss`` is the mean over
-    ranks (HF's ``training_loss`` is the rank's own); rank 0 writes ``train_summary.json``
-    atomically and prints one line. ``extra`` goes into the summary; ``what`` names the loss in
-    that line.
+
+def run_training(trainer_class: type[DensirTrainer], model_args, data_args, training_args,
+                 callbacks: list | None = None) -> dict:
+    """The one training run of both families: build, resume, seed, train, save, summarise.
+
+    The validator is built first (bad eval files fail before the model loads), then, after
+    :func:`transformers.set_seed` (so anything drawn at random while building, a re-ranker's
+    fresh head, is a function of ``seed`` and a bash run equals its SLURM twin), the family's
+    model, loss, collator and trainer (``trainer_class.build_*``) over a
+    :class:`densir.dataset.TrainDataset` of the train groups. The summary's ``train_loss`` is the
+    mean loss of every step, from the log history (:func:`history_loss`: a resumed run reports what
+    the uninterrupted run reports); rank 0 writes ``train_summary.json`` atomically and prints one
+    line. A rerun of a finished training (its last checkpoint is the plan's last step) returns the
+    summary as it was, building and training nothing.
     """
     from transformers import set_seed
 
+    from densir.dataset import TrainDataset
+    from densir.formats import train_group_source
     from densir.io import write_json
     from densir.threads import configure_cpu_threads
 
+    validator = validator_for(trainer_class, data_args, training_args)
     resume = resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
     if training_args.device.type == "cpu":
         configure_cpu_threads()
@@ -239,8 +290,15 @@ def run_training(training_args, build: Callable[[], tuple["DensirTrainer", objec
                     summary_path)
         return read_json(summary_path)
     set_seed(training_args.seed)
-    trainer, dataset = build()
+    model = trainer_class.build_model(model_args, data_args)
+    seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
+    dataset = TrainDataset(train_group_source(data_args), data_args.train_n_passages, seed=seed)
+    loss_fn = trainer_class.build_loss(training_args)
+    trainer = trainer_class(model=model, args=training_args, train_dataset=dataset, loss_fn=loss_fn,
+                            data_collator=trainer_class.build_collator(model, data_args, loss_fn),
+                            validator=validator, callbacks=callbacks)
     trainer.add_callback(LogAtSavesCallback())
+    extra = {name: getattr(training_args, name) for name in trainer_class.summary_fields}
     start = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
@@ -248,7 +306,7 @@ def run_training(training_args, build: Callable[[], tuple["DensirTrainer", objec
     # a resume, so a resumed run reports what the uninterrupted run reports; HF's training_loss
     # covers only the steps of this call). The logged losses are already means over the ranks.
     train_loss = history_loss(trainer.state.log_history)
-    summary = {"global_step": result.global_step, "train_loss": train_loss, **(extra or {}),
+    summary = {"global_step": result.global_step, "train_loss": train_loss, **extra,
                "train_seconds": round(time.time() - start, 1), "queries": len(dataset),
                "resumed_from": resume, "skipped": dataset.stats,
                "log_history": [h for h in trainer.state.log_history if "loss" in h]}
@@ -261,7 +319,7 @@ def run_training(training_args, build: Callable[[], tuple["DensirTrainer", objec
                                      and trainer.state.best_model_checkpoint else f"step {result.global_step}")
     if trainer.is_world_process_zero():
         write_json(Path(training_args.output_dir) / "train_summary.json", summary)
+        what = f"{extra['loss']} " if "loss" in extra else ""
         print(f"trained {result.global_step} steps in {summary['train_seconds']} s, "
-              f"{what + ' ' if what else ''}loss {'-' if train_loss is None else f'{train_loss:.4f}'} -> "
-              f"{training_args.output_dir}")
+              f"{what}loss {'-' if train_loss is None else f'{train_loss:.4f}'} -> {training_args.output_dir}")
     return summary

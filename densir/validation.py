@@ -42,17 +42,40 @@ from densir.embeddings import write_shard
 from densir.evaluation import evaluate
 from densir.formats import iter_corpus, passage_text, read_qrels, read_queries
 from densir.io import InputError, iter_run
+from densir.precision import PrecisionName
 from densir.ranking import rank
 
 logger = logging.getLogger(__name__)
 
 
-class RetrievalValidator:
-    """Held-out queries, their qrels and the passages to search; :meth:`evaluate` scores an encoder.
+class Validator:
+    """What a trainer validates with (``validator=``, as sentence-transformers passes
+    ``evaluator=``): held-out ``qrels`` and the ``metrics`` to log; a family says how its model
+    ranks the held-out queries (:meth:`ranking`), :meth:`evaluate` scores that ranking."""
+
+    def ranking(self, model, device: torch.device | str, precision: PrecisionName) -> dict:
+        """The run ``{qid: [(docid, score), ...]}`` of ``model`` (in eval mode, on ``device``)."""
+        raise NotImplementedError
+
+    def evaluate(self, model, device: torch.device | str = "cpu",
+                 precision: PrecisionName = "fp32") -> dict[str, float]:
+        """``{metric: value}`` of ``model`` (plus ``runtime`` in seconds); its train/eval mode is restored."""
+        start = time.time()
+        was_training = model.training
+        model.eval()
+        try:
+            run = self.ranking(model, device, precision)
+        finally:
+            model.train(was_training)
+        scores = evaluate(self.qrels, run, self.metrics)
+        return {**{name: float(scores[name]) for name in self.metrics}, "runtime": round(time.time() - start, 3)}
+
+
+class RetrievalValidator(Validator):
+    """Held-out queries, their qrels and the passages to search with the encoder being trained.
 
     ``passages``: ``(docid, text)`` pairs in corpus order (title and text already joined by
-    :func:`densir.formats.passage_text`). ``__len__`` is the number of queries (HF's Trainer takes
-    this object as its ``eval_dataset``).
+    :func:`densir.formats.passage_text`).
     """
 
     def __init__(self, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]],
@@ -76,10 +99,7 @@ class RetrievalValidator:
         """Read queries, qrels and the corpus (or its sample, see the module docstring)."""
         queries = read_queries(queries_path)
         qrels = read_qrels(qrels_path)
-        if corpus_path is None:
-            corpus_path = Path(queries_path).parent / "corpus.jsonl"
-            if not corpus_path.is_file():
-                raise InputError(queries_path, None, "no --eval_corpus given and no corpus.jsonl beside it")
+        corpus_path = eval_corpus(queries_path, corpus_path)
         judged = {q for q, docs in qrels.items() if any(r > 0 for r in docs.values())}
         unsearched = judged - set(queries)
         if unsearched:
@@ -102,7 +122,7 @@ class RetrievalValidator:
     def __len__(self) -> int:
         return len(self.queries)
 
-    def run(self, encoder, device: torch.device | str = "cpu", precision: str = "fp32") -> dict:
+    def ranking(self, encoder, device: torch.device | str = "cpu", precision: PrecisionName = "fp32") -> dict:
         """The top-``depth`` run ``{qid: [(docid, score), ...]}`` of ``encoder`` (in eval mode, on ``device``)."""
         from densir.retriever.encode import encode_texts
         from densir.search.faiss_index import search
@@ -123,19 +143,13 @@ class RetrievalValidator:
             passages = write_shard(Path(tmp, "corpus"), self.passage_ids, p_vectors, dict(meta, kind="passage"))
             return dict(search([queries], [passages], min(self.depth, len(self.passage_ids))))
 
-    def evaluate(self, encoder, device: torch.device | str = "cpu", precision: str = "fp32") -> dict[str, float]:
-        """``{metric: value}`` of ``encoder`` (plus ``runtime`` in seconds); the encoder's mode is restored."""
-        start = time.time()
-        was_training = encoder.training
-        encoder.eval()
-        try:
-            run = self.run(encoder, device, precision)
-        finally:
-            encoder.train(was_training)
-        scores = evaluate(self.qrels, run, self.metrics)
-        out = {name: float(scores[name]) for name in self.metrics}
-        out["runtime"] = round(time.time() - start, 3)
-        return out
+
+def eval_corpus(queries_path, corpus_path=None) -> Path:
+    """``corpus_path``, else the ``corpus.jsonl`` beside the queries (get_data.sh's layout)."""
+    path = Path(corpus_path if corpus_path is not None else Path(queries_path).parent / "corpus.jsonl")
+    if corpus_path is None and not path.is_file():
+        raise InputError(queries_path, None, "no eval corpus given and no corpus.jsonl beside it")
+    return path
 
 
 def sample_ids(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]], run_path, depth: int) -> set[str]:
@@ -147,7 +161,7 @@ def sample_ids(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]
             seen.add(qid)
             keep.update(docid for docid, _ in rank(hits, depth))
     if depth and not seen:
-        raise InputError(run_path, None, "the run has no eval query: is it the run of --eval_queries?")
+        raise InputError(run_path, None, "the run has no eval query: is it the run of the eval queries?")
     return keep
 
 

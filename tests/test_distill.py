@@ -12,13 +12,17 @@ import pytest
 import torch
 from test_loss import _assert_same, _batch, _grads
 
-from densir.retriever.loss import (
-    CombinedLoss,
-    ContrastiveLoss,
-    ListwiseKLLoss,
-    MarginMSELoss,
-    build_loss,
-)
+from densir.losses import KLDistillationLoss
+from densir.losses import MarginMSELoss as ScoreMarginMSELoss
+from densir.retriever.loss import CombinedLoss, ContrastiveLoss, GroupScoreLoss, build_loss
+
+
+def MarginMSELoss(temperature=1.0):  # noqa: N802  the bi-encoder's MarginMSE: the shared loss on q.p / temperature
+    return GroupScoreLoss(ScoreMarginMSELoss(), temperature)
+
+
+def ListwiseKLLoss(temperature=1.0, teacher_temperature=1.0):  # noqa: N802  the bi-encoder's listwise KL
+    return GroupScoreLoss(KLDistillationLoss(1.0, teacher_temperature), temperature)
 
 
 def _reps(n_queries=3, n_passages=4, dim=5, seed=0):
@@ -87,8 +91,8 @@ def test_combined_loss_weights_and_distillation_alone():
     assert type(build_loss(args)) is ContrastiveLoss
     args.distill_loss, args.contrastive_weight, args.teacher_temperature = "kl", 0.0, 2.0
     built = build_loss(args)
-    assert isinstance(built.distill, ListwiseKLLoss) and built.contrastive is None and built.needs_teacher_scores
-    assert built.distill.teacher_temperature == 2.0 and built.distill.temperature == 0.1
+    assert isinstance(built.distill.loss, KLDistillationLoss) and built.contrastive is None and built.needs_teacher
+    assert built.distill.loss.teacher_temperature == 2.0 and built.distill.temperature == 0.1
 
 
 def test_flags_are_checked(tmp_path):

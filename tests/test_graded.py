@@ -17,7 +17,7 @@ from densir.dataset import TrainDataset, passage_input
 from densir.formats import TrainGroupSource, read_qrels
 from densir.io import InputError
 from densir.reranker.collator import RerankCollator
-from densir.reranker.losses import build_loss, loss_target
+from densir.losses import build_loss, loss_target
 from densir.reranker.modeling import CrossEncoderReranker
 from densir.reranker.score_groups import grade_groups
 

@@ -13,7 +13,8 @@ from conftest import run_cmd
 
 from densir.arguments import parse_args
 from densir.retriever.arguments import DataArguments, DenseTrainingArguments, EncodeArguments, ModelArguments
-from densir.retriever.loss import CombinedLoss, ContrastiveLoss, ListwiseKLLoss
+from densir.losses import KLDistillationLoss
+from densir.retriever.loss import CombinedLoss, ContrastiveLoss, GroupScoreLoss
 from densir.retriever.matryoshka import MatryoshkaLoss, parse_dims
 
 
@@ -41,10 +42,10 @@ def test_mrl_loss_is_the_weighted_sum_of_per_size_losses():
     assert raw(q, p).item() == pytest.approx(
         sum(w * _infonce(q[:, :d].numpy(), p[:, :d].numpy(), 1.0) for d, w in zip(dims, weights)), rel=1e-5)
     # the distillation objective is wrapped the same way, teacher scores passed through
-    combined = CombinedLoss(ContrastiveLoss(0.05), ListwiseKLLoss(0.05), 1.0, 0.5)
+    combined = CombinedLoss(ContrastiveLoss(0.05), GroupScoreLoss(KLDistillationLoss(), 0.05), 1.0, 0.5)
     teacher = torch.randn(4, 3)
     mrl = MatryoshkaLoss(combined, dims, weights, normalize=True)
-    assert mrl.needs_teacher_scores
+    assert mrl.needs_teacher
     by_size = sum(w * combined(F.normalize(q[:, :d], dim=-1), F.normalize(p[:, :d], dim=-1), teacher_scores=teacher)
                   for d, w in zip(dims, weights))
     assert mrl(q, p, teacher_scores=teacher).item() == pytest.approx(by_size.item(), rel=1e-6)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import run_cmd
 
 from densir.io import read_run
-from densir.reranker.losses import (
+from densir.losses import (
     BinaryCrossEntropyLoss,
     LambdaLoss,
     ListwiseSoftmaxLoss,
@@ -52,7 +52,7 @@ def test_predict_is_batch_independent_and_autocasts(reranker_dir):
     one = r.predict(PAIRS, batch_size=1)
     np.testing.assert_allclose(r.predict(PAIRS, batch_size=64), one, atol=1e-5)
     assert r.predict([]).shape == (0,)
-    bf16 = r.predict(PAIRS, batch_size=2, amp="bf16")
+    bf16 = r.predict(PAIRS, batch_size=2, precision="bf16")
     assert bf16.dtype == np.float32 and np.abs(bf16 - one).max() < 0.1 * max(np.abs(one).max(), 1.0)
 
 

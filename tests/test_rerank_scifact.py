@@ -34,7 +34,7 @@ def start_dir(tmp_path_factory, minilm_path) -> Path:
 def test_each_loss_decreases_on_scifact_groups(loss, scifact_data, start_dir, tmp_path):
     from densir.driver.train_reranker import main
     from densir.reranker.arguments import RerankerTrainingArguments
-    from densir.reranker.losses import build_loss_from_args
+    from densir.losses import build_loss_from_args
 
     groups = head_lines(scifact_data / "train.bm25.jsonl", tmp_path / "groups.jsonl", N_GROUPS)
     epochs = 6
@@ -102,9 +102,9 @@ def test_rerank_sh_names_a_missing_input(tmp_path, slice_data, tiny_bert_dir):
 
 
 def test_rerank_sh_takes_every_loss_of_the_trainer(tmp_path, slice_data, tiny_bert_dir):
-    """RERANK_LOSS takes each of densir.reranker.losses.LOSSES (the run goes on to the missing groups)
+    """RERANK_LOSS takes each of densir.losses.LOSSES (the run goes on to the missing groups)
     and names them all when given another."""
-    from densir.reranker.losses import LOSSES
+    from densir.losses import LOSSES
 
     env = {"DATA_DIR": str(slice_data), "OUT_DIR": str(tmp_path), "RERANK_MODEL": tiny_bert_dir, "STAGE": "train"}
     for loss in LOSSES:

@@ -122,23 +122,34 @@ def test_validator_reranks_the_runs_eval_queries(heldout, scifact_data):
                                    heldout / "qrels.heldout.tsv")
 
 
-def test_flags_are_checked(tmp_path, heldout, tiny_bert_dir):
-    with pytest.raises(ValueError, match="--eval_strategy steps"):
+def test_flags_are_checked(tmp_path, heldout, tiny_bert_dir, capsys):
+    from densir.driver.train_reranker import main
+
+    # the library names its parameters; the CLI says the flags, in one line
+    with pytest.raises(ValueError, match="need eval_strategy steps"):
         _train(_argv(tiny_bert_dir, heldout, tmp_path / "a", "--max_steps", 1))
-    with pytest.raises(ValueError, match="needs --eval_run"):
+    with pytest.raises(SystemExit) as exit_:
+        main([str(a) for a in _argv(tiny_bert_dir, heldout, tmp_path / "a", "--max_steps", 1)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.count("\n") == 1
+    assert err.startswith("error: --eval_run, --eval_queries, --eval_qrels need --eval_strategy steps"), err
+    with pytest.raises(SystemExit):
+        main([str(a) for a in _argv(tiny_bert_dir, heldout, tmp_path / "a", "--eval_depth", 0)])
+    assert capsys.readouterr().err == "error: --eval_depth must be >= 1, got 0\n"
+    with pytest.raises(ValueError, match="needs eval_run"):
         RerankerDataArguments(train_dir=["x"], eval_queries="q.jsonl", eval_qrels="r.tsv")
-    with pytest.raises(ValueError, match="needs --eval_run"):
+    with pytest.raises(ValueError, match="needs eval_run"):
         RerankerDataArguments(train_dir=["x"], eval_run="r.run")
     with pytest.raises(ValueError, match="bi-encoder's"):
         RerankerDataArguments(train_dir=["x"], eval_run="r.run", eval_queries="q.jsonl", eval_qrels="r.tsv",
                               eval_sample_bm25_run="b.run")
-    with pytest.raises(ValueError, match="--eval_depth"):
+    with pytest.raises(ValueError, match="^eval_depth must be >= 1"):
         RerankerTrainingArguments(output_dir=str(tmp_path), eval_depth=0)
     args, mrr = best_model_args(RerankerTrainingArguments, tmp_path)
     assert args.per_device_eval_batch_size == 64 and args.eval_depth == 100
     args = mrr
     # a re-ranker trainer without an eval set refuses --load_best_model_at_end in words
-    from densir.reranker.losses import build_loss_from_args
+    from densir.losses import build_loss_from_args
     from densir.reranker.modeling import CrossEncoderReranker
     from densir.reranker.trainer import RerankerTrainer
 

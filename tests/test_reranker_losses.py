@@ -1,4 +1,4 @@
-"""The re-ranker's losses (densir.reranker.losses): each against an independent computation written
+"""The re-ranker's losses (densir.losses): each against an independent computation written
 here (loops over queries and pairs, float64), and against sentence-transformers' loss of the same
 name on the same scores and labels (graded 0..3, with ties), to 1e-5.
 
@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from densir.reranker.losses import (
+from densir.losses import (
     LOSSES,
     KLDistillationLoss,
     LambdaLoss,
@@ -258,7 +258,7 @@ def test_listmle_ties_keep_input_order_and_prefer_the_right_ranking():
 
 
 def test_plistmle_weights_are_normalised_and_survive_long_lists():
-    from densir.reranker.losses.listmle import position_weights
+    from densir.losses.listmle import position_weights
 
     w = position_weights(4)
     assert torch.allclose(w, torch.tensor([7.0, 3.0, 1.0, 0.0]) / 11)
@@ -317,7 +317,7 @@ def test_distillation_gradients_pull_the_student_to_the_teacher():
 
 
 # --------------------------------------------------------------------------- registry
-def test_every_loss_builds_from_its_flags_and_computes_in_float32(tmp_path):
+def test_every_loss_builds_from_its_flags_and_computes_in_float32(tmp_path, capsys):
     from densir.reranker.arguments import RerankerTrainingArguments
 
     expected = {"bce": "BinaryCrossEntropyLoss", "listwise": "ListwiseSoftmaxLoss", "lambda": "LambdaLoss",
@@ -345,9 +345,14 @@ def test_every_loss_builds_from_its_flags_and_computes_in_float32(tmp_path):
     assert kl.temperature == 2.0
     with pytest.raises(ValueError, match="teacher=True"):
         loss_target(build_loss("kl"), {"relevance": binary})
-    with pytest.raises(ValueError, match="--loss must be one of"):
+    with pytest.raises(ValueError, match="^loss must be one of"):
         RerankerTrainingArguments(output_dir=str(tmp_path), loss="softmax")
-    with pytest.raises(ValueError, match="--pairwise_reduction"):
+    from densir.driver.train_reranker import main
+
+    with pytest.raises(SystemExit):  # the CLI says the flag, in one line
+        main(["--model_name_or_path", "m", "--train_dir", "x", "--output_dir", str(tmp_path), "--loss", "softmax"])
+    assert capsys.readouterr().err.startswith("error: --loss must be one of (")
+    with pytest.raises(ValueError, match="^pairwise_reduction must be one of"):
         RerankerTrainingArguments(output_dir=str(tmp_path), pairwise_reduction="mean")
 
 
@@ -376,7 +381,7 @@ class FixedPairLogits(FixedLogits):
 def test_mnrl_is_cross_entropy_of_the_positive_and_equals_sentence_transformers(activation):
     """All in-batch candidates (num_negatives None): the candidate set is fixed, so the value is
     comparable to sentence-transformers' (which draws a random subset otherwise)."""
-    from densir.reranker.losses import MultipleNegativesRankingLoss
+    from densir.losses import MultipleNegativesRankingLoss
 
     torch.manual_seed(3)
     B, n, scale = 4, 3, 7.0
@@ -426,7 +431,7 @@ def test_reranker_grad_cache_gives_the_full_batch_gradients(reranker_dir):
 
     from densir.gradcache import cached_step, split_batch
     from densir.reranker.collator import RerankCollator
-    from densir.reranker.losses import MultipleNegativesRankingLoss
+    from densir.losses import MultipleNegativesRankingLoss
     from densir.reranker.modeling import CrossEncoderReranker
 
     items = [{"query_id": f"q{b}", "query": f"what is topic {b} about", "passages": [

@@ -137,9 +137,17 @@ def test_evaluation_does_not_change_training(tmp_path, heldout, tiny_bert_dir):
     assert_evaluation_left_training_alone(tmp_path / "evaluated", tmp_path / "plain", steps=(2, 4))
 
 
-def test_flags_are_checked(tmp_path, heldout, tiny_bert_dir):
-    with pytest.raises(ValueError, match="--eval_strategy steps"):
+def test_flags_are_checked(tmp_path, heldout, tiny_bert_dir, capsys):
+    from densir.driver.train import main
+
+    # the library names its parameters; the CLI says the flags, in one line
+    with pytest.raises(ValueError, match="need eval_strategy steps"):
         _train(_argv(tiny_bert_dir, heldout, tmp_path / "a", "--max_steps", 1))
+    with pytest.raises(SystemExit) as exit_:
+        main([str(a) for a in _argv(tiny_bert_dir, heldout, tmp_path / "a", "--max_steps", 1)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.count("\n") == 1
+    assert err.startswith("error: --eval_queries, --eval_qrels need --eval_strategy steps"), err
     with pytest.raises(ValueError, match="go together"):
         DataArguments(train_dir=["x"], eval_queries="q.jsonl")
     _, args = best_model_args(DenseTrainingArguments, tmp_path)

@@ -28,31 +28,15 @@ Example (SciFact BM25 groups, one epoch on CPU):
 """
 from __future__ import annotations
 
-import sys
-
-from densir.arguments import parse_args
-from densir.checks import check_output_path
-from densir.io import cli_errors, usage_errors
-from densir.retriever.arguments import (
-    DataArguments,
-    DenseTrainingArguments,
-    ModelArguments,
-)
+from densir.driver import train_main
+from densir.retriever.arguments import DataArguments, DenseTrainingArguments, ModelArguments
 from densir.retriever.trainer import train
-from densir.training import setup_logging
 
 __all__ = ["main", "train"]
 
 
-@cli_errors
 def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    with usage_errors(argv):  # flags that do not go together: one line, not a traceback
-        model_args, data_args, training_args = parse_args(ModelArguments, DataArguments, DenseTrainingArguments,
-                                                          argv=argv)
-    check_output_path("--output_dir", training_args.output_dir, is_dir=True)  # ranges: parse_args
-    setup_logging(training_args)
-    return train(model_args, data_args, training_args)
+    return train_main((ModelArguments, DataArguments, DenseTrainingArguments), train, argv)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,8 @@ Writes, under --output_dir
   training_args.json train_summary.json   the arguments, and the loss/steps/time of the run
 
 Each query contributes ``--train_n_passages`` pairs (its positive + n-1 negatives, sampled per
-epoch exactly as for the bi-encoder); ``--loss`` picks the objective (densir.reranker.losses):
-  bce        binary cross entropy over every (query, passage, label) pair
-  listwise   softmax cross entropy over the query's group (localized contrastive estimation)
-  lambda     LambdaLoss (Wang et al. 2018), NDCG-weighted pairwise logistic loss
+epoch exactly as for the bi-encoder); ``--loss`` picks the objective, a name of the registry
+densir.losses.LOSSES (listwise, lambda, plistmle, ...; each loss's docstring gives its formula).
 
 Flags: --model_name_or_path; the bi-encoder's DataArguments (--train_dir --train_pattern
 --dataset_name --train_n_passages --pad_to_multiple_of ...) plus --max_len (query + passage
@@ -38,31 +36,15 @@ Example (SciFact BM25 groups, MiniLM encoder + new head, CPU):
 """
 from __future__ import annotations
 
-import sys
-
-from densir.arguments import parse_args
-from densir.checks import check_output_path
-from densir.io import cli_errors, usage_errors
-from densir.reranker.arguments import (
-    RerankerDataArguments,
-    RerankerModelArguments,
-    RerankerTrainingArguments,
-)
+from densir.driver import train_main
+from densir.reranker.arguments import RerankerDataArguments, RerankerModelArguments, RerankerTrainingArguments
 from densir.reranker.trainer import train
-from densir.training import setup_logging
 
 __all__ = ["main", "train"]
 
 
-@cli_errors
 def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    with usage_errors(argv):  # flags that do not go together: one line, not a traceback
-        model_args, data_args, training_args = parse_args(
-            RerankerModelArguments, RerankerDataArguments, RerankerTrainingArguments, argv=argv)
-    check_output_path("--output_dir", training_args.output_dir, is_dir=True)  # ranges: parse_args
-    setup_logging(training_args)
-    return train(model_args, data_args, training_args)
+    return train_main((RerankerModelArguments, RerankerDataArguments, RerankerTrainingArguments), train, argv)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from densir.arguments import BaseTrainingArguments, backend_fields
+from densir.arguments import RANKING_METRICS, BaseTrainingArguments, backend_fields
 from densir.checks import at_least, between, check_ranges, positive
+from densir.io import ParameterError
 from densir.lora import lora_fields
+from densir.losses import LOSSES, TEACHER_LOSSES
+from densir.losses.ranknet import REDUCTIONS
 from densir.retriever.arguments import DataArguments
 
-RERANK_VALIDATION_METRICS = ("nDCG@10", "MRR@10")  # densir.reranker.validation's; logged as eval_nDCG@10, ...
+RERANK_VALIDATION_METRICS = RANKING_METRICS  # BaseTrainingArguments.eval_metrics' default
 
 
 _BACKEND = backend_fields("pairs of the run")
@@ -50,11 +53,11 @@ class RerankerDataArguments(DataArguments):
     def __post_init__(self):
         super().__post_init__()
         if self.train_n_passages < 2:
-            raise ValueError("--train_n_passages must be >= 2 for a re-ranker (a positive and a negative)")
+            raise ParameterError("`train_n_passages` must be >= 2 for a re-ranker (a positive and a negative)")
         if self.eval_sample_bm25_run:
-            raise ValueError("--eval_sample_bm25_run is the bi-encoder's; the re-ranker re-ranks --eval_run")
+            raise ParameterError("`eval_sample_bm25_run` is the bi-encoder's; the re-ranker re-ranks `eval_run`")
         if bool(self.eval_run) != bool(self.eval_queries):
-            raise ValueError("the re-ranker's validation needs --eval_run with --eval_queries and --eval_qrels")
+            raise ParameterError("the re-ranker's validation needs `eval_run` with `eval_queries` and `eval_qrels`")
 
 
 @dataclass
@@ -62,10 +65,10 @@ class RerankerTrainingArguments(BaseTrainingArguments):
     """Every HF Trainer flag plus the re-ranking loss."""
 
     loss: str = field(default="listwise", metadata={
-        "help": "bce | listwise | lambda | ranknet | listmle | plistmle (graded labels: the passages' "
-                "'relevance', else positive 1, negatives 0) | margin_mse | kl (distillation from the "
-                "passages' teacher 'score', see tools/score_groups.py) | mnrl (the positive against its hard negatives "
-                "and --mnrl_num_negatives passages of other queries in the batch); densir.reranker.losses"})
+        "help": f"{' | '.join(LOSSES)} (densir.losses; graded labels: the passages' 'relevance', else positive 1, "
+                f"negatives 0; {' and '.join(TEACHER_LOSSES)} distil from the passages' teacher 'score', see "
+                "tools/score_groups.py; mnrl: the positive against its hard negatives and --mnrl_num_negatives "
+                "passages of other queries in the batch)"})
     temperature: float = field(default=1.0, metadata={"range": positive(),
         "help": "listwise: softmax over logits / temperature"})
     lambda_weighting: str = field(default="ndcg2pp", metadata={"help": "lambda: ndcg2pp | ndcg2 | lambdarank"})
@@ -87,33 +90,21 @@ class RerankerTrainingArguments(BaseTrainingArguments):
     mnrl_scale: float = field(default=10.0, metadata={"range": positive(),
         "help": "mnrl: scores are scale * activation(logit)"})
     mnrl_activation: str = field(default="sigmoid", metadata={"help": "mnrl: sigmoid | none"})
-    grad_cache: bool = field(default=False, metadata={
-        "help": "gradient cache (densir.gradcache): a step's pairs scored in chunks of --gc_pair_chunk_size, "
-                "the memory of one chunk, the gradients of the whole batch"})
-    gc_pair_chunk_size: int = field(default=32, metadata={"range": at_least(1),
-        "help": "(query, passage) pairs per chunk with --grad_cache"})
+    gc_pair_chunk_size: int = field(default=32, metadata={"range": at_least(1), "help": "(query, passage) pairs per chunk with --grad_cache"})
     bce_pos_weight: Optional[float] = field(default=None, metadata={"range": positive(),
         "help": "bce: weight of positive pairs (e.g. n-1 to balance the negatives); default 1"})
     # validation during training: the data flags are --eval_run/--eval_queries/--eval_qrels/--eval_corpus
-    eval_depth: int = field(default=100, metadata={"range": at_least(1),
-        "help": "re-rank each eval query's top EVAL_DEPTH hits"})
-    eval_metrics: list[str] = field(default_factory=lambda: list(RERANK_VALIDATION_METRICS), metadata={
-        "help": "metrics logged as eval_<name> (densir.evaluation names or ir_measures ones)"})
     per_device_eval_batch_size: int = field(default=64, metadata={"range": at_least(1),
         "help": "pairs per forward pass when validation re-ranks (densir.driver.rerank's --batch_size default)"})
 
     def __post_init__(self):
-        from densir.reranker.losses import LOSSES
-        from densir.reranker.losses.ranknet import REDUCTIONS
-
-        check_ranges(self)
+        check_ranges(self)  # every range before the checks across fields
         if self.loss not in LOSSES:
-            raise ValueError(f"--loss must be one of {LOSSES}, got {self.loss!r}")
+            raise ParameterError(f"`loss` must be one of {LOSSES}, got {self.loss!r}")
         if self.pairwise_reduction not in REDUCTIONS:
-            raise ValueError(f"--pairwise_reduction must be one of {REDUCTIONS}, got {self.pairwise_reduction!r}")
+            raise ParameterError(f"`pairwise_reduction` must be one of {REDUCTIONS}, got {self.pairwise_reduction!r}")
         if self.mnrl_num_negatives is not None and self.mnrl_num_negatives < 0:
             self.mnrl_num_negatives = None  # -1: every other passage of the batch
-        self.resolve_best_metric(self.eval_metrics)
         super().__post_init__()
 
 

@@ -20,12 +20,12 @@ class RerankCollator:
     each passage's graded label as the item carries it (the group's per-passage ``"relevance"``,
     else 1 for the positive and 0 for the negatives; an item without ``"relevance"`` reads the
     same way). With ``teacher=True`` (a loss with ``needs_teacher``, see
-    :func:`densir.reranker.losses.needs_teacher`) ``teacher`` holds each passage's teacher
+    :func:`densir.losses.needs_teacher`) ``teacher`` holds each passage's teacher
     ``"score"``; a passage without one is an :class:`densir.io.InputError` naming the group's
     file and line.
 
     ``in_batch_negatives=k`` (the multiple-negatives loss, see
-    :func:`densir.reranker.losses.in_batch_negatives`) appends to each query's group ``k`` passages
+    :func:`densir.losses.in_batch_negatives`) appends to each query's group ``k`` passages
     of the *other* groups of the batch (positives and negatives alike; None: all of them), relevance
     0, drawn without replacement by a RNG seeded from the batch's query ids, so a batch always gets
     the same ones: ``[B, n + k]``.
@@ -66,7 +66,7 @@ class RerankCollator:
                   for i in range(len(items))]
         want = min(len(o) for o in others) if self.in_batch_negatives is None else self.in_batch_negatives
         if want > min(len(o) for o in others):
-            raise ValueError(f"--mnrl_num_negatives {want}: a batch of {len(items)} groups of "
+            raise ValueError(f"in_batch_negatives={want}: a batch of {len(items)} groups of "
                              f"{len(items[0]['passages'])} has only {min(len(o) for o in others)} other passages")
         key = "\0".join(str(it.get("query_id", it["query"])) for it in items)
         rng = random.Random(zlib.crc32(key.encode("utf-8")))

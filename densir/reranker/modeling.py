@@ -58,7 +58,7 @@ from densir.models import (
     load_reranker_settings,
     resolve_model_dir,
 )
-from densir.precision import autocast
+from densir.precision import PrecisionName, autocast
 from densir.tokenization import tokenize_pairs
 
 logger = logging.getLogger(__name__)
@@ -212,12 +212,13 @@ class CrossEncoderReranker(nn.Module):
                               eos_id=self.eos_id)
 
     @torch.inference_mode()
-    def predict(self, pairs: Sequence[Pair], batch_size: int = 32, amp: str | None = None,
+    def predict(self, pairs: Sequence[Pair], batch_size: int = 32, precision: PrecisionName | None = None,
                 show_progress_bar: bool = False) -> np.ndarray:
         """Raw-logit scores (float32 array, input order) of (query, passage) pairs.
 
         Pairs are scored in batches of similar length (sorted longest first, so padding is small
-        and an out-of-memory shows up on the first batch); ``amp`` is ``"bf16"``, ``"fp16"`` or None.
+        and an out-of-memory shows up on the first batch); ``precision`` is the autocast,
+        ``"bf16"``, ``"fp16"``, or ``"fp32"``/None for none (:mod:`densir.precision`).
         """
         if not len(pairs):
             return np.zeros(0, dtype=np.float32)
@@ -234,19 +235,19 @@ class CrossEncoderReranker(nn.Module):
             idx = order[start:start + batch_size]
             batch = self.tokenize([pairs[i] for i in idx])
             batch = {k: v.to(device) for k, v in batch.items()}
-            with autocast(device, amp):
+            with autocast(device, precision):
                 logits = self(batch)
             scores[idx] = logits.float().cpu().numpy()
         self.train(was_training)
         return scores
 
     def rank(self, query, documents: Sequence, top_k: int | None = None, batch_size: int = 32,
-             amp: str | None = None) -> list[dict]:
+             precision: PrecisionName | None = None) -> list[dict]:
         """Score ``documents`` against ``query``; ``[{"corpus_id": index, "score": logit}]`` best first.
 
         The same shape as sentence-transformers' ``CrossEncoder.rank`` (ties keep input order).
         """
-        scores = self.predict([(query, d) for d in documents], batch_size=batch_size, amp=amp)
+        scores = self.predict([(query, d) for d in documents], batch_size=batch_size, precision=precision)
         order = np.argsort(-scores, kind="stable")[:top_k]
         return [{"corpus_id": int(i), "score": float(scores[i])} for i in order]
 

@@ -55,8 +55,6 @@ def run_rerank(args: RerankArguments) -> Path:
         if not getattr(args, name):
             raise UsageError(f"--{name} is required")
     corpus, queries = _text_sources(args)
-    if args.bf16 and args.fp16:
-        raise UsageError("--bf16 and --fp16 exclude each other")
     if args.depth < 1:
         raise UsageError(f"--depth must be positive, got {args.depth}")
     if args.interpolate is not None and not 0.0 <= args.interpolate <= 1.0:
@@ -78,7 +76,7 @@ def run_rerank(args: RerankArguments) -> Path:
                           args.backend_recipe, max_len=args.max_len, revision=args.model_revision,
                           calibration=lambda: ((queries[q], passages[d]) for q in run for d, _ in run[q]))
     n_pairs = rerank_run(reranker, run, queries, passages, out, batch_size=args.batch_size,
-                         amp=reranker.inference.precision, tag=args.tag,
+                         precision=reranker.inference.precision, tag=args.tag,
                          interpolate=args.interpolate)
     dt = time.time() - t0
     print(f"re-ranked {len(run)} queries, {n_pairs} pairs in {dt:.1f}s ({n_pairs / max(dt, 1e-9):.1f} pairs/s) -> {out}")
@@ -100,7 +98,7 @@ def _text_sources(args: RerankArguments):
 
 # --------------------------------------------------------------------------- the work
 def rerank_run(reranker, run: dict, queries: dict, passages: dict, out, batch_size: int = 64,
-               amp: str | None = None, tag: str = "densir-rerank", chunk_pairs: int | None = None,
+               precision: str | None = None, tag: str = "densir-rerank", chunk_pairs: int | None = None,
                interpolate: float | None = None) -> int:
     """Score every (query, hit) of ``run`` and write the re-ranked run to ``out`` (atomically).
 
@@ -115,7 +113,7 @@ def rerank_run(reranker, run: dict, queries: dict, passages: dict, out, batch_si
 
     n_pairs = 0
     with atomic_write(out) as f, tqdm(total=len(run), desc="rerank", unit="q", mininterval=5) as bar:
-        for q, hits in score_run(reranker, run, queries, passages, batch_size, amp, chunk_pairs):
+        for q, hits in score_run(reranker, run, queries, passages, batch_size, precision, chunk_pairs):
             if interpolate is not None:
                 hits = interpolate_hits(run[q], hits, interpolate)
             write_run_hits(f, q, hits, tag=tag)
@@ -124,7 +122,7 @@ def rerank_run(reranker, run: dict, queries: dict, passages: dict, out, batch_si
     return n_pairs
 
 
-def score_run(reranker, run: dict, queries: dict, passages: dict, batch_size: int = 64, amp: str | None = None,
+def score_run(reranker, run: dict, queries: dict, passages: dict, batch_size: int = 64, precision: str | None = None,
               chunk_pairs: int | None = None):
     """Yield ``(qid, [(docid, raw score), ...])`` for each query of ``run``, in run order and hit order.
 
@@ -141,7 +139,7 @@ def score_run(reranker, run: dict, queries: dict, passages: dict, batch_size: in
             end += 1
         chunk = qids[start:end]
         pairs = [(queries[q], passages[d]) for q in chunk for d, _ in run[q]]
-        scores = reranker.predict(pairs, batch_size=batch_size, amp=amp)
+        scores = reranker.predict(pairs, batch_size=batch_size, precision=precision)
         i = 0
         for q in chunk:
             yield q, [(d, float(scores[i + j])) for j, (d, _) in enumerate(run[q])]

@@ -34,7 +34,8 @@ CHUNK_BATCHES = 16  # pairs scored per predict call = batch_size * CHUNK_BATCHES
 
 
 # --------------------------------------------------------------------------- teacher scores
-def score_groups(reranker, groups: Iterable[dict], batch_size: int = 64, amp: str | None = None) -> Iterator[dict]:
+def score_groups(reranker, groups: Iterable[dict], batch_size: int = 64,
+                 precision: str | None = None) -> Iterator[dict]:
     """Yield each group with ``"score"`` (float) set on every passage, in input order.
 
     ``reranker`` is a :class:`densir.reranker.modeling.CrossEncoderReranker`; groups are scored
@@ -48,10 +49,10 @@ def score_groups(reranker, groups: Iterable[dict], batch_size: int = 64, amp: st
         chunk.append(g)
         pairs.extend((g["query"], passage_input(p)) for p in _passages(g))
         if len(pairs) >= batch_size * CHUNK_BATCHES:
-            yield from _attach(chunk, reranker.predict(pairs, batch_size=batch_size, amp=amp))
+            yield from _attach(chunk, reranker.predict(pairs, batch_size=batch_size, precision=precision))
             chunk, pairs = [], []
     if chunk:
-        yield from _attach(chunk, reranker.predict(pairs, batch_size=batch_size, amp=amp))
+        yield from _attach(chunk, reranker.predict(pairs, batch_size=batch_size, precision=precision))
 
 
 def score_groups_file(model_name_or_path: str, groups_path, out, batch_size: int = 64, max_len: int | None = None,
@@ -75,11 +76,11 @@ def score_groups_file(model_name_or_path: str, groups_path, out, batch_size: int
                           max_len=max_len, calibration=lambda: ((g["query"], passage_input(p))
                                                                 for _, g in iter_train_groups(groups_path)
                                                                 for p in _passages(g)))
-    amp = reranker.inference.precision
+    precision = reranker.inference.precision
     stats = {"groups": 0, "passages": 0, "model": str(model_name_or_path), "max_len": reranker.max_len,
-             "precision": amp, "recipe": reranker.inference.recipe}
+             "precision": precision, "recipe": reranker.inference.recipe}
     with torch.inference_mode():
-        groups = score_groups(reranker, (g for _, g in iter_train_groups(groups_path)), batch_size, amp)
+        groups = score_groups(reranker, (g for _, g in iter_train_groups(groups_path)), batch_size, precision)
         return _write_groups(out, groups, stats, groups_path, "no train group in the file")
 
 

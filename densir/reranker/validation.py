@@ -10,9 +10,7 @@ Reads  ``--eval_run`` (a TREC run of the first stage: BM25, round 2, a fused run
        training starts: its queries that are in ``--eval_queries``, each cut to its first
        ``--eval_depth`` hits in file order (the run's ranking); the texts those hits need from
        ``--eval_corpus`` (default ``corpus.jsonl`` beside the queries); ``--eval_qrels``.
-Logs   at every evaluation ``eval_nDCG@10``, ``eval_MRR@10`` (``--eval_metrics``) and
-       ``eval_runtime`` through the Trainer (its log history, ``trainer_state.json``, any
-       ``--report_to`` integration: tensorboard shows ``eval/nDCG@10``, ...).
+Logs   ``eval_nDCG@10``, ``eval_MRR@10`` (``--eval_metrics``), ``eval_runtime`` as :mod:`densir.validation`.
 
 What an evaluation is: exactly what ``python -m densir.driver.rerank`` (rerank.sh's re-ranking
 stage) and ``tools/evaluate.py`` do on a saved model, in the trainer's process: the pairs scored
@@ -23,31 +21,31 @@ ties fall as they fall in the driver's file), read back by :func:`densir.io.read
 scored by :func:`densir.evaluation.evaluate` (ir_measures; a judged eval query the run lacks
 counts 0). So the logged figures equal ``densir.driver.rerank --depth <eval_depth>`` on the same
 run (holding the eval queries) + ``tools/evaluate.py`` on a checkpoint of the same step.
-
-Under DDP rank 0 evaluates and the metrics are broadcast (:meth:`RerankerTrainer.evaluate`).
+Under DDP rank 0 evaluates and the metrics are broadcast (:meth:`densir.training.DensirTrainer.evaluate`).
 """
 from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
 
+from densir.precision import PrecisionName
 from densir.reranker.arguments import RERANK_VALIDATION_METRICS
+from densir.validation import Validator
 
 logger = logging.getLogger(__name__)
 
 
-class RerankValidator:
-    """Held-out queries, their qrels, the first stage's hits and the texts; :meth:`evaluate` scores a re-ranker.
+class RerankValidator(Validator):
+    """Held-out queries, their qrels, the first stage's hits and the texts, re-ranked by the re-ranker being trained.
 
     ``run``: ``{qid: [(docid, score), ...]}`` (each query's hits to re-rank, in the run's order);
     ``queries``/``passages``: the texts (``passages`` title and text joined by
     :func:`densir.formats.passage_text`, as the driver joins them). ``__len__`` is the number of
-    queries re-ranked (HF's Trainer takes this object as its ``eval_dataset``).
+    queries re-ranked.
     """
 
     def __init__(self, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]],
@@ -65,13 +63,11 @@ class RerankValidator:
         from densir.formats import read_qrels, read_queries
         from densir.io import InputError, iter_run
         from densir.reranker.rerank import load_texts
+        from densir.validation import eval_corpus
 
         if depth < 1:
-            raise ValueError(f"--eval_depth must be >= 1, got {depth}")
-        if corpus_path is None:
-            corpus_path = Path(queries_path).parent / "corpus.jsonl"
-            if not corpus_path.is_file():
-                raise InputError(queries_path, None, "no --eval_corpus given and no corpus.jsonl beside it")
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        corpus_path = eval_corpus(queries_path, corpus_path)
         wanted = read_queries(queries_path)
         run, in_file = {}, 0
         for qid, hits in iter_run(run_path):
@@ -98,27 +94,14 @@ class RerankValidator:
     def __len__(self) -> int:
         return len(self.run)
 
-    def rerank(self, reranker, amp: str | None = "fp32") -> dict[str, list[tuple[str, float]]]:
-        """The re-ranked run as ``densir.driver.rerank`` writes it and ``tools/evaluate.py`` reads it."""
+    def ranking(self, reranker, device: torch.device | str = "cpu", precision: PrecisionName = "fp32") -> dict:
+        """The re-ranked run as ``densir.driver.rerank`` writes it and ``tools/evaluate.py`` reads it;
+        ``reranker`` (a :class:`densir.reranker.modeling.CrossEncoderReranker`) is already on ``device``."""
         from densir.io import read_run
         from densir.reranker.rerank import rerank_run
 
         with tempfile.TemporaryDirectory(prefix="densir-rerank-validation-") as tmp:
             path = Path(tmp, "eval.run")
-            rerank_run(reranker, self.run, self.queries, self.passages, path, batch_size=self.batch_size, amp=amp)
+            rerank_run(reranker, self.run, self.queries, self.passages, path, batch_size=self.batch_size,
+                       precision=precision)
             return read_run(path)
-
-    def evaluate(self, reranker, device: torch.device | str = "cpu", precision: str = "fp32") -> dict[str, float]:
-        """``{metric: value}`` of ``reranker`` (plus ``runtime`` in seconds); its train/eval mode is restored.
-
-        ``reranker`` is a :class:`densir.reranker.modeling.CrossEncoderReranker` already on
-        ``device``; ``precision`` a :mod:`densir.precision` name (``fp32`` means no autocast).
-        """
-        from densir.evaluation import evaluate
-
-        start = time.time()
-        run = self.rerank(reranker, precision)  # predict() puts the model in eval mode and restores it
-        scores = evaluate(self.qrels, run, self.metrics)
-        out = {name: float(scores[name]) for name in self.metrics}
-        out["runtime"] = round(time.time() - start, 3)
-        return out

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from densir.arguments import BaseTrainingArguments, backend_fields
+from densir.arguments import RANKING_METRICS, BaseTrainingArguments, backend_fields
 from densir.checks import at_least, between, check_ranges, positive
+from densir.io import ParameterError
 from densir.lora import lora_fields
+from densir.losses import TEACHER_LOSSES
 
-VALIDATION_METRICS = ("nDCG@10", "MRR@10", "Recall@100")  # logged as eval_nDCG@10, ...
-DISTILL_LOSS_NAMES = ("margin_mse", "kl")  # densir.retriever.loss.DISTILL_LOSSES
+VALIDATION_METRICS = (*RANKING_METRICS, "Recall@100")  # logged as eval_nDCG@10, ...
 
 
 _BACKEND = backend_fields("texts of the input")
@@ -87,11 +88,15 @@ class DataArguments:
     def __post_init__(self):
         check_ranges(self)
         if not self.train_dir and not self.dataset_name:
-            raise ValueError("give --train_dir (train-group JSONL) or --dataset_name")
+            raise ParameterError("give `train_dir` (train-group JSONL) or `dataset_name`")
+        if self.train_n_passages < 1:
+            raise ParameterError("`train_n_passages` must be >= 1")
         if bool(self.eval_queries) != bool(self.eval_qrels):
-            raise ValueError("--eval_queries and --eval_qrels go together")
+            raise ParameterError("`eval_queries` and `eval_qrels` go together")
         if (self.eval_corpus or self.eval_sample_bm25_run) and not self.eval_queries:
-            raise ValueError("--eval_corpus / --eval_sample_bm25_run need --eval_queries and --eval_qrels")
+            raise ParameterError("`eval_corpus` / `eval_sample_bm25_run` need `eval_queries` and `eval_qrels`")
+        if self.eval_sample_depth < 0:
+            raise ParameterError(f"`eval_sample_depth` must be >= 0, got {self.eval_sample_depth}")
 
 
 @dataclass
@@ -103,18 +108,14 @@ class DenseTrainingArguments(BaseTrainingArguments):
         "help": "scores are q.p / temperature (0.01-0.05 for normalized embeddings, 1 for raw dot products)"})
     negatives_x_device: bool = field(default=False, metadata={
         "help": "under torchrun, every rank's passages are negatives for every query"})
-    grad_cache: bool = field(default=False, metadata={
-        "help": "gradient cache (Gao et al. 2021): exact large-batch gradients in chunks of bounded memory"})
-    gc_q_chunk_size: int = field(default=4, metadata={"range": at_least(1),
-        "help": "queries per chunk with --grad_cache"})
-    gc_p_chunk_size: int = field(default=32, metadata={"range": at_least(1),
-        "help": "passages per chunk with --grad_cache"})
+    gc_q_chunk_size: int = field(default=4, metadata={"range": at_least(1), "help": "queries per chunk with --grad_cache"})
+    gc_p_chunk_size: int = field(default=32, metadata={"range": at_least(1), "help": "passages per chunk with --grad_cache"})
     # distillation from teacher scores carried by the train groups (densir.retriever.loss)
     distill_loss: Optional[str] = field(default=None, metadata={
-        "help": "margin_mse (MarginMSE, Hofstaetter et al. 2020) | kl (listwise KL over each query's group, "
-                "RocketQAv2); student scores are q.p / --temperature; needs teacher scores in the train groups"})
-    distill_weight: float = field(default=1.0, metadata={"range": at_least(0, float),
-        "help": "weight of the distillation loss"})
+        "help": f"{' | '.join(TEACHER_LOSSES)} (densir.losses: margin_mse = MarginMSE, Hofstaetter et al. 2020; "
+                "kl = listwise KL over each query's group, RocketQAv2); student scores are q.p / --temperature; "
+                "needs teacher scores in the train groups"})
+    distill_weight: float = field(default=1.0, metadata={"range": at_least(0, float), "help": "weight of the distillation loss"})
     contrastive_weight: float = field(default=1.0, metadata={"range": at_least(0, float),
         "help": "weight of the contrastive loss; 0 with --distill_loss = distillation alone"})
     teacher_temperature: float = field(default=1.0, metadata={"range": positive(),
@@ -126,22 +127,20 @@ class DenseTrainingArguments(BaseTrainingArguments):
     matryoshka_weights: Optional[str] = field(default=None, metadata={
         "help": "comma-separated weights of those sizes' losses (default 1 each)"})
     # validation during training: the data flags are DataArguments' --eval_queries/--eval_qrels/...
-    eval_depth: int = field(default=100, metadata={"range": at_least(1), "help": "passages retrieved per eval query"})
-    eval_metrics: list[str] = field(default_factory=lambda: list(VALIDATION_METRICS), metadata={
-        "help": "metrics logged as eval_<name> (densir.evaluation names or ir_measures ones)"})
+    default_eval_metrics = VALIDATION_METRICS
     per_device_eval_batch_size: int = field(default=128, metadata={"range": at_least(1),
         "help": "texts per forward pass when validation encodes (densir.driver.encode's default)"})
 
     def __post_init__(self):
-        check_ranges(self)
-        if self.distill_loss is not None and self.distill_loss not in DISTILL_LOSS_NAMES:
-            raise ValueError(f"--distill_loss must be one of {', '.join(DISTILL_LOSS_NAMES)}, got {self.distill_loss!r}")
+        check_ranges(self)  # every range before the checks across fields
+        if self.distill_loss is not None and self.distill_loss not in TEACHER_LOSSES:
+            raise ParameterError(f"`distill_loss` must be one of {', '.join(TEACHER_LOSSES)}, "
+                                 f"got {self.distill_loss!r}")
         if self.contrastive_weight == 0 and not self.distill_loss:
-            raise ValueError("--contrastive_weight 0 leaves nothing to train on without --distill_loss")
+            raise ParameterError("`contrastive_weight` 0 leaves nothing to train on without `distill_loss`")
         from densir.retriever.matryoshka import parse_dims
 
         parse_dims(self.matryoshka_dims, self.matryoshka_weights)
-        self.resolve_best_metric(self.eval_metrics)
         super().__post_init__()
 
 

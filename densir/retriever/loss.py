@@ -17,9 +17,10 @@ gradient of the full global batch comes out of DDP: that is the only place where
 anything for distribution.
 
 Distillation from teacher scores (a cross-encoder's, or any scored run's) carried by the train
-groups: :class:`MarginMSELoss` and :class:`ListwiseKLLoss`, both over each query's own group.
-:class:`CombinedLoss` weighs them against the contrastive loss; :func:`build_loss` builds the
-objective from :class:`densir.retriever.arguments.DenseTrainingArguments`.
+groups: the score-level losses of :mod:`densir.losses` (the cross-encoder's own MarginMSE and
+KL), on each query's own group through :class:`GroupScoreLoss`. :class:`CombinedLoss` weighs
+them against the contrastive loss; :func:`build_loss` builds the objective from
+:class:`densir.retriever.arguments.DenseTrainingArguments`.
 """
 from __future__ import annotations
 
@@ -28,8 +29,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from densir.reranker.losses.distillation import KLDistillationLoss as _ScoreKL
-from densir.reranker.losses.distillation import MarginMSELoss as _ScoreMarginMSE
+from densir.io import ParameterError
+from densir.losses import TEACHER_LOSSES
+from densir.losses import build_loss as build_score_loss
+from densir.losses.checks import require_positive
 
 
 class ContrastiveLoss(nn.Module):
@@ -37,15 +40,12 @@ class ContrastiveLoss(nn.Module):
 
     def __init__(self, temperature: float = 1.0, negatives_x_device: bool = False):
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        require_positive(temperature=temperature)
         self.temperature = temperature
         self.negatives_x_device = negatives_x_device
 
     def forward(self, q_reps: torch.Tensor, p_reps: torch.Tensor) -> torch.Tensor:
-        if q_reps.size(0) == 0 or p_reps.size(0) % q_reps.size(0):
-            raise ValueError(f"{p_reps.size(0)} passages for {q_reps.size(0)} queries: expected a whole group per query")
-        n_passages = p_reps.size(0) // q_reps.size(0)
+        n_passages = group_size(q_reps, p_reps)
         offset = 0
         if self.negatives_x_device and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             p_reps, offset = gather_with_grad(p_reps)
@@ -56,81 +56,49 @@ class ContrastiveLoss(nn.Module):
         return F.cross_entropy(scores, target)
 
 
+def group_size(q_reps: torch.Tensor, p_reps: torch.Tensor) -> int:
+    """Passages per query (``n``) of a batch laid out group by group."""
+    if q_reps.size(0) == 0 or p_reps.size(0) % q_reps.size(0):
+        raise ValueError(f"{p_reps.size(0)} passages for {q_reps.size(0)} queries: expected a whole group per query")
+    return p_reps.size(0) // q_reps.size(0)
+
 
 # --------------------------------------------------------------------------- distillation
 def group_scores(q_reps: torch.Tensor, p_reps: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """``[B, n]`` student scores ``s_ij = q_i . p_{i*n+j} / temperature`` of each query's own group (fp32)."""
-    if q_reps.size(0) == 0 or p_reps.size(0) % q_reps.size(0):
-        raise ValueError(f"{p_reps.size(0)} passages for {q_reps.size(0)} queries: expected a whole group per query")
-    groups = p_reps.float().view(q_reps.size(0), -1, p_reps.size(-1))
+    groups = p_reps.float().view(q_reps.size(0), group_size(q_reps, p_reps), p_reps.size(-1))
     return torch.einsum("bd,bnd->bn", q_reps.float(), groups) / temperature
 
 
-def _check_teacher(teacher_scores: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
-    if teacher_scores is None:
-        raise ValueError("a distillation loss needs teacher scores (train groups with per-passage scores)")
-    teacher_scores = torch.as_tensor(teacher_scores, device=student.device).float()
-    if teacher_scores.shape != student.shape:
-        raise ValueError(f"teacher scores of shape {tuple(teacher_scores.shape)} for groups of shape "
-                         f"{tuple(student.shape)} (queries x passages per query)")
-    return teacher_scores
+class GroupScoreLoss(nn.Module):
+    """A score-level loss of :mod:`densir.losses` (one that ``needs_teacher``: MarginMSE, KL) on the
+    bi-encoder's scores of each query's own group, ``s_ij = q_i . p_ij / temperature``, against the
+    teacher's scores ``t_ij`` that the train groups carry::
 
+        L = loss(s, t)        # e.g. MarginMSE: 1/(B (n-1)) sum_i sum_j ((s_i0 - s_ij) - (t_i0 - t_ij))^2
 
-class MarginMSELoss(nn.Module):
-    """MarginMSE (Hofstaetter et al., 2020, "Improving Efficient Neural Ranking Models with
-    Cross-Architecture Knowledge Distillation"): the student's margin between the positive and
-    each negative regresses onto the teacher's.
-
-    For query ``i`` with group scores ``s_i0 .. s_i,n-1`` (positive first; ``s_ij = q_i . p_ij /
-    temperature``) and teacher scores ``t_ij``::
-
-        L = 1/(B (n-1))  sum_i sum_{j=1..n-1}  ((s_i0 - s_ij) - (t_i0 - t_ij))^2
-
-    With one negative per query it is the paper's triple loss. ``temperature`` (densir's
-    ``--temperature``) puts a cosine student on the teacher's logit scale (1 = raw dot products,
-    the paper's setting). Needs ``n >= 2``.
+    ``temperature`` (densir's ``--temperature``) puts a cosine student on the teacher's logit
+    scale (1 = raw dot products, the MarginMSE paper's setting). The formula and the paper of each
+    loss are in its own docstring (:class:`densir.losses.MarginMSELoss`,
+    :class:`densir.losses.KLDistillationLoss`, whose ``teacher_temperature`` is ``--teacher_temperature``).
     """
 
-    needs_teacher_scores = True
+    needs_teacher = True
 
-    def __init__(self, temperature: float = 1.0):
+    def __init__(self, loss: nn.Module, temperature: float = 1.0):
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = temperature
+        require_positive(temperature=temperature)
+        self.loss, self.temperature = loss, temperature
 
     def forward(self, q_reps: torch.Tensor, p_reps: torch.Tensor, teacher_scores: torch.Tensor) -> torch.Tensor:
         student = group_scores(q_reps, p_reps, self.temperature)
-        # the score-level loss is the cross-encoder's: one implementation of the formula
-        return _ScoreMarginMSE()(student, _check_teacher(teacher_scores, student))
-
-
-class ListwiseKLLoss(nn.Module):
-    """Listwise distillation (RocketQAv2, Ren et al., 2021, "RocketQAv2: A Joint Training Method
-    for Dense Passage Retrieval and Passage Re-ranking"; Tevatron's distillation trainer): the
-    student's distribution over each query's own group matches the teacher's::
-
-        L = 1/B  sum_i  KL( softmax(t_i / T_t) || softmax(s_i) ),   s_ij = q_i . p_ij / T
-
-    ``T`` is the student's ``temperature`` (``--temperature``), ``T_t`` the teacher's
-    (``--teacher_temperature``).
-    """
-
-    needs_teacher_scores = True
-
-    def __init__(self, temperature: float = 1.0, teacher_temperature: float = 1.0):
-        super().__init__()
-        if temperature <= 0 or teacher_temperature <= 0:
-            raise ValueError(f"temperatures must be > 0, got {temperature} and {teacher_temperature}")
-        self.temperature, self.teacher_temperature = temperature, teacher_temperature
-
-    def forward(self, q_reps: torch.Tensor, p_reps: torch.Tensor, teacher_scores: torch.Tensor) -> torch.Tensor:
-        student = group_scores(q_reps, p_reps, self.temperature)
-        teacher = _check_teacher(teacher_scores, student) / self.teacher_temperature
-        return _ScoreKL(temperature=1.0)(student, teacher)  # the cross-encoder's KL, both scales applied
-
-
-DISTILL_LOSSES = {"margin_mse": MarginMSELoss, "kl": ListwiseKLLoss}
+        if teacher_scores is None:
+            raise ValueError("a distillation loss needs teacher scores (train groups with per-passage scores)")
+        teacher = torch.as_tensor(teacher_scores, device=student.device).float()
+        if teacher.shape != student.shape:
+            raise ValueError(f"teacher scores of shape {tuple(teacher.shape)} for groups of shape "
+                             f"{tuple(student.shape)} (queries x passages per query)")
+        return self.loss(student, teacher)
 
 
 class CombinedLoss(nn.Module):
@@ -156,7 +124,7 @@ class CombinedLoss(nn.Module):
         self.contrastive_weight, self.distill_weight = contrastive_weight, distill_weight
 
     @property
-    def needs_teacher_scores(self) -> bool:
+    def needs_teacher(self) -> bool:
         return self.distill is not None
 
     def forward(self, q_reps: torch.Tensor, p_reps: torch.Tensor,
@@ -171,18 +139,20 @@ class CombinedLoss(nn.Module):
 
 def build_loss(args) -> nn.Module:
     """The training objective that :class:`~densir.retriever.arguments.DenseTrainingArguments` names:
-    :class:`ContrastiveLoss` alone (the default), or :class:`CombinedLoss` with ``--distill_loss``."""
+    :class:`ContrastiveLoss` alone (the default), or :class:`CombinedLoss` with a ``distill_loss``
+    of :data:`densir.losses.TEACHER_LOSSES` on the groups' scores (:class:`GroupScoreLoss`)."""
     contrastive = ContrastiveLoss(args.temperature, args.negatives_x_device)
-    distill_name = getattr(args, "distill_loss", None)
-    if not distill_name:
+    name = getattr(args, "distill_loss", None)
+    if not name:
         if getattr(args, "contrastive_weight", 1.0) != 1.0:
             return CombinedLoss(contrastive, None, args.contrastive_weight, 0.0)
         return contrastive
-    if distill_name not in DISTILL_LOSSES:
-        raise ValueError(f"--distill_loss must be one of {', '.join(DISTILL_LOSSES)}, got {distill_name!r}")
-    distill = (MarginMSELoss(args.temperature) if distill_name == "margin_mse"
-               else ListwiseKLLoss(args.temperature, args.teacher_temperature))
+    if name not in TEACHER_LOSSES:
+        raise ParameterError(f"`distill_loss` must be one of {', '.join(TEACHER_LOSSES)}, got {name!r}")
+    settings = {"kl": {"temperature": 1.0, "teacher_temperature": args.teacher_temperature}}
+    distill = GroupScoreLoss(build_score_loss(name, **settings.get(name, {})), args.temperature)
     return CombinedLoss(contrastive, distill, args.contrastive_weight, args.distill_weight)
+
 
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod

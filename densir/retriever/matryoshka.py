@@ -60,8 +60,8 @@ class MatryoshkaLoss(nn.Module):
         self.normalize = normalize
 
     @property
-    def needs_teacher_scores(self) -> bool:
-        return bool(getattr(self.loss, "needs_teacher_scores", False))
+    def needs_teacher(self) -> bool:
+        return bool(getattr(self.loss, "needs_teacher", False))
 
     def forward(self, q_reps: torch.Tensor, p_reps: torch.Tensor, **kwargs) -> torch.Tensor:
         total = q_reps.new_zeros((), dtype=torch.float32)

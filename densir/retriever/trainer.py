@@ -1,8 +1,8 @@
 """Bi-encoder training: :class:`DenseTrainer` (the objective of :mod:`densir.retriever.loss`:
-contrastive, distillation or both, on :class:`densir.training.DensirTrainer`), with ``--grad_cache``
+contrastive, distillation or both, on :class:`densir.training.DensirTrainer`), with ``grad_cache``
 the gradient cache (:func:`grad_cache_step`), and validation during training
-(:class:`densir.validation.RetrievalValidator` behind :meth:`DenseTrainer.evaluate`); :func:`train`
-builds encoder, data, validator and trainer and hands them to :func:`densir.training.run_training`.
+(:class:`densir.validation.RetrievalValidator` as its ``validator``); :func:`train` runs it through
+:func:`densir.training.run_training`, the re-ranker's path too.
 """
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import logging
 from typing import Callable
 
 import torch
-from torch import nn
 
 from densir.gradcache import cached_step, split_batch
-from densir.retriever.collator import TEACHER_SCORES_KEY
+from densir.io import ParameterError
+from densir.retriever.collator import TEACHER_SCORES_KEY, TrainCollator
 from densir.retriever.loss import build_loss
-from densir.training import DensirTrainer
+from densir.retriever.modeling import DenseEncoder
+from densir.training import DensirTrainer, run_training
+from densir.validation import RetrievalValidator
 
 logger = logging.getLogger(__name__)
 
@@ -26,21 +28,51 @@ class DenseTrainer(DensirTrainer):
 
     Batches are ``{"query": tensors, "passage": tensors[, "scores": teacher scores]}`` from
     :class:`densir.retriever.collator.TrainCollator`. ``validator`` (a
-    :class:`densir.validation.RetrievalValidator`) is the eval set: :meth:`evaluate` searches it
-    with the encoder being trained (HF calls it every ``--eval_steps``).
+    :class:`densir.validation.RetrievalValidator`) searches its held-out queries with the encoder
+    being trained (HF evaluates every ``eval_steps``).
     """
 
-    def __init__(self, *args, loss_fn: nn.Module | None = None, validator=None, **kwargs):
-        if validator is not None:
-            kwargs["eval_dataset"] = validator
-        super().__init__(*args, **kwargs)
-        if loss_fn is None:
-            from densir.retriever.matryoshka import with_matryoshka
+    build_loss = staticmethod(build_loss)
 
-            encoder = self.model
-            loss_fn = with_matryoshka(build_loss(self.args), self.args, normalize=bool(encoder.config.normalize),
-                                      hidden_size=encoder.p_model.config.hidden_size)
-        self.loss_fn = loss_fn
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Matryoshka (--matryoshka_dims): the objective at each truncated size, the sizes saved with the model
+        from densir.retriever.matryoshka import MatryoshkaLoss, parse_dims, with_matryoshka
+
+        encoder = self.accelerator.unwrap_model(self.model)
+        if getattr(self.args, "matryoshka_dims", None) and not isinstance(self.loss_fn, MatryoshkaLoss):
+            self.loss_fn = with_matryoshka(self.loss_fn, self.args, normalize=bool(encoder.config.normalize),
+                                           hidden_size=encoder.p_model.config.hidden_size)
+            encoder.config.matryoshka_dims = parse_dims(self.args.matryoshka_dims, self.args.matryoshka_weights)[0]
+
+    @staticmethod
+    def build_model(model_args, data_args):
+        encoder = DenseEncoder.build(model_args.model_name_or_path, pooling=model_args.pooling,
+                                     normalize=model_args.normalize, untie_encoder=model_args.untie_encoder,
+                                     query_prefix=model_args.query_prefix, passage_prefix=model_args.passage_prefix,
+                                     attention_dropout=model_args.attention_dropout,
+                                     query_instruction=model_args.query_instruction,
+                                     revision=model_args.model_revision, cache_dir=model_args.cache_dir)
+        encoder.config.max_seq_length = data_args.p_max_len  # what a sentence-transformers user gets
+        if model_args.append_eos is not None:
+            encoder.config.append_eos = model_args.append_eos
+        if model_args.lora:
+            encoder.apply_lora(model_args)  # densir.lora: only the adapter trains
+        return encoder
+
+    @staticmethod
+    def build_collator(encoder, data_args, loss_fn):
+        return TrainCollator(encoder.tokenizer, data_args.q_max_len, data_args.p_max_len,
+                             encoder.config.query_prefix, encoder.config.passage_prefix, data_args.pad_to_multiple_of,
+                             eos_id=encoder.eos_id)
+
+    @staticmethod
+    def build_validator(data_args, training_args):
+        return RetrievalValidator.from_files(
+            data_args.eval_queries, data_args.eval_qrels, data_args.eval_corpus,
+            sample_run=data_args.eval_sample_bm25_run, sample_depth=data_args.eval_sample_depth,
+            q_max_len=data_args.q_max_len, p_max_len=data_args.p_max_len, depth=training_args.eval_depth,
+            metrics=training_args.eval_metrics, batch_size=training_args.per_device_eval_batch_size)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         q_reps, p_reps = model(query=inputs["query"], passage=inputs["passage"])
@@ -49,26 +81,18 @@ class DenseTrainer(DensirTrainer):
 
     def _loss_kwargs(self, inputs) -> dict:
         """The teacher scores, for an objective that distils; nothing otherwise."""
-        if not getattr(self.loss_fn, "needs_teacher_scores", False):
+        if not getattr(self.loss_fn, "needs_teacher", False):
             return {}
         if TEACHER_SCORES_KEY not in inputs:
-            raise ValueError("--distill_loss needs teacher scores in the train groups (a per-passage score); "
-                             "these groups carry none")
+            raise ParameterError("`distill_loss` needs teacher scores in the train groups (a per-passage score); "
+                                 "these groups carry none")
         return {"teacher_scores": inputs[TEACHER_SCORES_KEY]}
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        if not self.args.grad_cache:
-            return super().training_step(model, inputs, num_items_in_batch)
-        model.train()
-        inputs = self._prepare_inputs(inputs)
-        return grad_cache_step(
-            model, inputs["query"], inputs["passage"], self.loss_fn,
-            self.args.gc_q_chunk_size, self.args.gc_p_chunk_size, loss_kwargs=self._loss_kwargs(inputs),
-            backward=self.accelerator.backward,
-            no_sync=lambda: self.accelerator.no_sync(model),
-            # HF divides a step's loss by the accumulation steps before backward; so do we
-            scale=1.0 / self.current_gradient_accumulation_steps,
-        )
+    def chunked_step(self, model, inputs, **step) -> torch.Tensor:
+        """``grad_cache``: :func:`grad_cache_step` in chunks of ``gc_q_chunk_size`` queries and
+        ``gc_p_chunk_size`` passages."""
+        return grad_cache_step(model, inputs["query"], inputs["passage"], self.loss_fn, self.args.gc_q_chunk_size,
+                               self.args.gc_p_chunk_size, loss_kwargs=self._loss_kwargs(inputs), **step)
 
 
 def grad_cache_step(model, query: dict, passage: dict, loss_fn: Callable, q_chunk_size: int, p_chunk_size: int,
@@ -104,40 +128,9 @@ def grad_cache_step(model, query: dict, passage: dict, loss_fn: Callable, q_chun
 
 
 def train(model_args, data_args, training_args, callbacks: list | None = None) -> dict:
-    """Build encoder, data and trainer from the three argument dataclasses
-    (:mod:`densir.retriever.arguments`) and run them through :func:`densir.training.run_training`."""
-    from densir.dataset import TrainDataset
-    from densir.formats import train_group_source
-    from densir.retriever.collator import TrainCollator
-    from densir.retriever.matryoshka import parse_dims
-    from densir.retriever.modeling import DenseEncoder
-    from densir.training import run_training
-
-    def build():
-        encoder = DenseEncoder.build(model_args.model_name_or_path, pooling=model_args.pooling,
-                                     normalize=model_args.normalize, untie_encoder=model_args.untie_encoder,
-                                     query_prefix=model_args.query_prefix, passage_prefix=model_args.passage_prefix,
-                                     attention_dropout=model_args.attention_dropout,
-                                     query_instruction=model_args.query_instruction,
-                                     revision=model_args.model_revision, cache_dir=model_args.cache_dir)
-        encoder.config.max_seq_length = data_args.p_max_len  # what a sentence-transformers user gets
-        if model_args.append_eos is not None:
-            encoder.config.append_eos = model_args.append_eos
-        if training_args.matryoshka_dims:
-            encoder.config.matryoshka_dims = parse_dims(training_args.matryoshka_dims,
-                                                        training_args.matryoshka_weights)[0]
-        if model_args.lora:
-            encoder.apply_lora(model_args)
-        seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
-        dataset = TrainDataset(train_group_source(data_args), data_args.train_n_passages, seed=seed)
-        collator = TrainCollator(encoder.tokenizer, data_args.q_max_len, data_args.p_max_len,
-                                 encoder.config.query_prefix, encoder.config.passage_prefix,
-                                 data_args.pad_to_multiple_of, eos_id=encoder.eos_id)
-        trainer = DenseTrainer(model=encoder, args=training_args, train_dataset=dataset, data_collator=collator,
-                               callbacks=callbacks, validator=build_validator(data_args, training_args))
-        return trainer, dataset
-
-    summary = run_training(training_args, build)
+    """Train a bi-encoder from the three argument dataclasses (:mod:`densir.retriever.arguments`)
+    through :func:`densir.training.run_training`; returns the run's summary."""
+    summary = run_training(DenseTrainer, model_args, data_args, training_args, callbacks)
     if model_args.lora and model_args.lora_merge and training_args.should_save:
         save_merged(training_args.output_dir)
     return summary
@@ -147,27 +140,7 @@ def save_merged(model_dir) -> str:
     """``<model_dir>/merged``: the LoRA encoder saved in ``model_dir`` with its adapter folded in."""
     from pathlib import Path
 
-    from densir.retriever.modeling import DenseEncoder
-
     out = Path(model_dir) / "merged"
     DenseEncoder.load(str(model_dir)).merged().save(out)
     logger.info("merged LoRA model -> %s", out)
     return str(out)
-
-
-def build_validator(data_args, training_args):
-    """The :class:`densir.validation.RetrievalValidator` that ``--eval_queries`` & co. name, or None."""
-    evaluating = str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) != "no"
-    if not data_args.eval_queries:
-        if evaluating:
-            raise ValueError(f"--eval_strategy {training_args.eval_strategy} needs --eval_queries and --eval_qrels")
-        return None
-    if not evaluating:
-        raise ValueError("--eval_queries needs --eval_strategy steps (and --eval_steps N) or epoch")
-    from densir.validation import RetrievalValidator
-
-    return RetrievalValidator.from_files(
-        data_args.eval_queries, data_args.eval_qrels, data_args.eval_corpus,
-        sample_run=data_args.eval_sample_bm25_run, sample_depth=data_args.eval_sample_depth,
-        q_max_len=data_args.q_max_len, p_max_len=data_args.p_max_len, depth=training_args.eval_depth,
-        metrics=training_args.eval_metrics, batch_size=training_args.per_device_eval_batch_size)

@@ -139,7 +139,7 @@ class Reranker:
 
     def predict(self, pairs: Sequence[tuple]) -> np.ndarray:
         """Raw-logit scores of (query, passage) pairs, input order."""
-        return self.model.predict(pairs, batch_size=self.batch_size, amp=self.precision)
+        return self.model.predict(pairs, batch_size=self.batch_size, precision=self.precision)
 
     def rank(self, query: str, documents: Sequence[str], top_k: int | None = None,
              return_documents: bool = False) -> list[dict]:
@@ -148,7 +148,7 @@ class Reranker:
         The shape ``sentence_transformers.CrossEncoder.rank`` returns; e.g. the paragraphs of one
         document: ``reranker.rank(query, hit.text.split("\\n\\n"), top_k=3)``.
         """
-        ranked = self.model.rank(query, documents, top_k=top_k, batch_size=self.batch_size, amp=self.precision)
+        ranked = self.model.rank(query, documents, top_k=top_k, batch_size=self.batch_size, precision=self.precision)
         if return_documents:
             for r in ranked:
                 r["text"] = documents[r["corpus_id"]]

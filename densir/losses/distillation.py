@@ -3,7 +3,7 @@
 
 Both take the teacher's scores where the other losses take relevance labels, ``forward(scores,
 teacher)``, both ``[queries, passages_per_query]`` with the positive in column 0; they say so
-with ``needs_teacher = True``, and :func:`densir.reranker.losses.loss_target` hands them the
+with ``needs_teacher = True``, and :func:`densir.losses.loss_target` hands them the
 batch's ``teacher`` tensor (the passages' ``"score"`` in the train groups, written by
 ``tools/score_groups.py``) instead of its ``relevance``.
 """
@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from densir.losses.checks import require_positive
 
 
 class MarginMSELoss(nn.Module):
@@ -42,26 +44,27 @@ class KLDistillationLoss(nn.Module):
     """Listwise distillation: the KL divergence from the teacher's softmax over each query's
     group to the student's::
 
-        L = 1/B  sum_q  KL( softmax(t_q / T) || softmax(s_q / T) )
-          = 1/B  sum_q  sum_i  p_qi ( log p_qi - log softmax(s_q / T)_i ),   p_q = softmax(t_q / T)
+        L = 1/B  sum_q  KL( softmax(t_q / T_t) || softmax(s_q / T) )
+          = 1/B  sum_q  sum_i  p_qi ( log p_qi - log softmax(s_q / T)_i ),   p_q = softmax(t_q / T_t)
 
     as RocketQAv2's dynamic listwise distillation (Ren et al., 2021, "RocketQAv2: A Joint
     Training Method for Dense Passage Retrieval and Passage Re-ranking") and Tevatron's
     ``DistilTevatronTrainer`` (``kl_div(log_softmax(student / T), softmax(teacher / T),
     reduction='batchmean')``, its ``--distil_temperature``). ``T`` (``temperature``, default 1)
-    softens both distributions; as in Tevatron there is no ``T^2`` factor, so the gradient's
-    scale shrinks as ``T`` grows.
+    softens the student's distribution, ``T_t`` (``teacher_temperature``, default ``T``) the
+    teacher's; as in Tevatron there is no ``T^2`` factor, so the gradient's scale shrinks as
+    ``T`` grows.
     """
 
     needs_teacher = True
 
-    def __init__(self, temperature: float = 1.0):
+    def __init__(self, temperature: float = 1.0, teacher_temperature: float | None = None):
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = temperature
+        teacher_temperature = temperature if teacher_temperature is None else teacher_temperature
+        require_positive(temperature=temperature, teacher_temperature=teacher_temperature)
+        self.temperature, self.teacher_temperature = temperature, teacher_temperature
 
     def forward(self, scores: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         student = F.log_softmax(scores.float() / self.temperature, dim=-1)
-        target = F.log_softmax(teacher.float().detach() / self.temperature, dim=-1)
+        target = F.log_softmax(teacher.float().detach() / self.teacher_temperature, dim=-1)
         return F.kl_div(student, target, log_target=True, reduction="batchmean")

@@ -1,4 +1,4 @@
-"""The cross-encoder re-ranker's losses, one module each:
+"""The score-level losses of both trainers, one registry (:data:`LOSS_CLASSES`), one module each:
 
 ========== ======================================= =========================================
 name       module                                   paper
@@ -14,14 +14,16 @@ kl         :mod:`.distillation` KLDistillationLoss  RocketQAv2 / Tevatron (teach
 mnrl       :mod:`.mnrl` MultipleNegativesRankingLoss Henderson et al. 2017 (in-batch negatives)
 ========== ======================================= =========================================
 
-Every loss is ``forward(scores, target) -> scalar``, both ``[queries, passages_per_query]``:
-the re-ranker's logits for each query's group (:class:`densir.dataset.TrainDataset` lays a
-group out as positive first, then negatives) and, per passage, either its graded relevance
-(the train groups' per-passage ``"relevance"``, else 1 for the positive and 0 for the
-negatives) or, for a loss with ``needs_teacher = True`` (the distillation losses), the
-teacher's score (the passages' ``"score"``). :func:`loss_target` picks the one a loss takes
-from a :class:`densir.reranker.collator.RerankCollator` batch. Scores are cast to float32 first:
-the losses are computed in full precision whatever the autocast dtype of the model.
+Every loss is a plain ``nn.Module`` (its docstring gives the formula and the paper),
+``forward(scores, target) -> scalar``, both ``[queries, passages_per_query]``: a model's scores
+for each query's group (:class:`densir.dataset.TrainDataset` lays a group out as positive
+first, then negatives) and, per passage, either its graded relevance (the train groups'
+``"relevance"``, else 1 for the positive and 0 for the negatives) or, for a loss with
+``needs_teacher = True`` (:data:`TEACHER_LOSSES`), the teacher's score (the passages'
+``"score"``). The cross-encoder trains on any (``--loss``; :func:`loss_target` picks its target
+from a :class:`densir.reranker.collator.RerankCollator` batch), the bi-encoder on a teacher loss
+(``--distill_loss``, :class:`densir.retriever.loss.GroupScoreLoss`); ``rerank.sh`` asks for
+:data:`LOSSES`. Scores are cast to float32 first, whatever the model's autocast dtype.
 
 Each is a batch mean over queries (BCE: over pairs; Margin-MSE: over margins; ``lambda`` and
 ``ranknet`` with ``reduction='pair'``: over pairs), so its scale does not depend on the batch
@@ -32,13 +34,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from densir.reranker.losses.distillation import KLDistillationLoss, MarginMSELoss
-from densir.reranker.losses.lambdaloss import LambdaLoss
-from densir.reranker.losses.listmle import ListMLELoss, PListMLELoss
-from densir.reranker.losses.listwise import ListwiseSoftmaxLoss
-from densir.reranker.losses.mnrl import MultipleNegativesRankingLoss
-from densir.reranker.losses.pointwise import BinaryCrossEntropyLoss
-from densir.reranker.losses.ranknet import RankNetLoss
+from densir.losses.distillation import KLDistillationLoss, MarginMSELoss
+from densir.losses.lambdaloss import LambdaLoss
+from densir.losses.listmle import ListMLELoss, PListMLELoss
+from densir.losses.listwise import ListwiseSoftmaxLoss
+from densir.losses.mnrl import MultipleNegativesRankingLoss
+from densir.losses.pointwise import BinaryCrossEntropyLoss
+from densir.losses.ranknet import RankNetLoss
 
 LOSS_CLASSES = {
     "bce": BinaryCrossEntropyLoss,
@@ -52,12 +54,13 @@ LOSS_CLASSES = {
     "mnrl": MultipleNegativesRankingLoss,
 }
 LOSSES = tuple(LOSS_CLASSES)
+TEACHER_LOSSES = tuple(name for name, cls in LOSS_CLASSES.items() if getattr(cls, "needs_teacher", False))
 
 
 def build_loss(name: str, **kwargs) -> nn.Module:
     """A name of :data:`LOSSES` -> the loss module (kwargs go to its constructor)."""
     if name not in LOSS_CLASSES:
-        raise ValueError(f"unknown re-ranker loss {name!r}; one of {LOSSES}")
+        raise ValueError(f"unknown loss {name!r}; one of {LOSSES}")
     return LOSS_CLASSES[name](**kwargs)
 
 
@@ -69,16 +72,11 @@ def build_loss_from_args(args) -> nn.Module:
         "lambda": lambda: {"weighting": args.lambda_weighting, "sigma": args.lambda_sigma, "mu": args.lambda_mu,
                            "reduction": args.pairwise_reduction, "k": args.lambda_k},
         "ranknet": lambda: {"sigma": args.ranknet_sigma, "reduction": args.pairwise_reduction, "k": args.lambda_k},
-        "listmle": dict,
-        "plistmle": dict,
-        "margin_mse": dict,
         "kl": lambda: {"temperature": args.kl_temperature},
         "mnrl": lambda: {"num_negatives": args.mnrl_num_negatives, "scale": args.mnrl_scale,
                          "activation": args.mnrl_activation},
     }
-    if args.loss not in settings:
-        raise ValueError(f"unknown re-ranker loss {args.loss!r}; one of {LOSSES}")
-    return build_loss(args.loss, **settings[args.loss]())
+    return build_loss(args.loss, **settings.get(args.loss, dict)())
 
 
 def needs_teacher(loss: nn.Module | str) -> bool:
@@ -102,6 +100,6 @@ def loss_target(loss: nn.Module, batch: dict) -> torch.Tensor:
     return batch["relevance"]
 
 
-__all__ = ["LOSSES", "LOSS_CLASSES", "BinaryCrossEntropyLoss", "KLDistillationLoss", "LambdaLoss", "ListMLELoss",
-           "ListwiseSoftmaxLoss", "MarginMSELoss", "MultipleNegativesRankingLoss", "PListMLELoss", "RankNetLoss",
-           "build_loss", "build_loss_from_args", "in_batch_negatives", "loss_target", "needs_teacher"]
+__all__ = ["LOSSES", "LOSS_CLASSES", "TEACHER_LOSSES", "BinaryCrossEntropyLoss", "KLDistillationLoss", "LambdaLoss",
+           "ListMLELoss", "ListwiseSoftmaxLoss", "MarginMSELoss", "MultipleNegativesRankingLoss", "PListMLELoss",
+           "RankNetLoss", "build_loss", "build_loss_from_args", "in_batch_negatives", "loss_target", "needs_teacher"]

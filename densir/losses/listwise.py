@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from densir.losses.checks import require_positive
+
 
 class ListwiseSoftmaxLoss(nn.Module):
     """Softmax cross entropy over each query's own group [1 positive + n negatives]::
@@ -21,8 +23,7 @@ class ListwiseSoftmaxLoss(nn.Module):
 
     def __init__(self, temperature: float = 1.0):
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        require_positive(temperature=temperature)
         self.temperature = temperature
 
     def forward(self, scores: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """RankNet (Burges et al., 2005): the pairwise logistic loss, and the one pairwise mechanism
-:class:`densir.reranker.losses.lambdaloss.LambdaLoss` weights."""
+:class:`densir.losses.lambdaloss.LambdaLoss` weights."""
 from __future__ import annotations
 
 import math

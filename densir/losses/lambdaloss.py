@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from densir.reranker.losses.ranknet import _check, pairwise_logistic_loss, rank_by_scores
+from densir.losses.ranknet import _check, pairwise_logistic_loss, rank_by_scores
 
 
 class LambdaLoss(nn.Module):
@@ -36,7 +36,7 @@ class LambdaLoss(nn.Module):
     the two differ by a batch-dependent factor). ``k``: NDCG@k, i.e. maxDCG over the ideal top
     ``k`` and only pairs with a passage in the current top ``k`` (the paper's eq. 18, and
     sentence-transformers' ``k``). The pairwise mechanism is RankNet's
-    (:func:`densir.reranker.losses.ranknet.pairwise_logistic_loss`).
+    (:func:`densir.losses.ranknet.pairwise_logistic_loss`).
     """
 
     SCHEMES = ("ndcg2pp", "ndcg2", "lambdarank")

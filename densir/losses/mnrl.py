@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from densir.losses.checks import require_positive
+
 ACTIVATIONS = ("sigmoid", "none")
 
 
@@ -38,8 +40,7 @@ class MultipleNegativesRankingLoss(nn.Module):
             raise ValueError(f"num_negatives must be >= 0 or None (all), got {num_negatives}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-        if scale <= 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
+        require_positive(scale=scale)
         self.num_negatives, self.scale, self.activation = num_negatives, scale, activation
 
     def forward(self, scores: torch.Tensor, relevance: torch.Tensor | None = None) -> torch.Tensor:
