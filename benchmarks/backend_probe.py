@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_common import best_of, bert_flops, environment, model_copy, read_passages, roofline  # noqa: E402
+from bench_common import bert_flops, best_of, environment, model_copy, read_passages, roofline  # noqa: E402
 
 from densir import backends  # noqa: E402
 from densir.backends.quantize import ort_dynamic, warnings_quiet  # noqa: E402

@@ -42,8 +42,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_common import (  # noqa: E402
-    best_of,
     bert_flops,
+    best_of,
     cosine_rows,
     environment,
     model_copy,

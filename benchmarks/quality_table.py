@@ -1,6 +1,7 @@
 """The table of benchmarks/quality_heldout.sh: every finished configuration's held-out nDCG@10 (and
 MRR@10, Recall@100) for round 1, round 2 and their hybrid runs: one JSON and one printed table (no
-wall times: the study shares the machine with other work, and its stage times say nothing). A configuration whose round 2 is not scored yet is listed as missing.
+wall times: the study shares the machine with other work, and its stage times say nothing).
+A configuration whose round 2 is not scored yet is listed as missing.
 
     python benchmarks/quality_table.py --out runs/quality-heldout --configs base p256 \\
         --levers "base=;p256=P_MAX_LEN=256;" --save benchmarks/results/quality_heldout.json

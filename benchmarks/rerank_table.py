@@ -19,9 +19,9 @@ import platform
 from pathlib import Path
 
 from densir.evaluation import compare_runs, evaluate
-from densir.search.fusion import interpolate_runs
 from densir.formats import read_qrels
 from densir.io import InputError, cli_errors, read_json, read_run, write_json
+from densir.search.fusion import interpolate_runs
 
 SPLIT = "heldout"
 METRICS = ("nDCG@10", "MRR@10")

@@ -50,7 +50,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from densir.embeddings import ShardWriter
+from densir.embeddings import ShardWriter  # noqa: E402  after the sys.path line above
 
 MSMARCO = {"passages": 8_841_823, "train_queries": 502_939, "dev_queries": 6_980,
            "source": "MS MARCO v1 passage ranking: collection.tsv, queries.train.tsv, queries.dev.small.tsv"}

@@ -106,8 +106,9 @@ def main() -> None:
         return
 
     from bench_common import bert_flops, bf16_roofline, environment, roofline
-    from densir.threads import cpu_threads
     from transformers import AutoConfig, AutoTokenizer
+
+    from densir.threads import cpu_threads
 
     threads = cpu_threads()[0]
     torch.set_num_threads(threads)
@@ -142,7 +143,7 @@ def main() -> None:
               f"{r['gflops']:6.1f} GFLOP/s = {r['roofline_fraction']:.2f} of the {r['precision']} roofline", flush=True)
 
     base = results.get("st", {}).get("queries_per_s")
-    for side, r in results.items():
+    for r in results.values():
         r["vs_st_fp32"] = r["queries_per_s"] / base if base else None
         same = results.get("st-bf16" if r["precision"] == "bf16" else "st")
         r["vs_st_same_precision"] = r["queries_per_s"] / same["queries_per_s"] if same else None
@@ -228,7 +229,6 @@ def _run_densir(model_path, groups, items, out, args, bf16: bool, attention_drop
     from densir.retriever.collator import TrainCollator
     from densir.retriever.modeling import DenseEncoder
     from densir.retriever.trainer import DenseTrainer
-
     from densir.threads import configure_cpu_threads
 
     configure_cpu_threads()  # as densir.training.run_training does: threads and allocator
@@ -296,10 +296,10 @@ def _minilm() -> str:
 
 def _scifact_groups(work: Path) -> Path:
     """SciFact BM25 train groups from ../shared/data when none are given (what get_data.sh makes)."""
-    from densir.search import bm25
     from densir.formats import read_corpus, read_qrels, read_queries
     from densir.io import iter_run, write_jsonl
     from densir.prepare import convert_beir
+    from densir.search import bm25
     from densir.train_groups import build_train_groups
 
     out = work / "scifact"

@@ -65,9 +65,9 @@ def split_heldout(src, dst, n: int, seed: int = 0, split: str = "train") -> dict
     with atomic_dir(dst) as tmp:
         for part in ("train", "heldout"):
             kept[part] = _filter_jsonl(src / f"queries.{split}.jsonl", tmp / f"queries.{part}.jsonl", "query_id",
-                                       lambda q: keep(q, part))
-            _filter_lines(src / f"qrels.{split}.tsv", tmp / f"qrels.{part}.tsv", lambda q: keep(q, part))
-            _filter_lines(src / f"bm25.{split}.run", tmp / f"bm25.{part}.run", lambda q: keep(q, part))
+                                       lambda q, part=part: keep(q, part))
+            _filter_lines(src / f"qrels.{split}.tsv", tmp / f"qrels.{part}.tsv", lambda q, part=part: keep(q, part))
+            _filter_lines(src / f"bm25.{split}.run", tmp / f"bm25.{part}.run", lambda q, part=part: keep(q, part))
         if kept["heldout"] != n:
             raise InputError(src / f"queries.{split}.jsonl", None, f"{n - kept['heldout']} of the {n} held-out "
                              f"queries (judged in qrels.{split}.tsv) have no text here", "query_id")

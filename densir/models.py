@@ -241,7 +241,8 @@ def merge_settings(explicit: Mapping, checkpoint: Mapping, defaults: Mapping, wh
 
 
 def load_encoder_settings(name_or_path: str | os.PathLike, explicit: Mapping, defaults: Mapping,
-                          revision: str | None = None, cache_dir: str | os.PathLike | None = None) -> tuple[ResolvedModel, dict, dict]:
+                          revision: str | None = None,
+                          cache_dir: str | os.PathLike | None = None) -> tuple[ResolvedModel, dict, dict]:
     """Resolve a bi-encoder checkpoint and merge its settings: ``(resolved, settings, provenance)``.
 
     ``defaults`` are :class:`densir.retriever.modeling.EncoderConfig`'s (``dataclasses.asdict(EncoderConfig())``),

@@ -64,7 +64,9 @@ def write_groups(path: Path, n: int = 16, negatives: int = 3) -> Path:
 
     with open(path, "w", encoding="utf-8") as f:
         for i in range(n):
-            text = lambda k: TEXTS[(i + k) % 7] + f" number {i + k}"  # noqa: E731
+            def text(k, i=i):
+                return TEXTS[(i + k) % 7] + f" number {i + k}"
+
             f.write(json.dumps({
                 "query_id": f"q{i}", "query": TEXTS[i % 7].split(" and ")[0] + f" {i}",
                 "positive_passages": [{"docid": f"d{i}", "title": "", "text": text(0)}],

@@ -32,7 +32,7 @@ def test_windows_cover_every_token_with_the_stride_and_overlap(length, size, str
         covered.update(range(a, b))
     assert covered == set(range(length))
     assert windows[0][0] == 0 and windows[-1][1] == length
-    for (a1, b1), (a2, b2) in zip(windows, windows[1:]):
+    for (a1, b1), (a2, _) in zip(windows, windows[1:]):
         assert a2 - a1 == stride
         assert b1 - a2 == size - stride  # overlap: every full window overlaps the next by size - stride
         assert b1 - a1 == size  # only the last window may be short

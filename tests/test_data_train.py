@@ -126,7 +126,8 @@ def test_collator_strings_and_pretokenized_give_the_same_batch(tmp_path, tiny_be
     for part in ("query", "passage"):
         assert ba[part]["input_ids"].tolist() == bb[part]["input_ids"].tolist()
         assert ba[part]["attention_mask"].tolist() == bb[part]["attention_mask"].tolist()
-    assert ba["query"]["input_ids"].shape == (3, 6) and ba["passage"]["input_ids"].shape == (9, 6)  # longest passage, not p_max_len
+    # the longest passage, not p_max_len
+    assert ba["query"]["input_ids"].shape == (3, 6) and ba["passage"]["input_ids"].shape == (9, 6)
     assert tok.decode(ba["query"]["input_ids"][0]).startswith("[CLS] query :")
     # dynamic padding: short passages are not padded up to p_max_len
     assert collate([a[0]])["passage"]["input_ids"].shape[1] <= 8

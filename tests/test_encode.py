@@ -191,7 +191,7 @@ def test_tokenize_once_then_pad_equals_tokenize_batch(tiny_bert_dir):
     import torch
     from transformers import AutoTokenizer
 
-    from densir.tokenization import pad_batch, tokenize_batch, tokenize_each, token_lengths
+    from densir.tokenization import pad_batch, token_lengths, tokenize_batch, tokenize_each
 
     tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
     texts = ["a short one", "a much longer passage about cells and the proteins in them " * 4, "mid length text here"]

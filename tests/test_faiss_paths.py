@@ -10,6 +10,7 @@ import faiss
 import numpy as np
 import pytest
 from conftest import run_cmd
+from test_search import DIM, META, _vectors  # noqa: E402  (one synthetic-shard helper for both search tests)
 
 from densir.embeddings import resolve_shards, write_shard
 from densir.io import InputError, ParameterError
@@ -27,8 +28,6 @@ from densir.search.faiss_index import (
     search_to_run,
     set_nprobe,
 )
-
-from test_search import DIM, META, _vectors  # noqa: E402  (one synthetic-shard helper for both search tests)
 
 
 @pytest.fixture

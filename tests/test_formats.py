@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from densir.formats import iter_train_groups, passage_text, read_corpus, read_qrels, read_queries
-from densir.tokenization import tokenize_batch
 
+from densir.formats import iter_train_groups, passage_text, read_corpus, read_qrels, read_queries
 from densir.io import InputError, atomic_write, iter_run, read_run, write_run
+from densir.tokenization import tokenize_batch
 from densir.train_groups import build_train_groups
 
 

@@ -16,8 +16,8 @@ from conftest import REPO, SHARED_DATA, rerank_mean_loss, run_cmd
 from densir.dataset import TrainDataset, passage_input
 from densir.formats import TrainGroupSource, read_qrels
 from densir.io import InputError
-from densir.reranker.collator import RerankCollator
 from densir.losses import build_loss, loss_target
+from densir.reranker.collator import RerankCollator
 from densir.reranker.modeling import CrossEncoderReranker
 from densir.reranker.score_groups import grade_groups
 

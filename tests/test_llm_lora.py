@@ -149,7 +149,8 @@ def test_decoder_reranker_scores_at_the_last_token_and_trains_with_lora(tmp_path
                     "--max_len", "32", "--train_n_passages", "2", "--per_device_train_batch_size", "4",
                     "--max_steps", "2", "--learning_rate", "1e-2", "--save_strategy", "no", "--disable_tqdm", "true",
                     "--lora", "--lora_r", "4", "--lora_merge"])
-    assert (out / "adapter_config.json").is_file() and json.loads((out / "densir_reranker.json").read_text())["head"] == "last_token"
+    assert (out / "adapter_config.json").is_file()
+    assert json.loads((out / "densir_reranker.json").read_text())["head"] == "last_token"
     lora, merged = CrossEncoderReranker.load(str(out)), CrossEncoderReranker.load(str(out / "merged"))
     assert lora.is_lora and merged.decoder and not merged.is_lora
     torch.testing.assert_close(torch.as_tensor(lora.predict(pairs)), torch.as_tensor(merged.predict(pairs)),

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from conftest import run_cmd
 
 from densir.arguments import parse_args
-from densir.retriever.arguments import DataArguments, DenseTrainingArguments, EncodeArguments, ModelArguments
 from densir.losses import KLDistillationLoss
+from densir.retriever.arguments import DataArguments, DenseTrainingArguments, EncodeArguments, ModelArguments
 from densir.retriever.loss import CombinedLoss, ContrastiveLoss, GroupScoreLoss
 from densir.retriever.matryoshka import MatryoshkaLoss, parse_dims
 

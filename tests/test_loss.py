@@ -77,8 +77,8 @@ def test_grad_cache_is_exact(tiny_bert_dir, untied):
 def test_grad_cache_replays_dropout(tiny_bert_dir):
     """Dropout on: the gradient is that of the representations grad cache computed first, which
     only holds if each chunk's second forward replays the first one's RNG state."""
-    from densir.retriever.modeling import DenseEncoder
     from densir.gradcache import split_batch as _split
+    from densir.retriever.modeling import DenseEncoder
     from densir.retriever.trainer import grad_cache_step
 
     def run(cached):

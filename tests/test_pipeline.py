@@ -53,7 +53,8 @@ def build_slice_zip(shared_data: Path, out: Path, seed: int = 0) -> Path:
         z.writestr("scifact-slice/corpus.jsonl", "".join(json.dumps(d) + "\n" for d in corpus if d["_id"] in keep_d))
         z.writestr("scifact-slice/queries.jsonl", "\n".join(queries) + "\n")
         for split, rows in qrels.items():
-            z.writestr(f"scifact-slice/qrels/{split}.tsv", "query-id\tcorpus-id\tscore\n" + "".join("\t".join(r) + "\n" for r in rows))
+            z.writestr(f"scifact-slice/qrels/{split}.tsv",
+                       "query-id\tcorpus-id\tscore\n" + "".join("\t".join(r) + "\n" for r in rows))
     return out
 
 

@@ -230,7 +230,8 @@ def test_train_reranker_resume_gives_the_uninterrupted_model(tmp_path, tiny_bert
     assert full["global_step"] == 4 and full["loss"] == "lambda"
     # the same seed draws the same fresh head: a second run gives the same checkpoint
     train(tmp_path / "again", 2)
-    a, b = load_file(tmp_path / "full" / "checkpoint-2" / "model.safetensors"), load_file(tmp_path / "again" / "model.safetensors")
+    a = load_file(tmp_path / "full" / "checkpoint-2" / "model.safetensors")
+    b = load_file(tmp_path / "again" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     (tmp_path / "cut").mkdir()
     import shutil

@@ -33,8 +33,8 @@ def start_dir(tmp_path_factory, minilm_path) -> Path:
 @pytest.mark.parametrize("loss", ["bce", "listwise", "lambda"])
 def test_each_loss_decreases_on_scifact_groups(loss, scifact_data, start_dir, tmp_path):
     from densir.driver.train_reranker import main
-    from densir.reranker.arguments import RerankerTrainingArguments
     from densir.losses import build_loss_from_args
+    from densir.reranker.arguments import RerankerTrainingArguments
 
     groups = head_lines(scifact_data / "train.bm25.jsonl", tmp_path / "groups.jsonl", N_GROUPS)
     epochs = 6
@@ -115,7 +115,7 @@ def test_rerank_sh_takes_every_loss_of_the_trainer(tmp_path, slice_data, tiny_be
 
 
 @pytest.mark.slow
-def test_rerank_sbatch_train_array_merge(slurm_cluster, bash_pipeline, tiny_bert_dir):
+def test_rerank_sbatch_train_array_merge(slurm_cluster, bash_pipeline, tiny_bert_dir):  # noqa: F811  the fixture
     """train -> query-shard array -> merge as SLURM jobs chained by afterok; the bash stage's run."""
     out, env, _ = bash_pipeline
     env = dict(env, RERANK_MODEL=tiny_bert_dir, RERANK_ROUND="rerank-slurm", **RERANK_SETTINGS)

@@ -124,7 +124,7 @@ def kl_reference(student, teacher, temperature=1.0) -> float:
 
 # --------------------------------------------------------------------------- sentence-transformers
 st_losses = pytest.importorskip("sentence_transformers.cross_encoder.losses")
-from sentence_transformers.cross_encoder import CrossEncoder
+from sentence_transformers.cross_encoder import CrossEncoder  # noqa: E402  after the importorskip above
 
 
 class FixedLogits(CrossEncoder):
@@ -430,8 +430,8 @@ def test_reranker_grad_cache_gives_the_full_batch_gradients(reranker_dir):
     from transformers import AutoTokenizer
 
     from densir.gradcache import cached_step, split_batch
-    from densir.reranker.collator import RerankCollator
     from densir.losses import MultipleNegativesRankingLoss
+    from densir.reranker.collator import RerankCollator
     from densir.reranker.modeling import CrossEncoderReranker
 
     items = [{"query_id": f"q{b}", "query": f"what is topic {b} about", "passages": [

@@ -8,9 +8,9 @@ The index directory and the run file appear only when complete.
 import argparse
 import logging
 
-from densir.search import bm25
 from densir.formats import read_queries
 from densir.io import InputError, cli_errors
+from densir.search import bm25
 
 
 @cli_errors

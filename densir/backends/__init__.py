@@ -11,9 +11,20 @@ quantizers), :mod:`.runtime` (the runtimes). Stages load models through :mod:`de
 """
 from densir.backends.export import DEFAULT_CACHE_ROOT, EXPORT_DIR, MARKER, export_model
 from densir.backends.quantize import warnings_quiet
-from densir.backends.recipes import (BACKENDS, DEFAULT_CALIBRATION_SIZE, DEFAULT_RECIPES, QUANTIZE, RECIPES, TASKS,
-                                     TORCH_RECIPE, Recipe, library_versions, recipe_name, register_recipe,
-                                     resolve_recipe)
+from densir.backends.recipes import (
+                                     BACKENDS,
+                                     DEFAULT_CALIBRATION_SIZE,
+                                     DEFAULT_RECIPES,
+                                     QUANTIZE,
+                                     RECIPES,
+                                     TASKS,
+                                     TORCH_RECIPE,
+                                     Recipe,
+                                     library_versions,
+                                     recipe_name,
+                                     register_recipe,
+                                     resolve_recipe,
+)
 from densir.backends.runtime import OnnxRuntime, OpenVinoRuntime, Runtime, TorchRuntime, default_threads, load_runtime
 
 __all__ = ["BACKENDS", "DEFAULT_CACHE_ROOT", "DEFAULT_CALIBRATION_SIZE", "DEFAULT_RECIPES", "EXPORT_DIR", "MARKER",

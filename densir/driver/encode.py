@@ -10,9 +10,10 @@ from densir.arguments import parse_args
 from densir.checks import check_output_path
 from densir.io import cli_errors, usage_errors
 from densir.retriever.arguments import EncodeArguments, ModelArguments
-from densir.retriever.encode import encode_file
-
-from densir.retriever.encode import __doc__  # noqa: E402,F401  (one docstring for the stage and its CLI)
+from densir.retriever.encode import (
+    __doc__,  # noqa: E402,F401  (one docstring for the stage and its CLI)
+    encode_file,
+)
 
 __all__ = ["main", "encode_file"]
 

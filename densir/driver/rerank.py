@@ -10,9 +10,10 @@ from densir.arguments import parse_args
 from densir.checks import check_output_path
 from densir.io import cli_errors, usage_errors
 from densir.reranker.arguments import RerankArguments
-from densir.reranker.rerank import run_rerank
-
-from densir.reranker.rerank import __doc__  # noqa: E402,F401  (one docstring for the stage and its CLI)
+from densir.reranker.rerank import (
+    __doc__,  # noqa: E402,F401  (one docstring for the stage and its CLI)
+    run_rerank,
+)
 
 __all__ = ["main", "run_rerank"]
 

@@ -21,7 +21,8 @@ from densir.search.shard_runs import reduce_shard_runs
 def main(argv=None) -> None:
     parser = cli_parser("python -m densir.faiss_retriever.reducer", __doc__)
     parser.add_argument("--runs", nargs="+", required=True, help="shard run files, or a pattern ('DIR/shard.*.run')")
-    parser.add_argument("--num_shards", type=at_least(1), default=None, help="expected number of shard runs (required with a pattern)")
+    parser.add_argument("--num_shards", type=at_least(1), default=None,
+                        help="expected number of shard runs (required with a pattern)")
     parser.add_argument("--depth", type=at_least(1), default=1000, help="hits per query in the merged run")
     parser.add_argument("--save_ranking_to", required=True, help="merged TREC run to write")
     parser.add_argument("--tag", default="densir")

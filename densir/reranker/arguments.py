@@ -90,7 +90,8 @@ class RerankerTrainingArguments(BaseTrainingArguments):
     mnrl_scale: float = field(default=10.0, metadata={"range": positive(),
         "help": "mnrl: scores are scale * activation(logit)"})
     mnrl_activation: str = field(default="sigmoid", metadata={"help": "mnrl: sigmoid | none"})
-    gc_pair_chunk_size: int = field(default=32, metadata={"range": at_least(1), "help": "(query, passage) pairs per chunk with --grad_cache"})
+    gc_pair_chunk_size: int = field(default=32, metadata={"range": at_least(1),
+        "help": "(query, passage) pairs per chunk with --grad_cache"})
     bce_pos_weight: Optional[float] = field(default=None, metadata={"range": positive(),
         "help": "bce: weight of positive pairs (e.g. n-1 to balance the negatives); default 1"})
     # validation during training: the data flags are --eval_run/--eval_queries/--eval_qrels/--eval_corpus

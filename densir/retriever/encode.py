@@ -52,16 +52,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from densir.checks import check_ranges
 from densir.embeddings import (
     FIELD_DEFAULTS,
-    EmbeddingShard,
     SHARD_SETTINGS,
+    EmbeddingShard,
     ShardWriter,
     is_complete,
     model_fingerprint,
     shard_name,
 )
-from densir.checks import check_ranges
 from densir.formats import HFDataset, count_records, has_records, hf_dataset_from, iter_corpus, iter_queries, passage_text
 from densir.io import InputError, usage_errors
 from densir.loading import check_backend, inference
@@ -69,8 +69,15 @@ from densir.precision import REQUESTS as PRECISION_REQUESTS
 from densir.precision import autocast, precision_from_flags
 from densir.retriever.arguments import EncodeArguments, ModelArguments
 from densir.retriever.modeling import DenseEncoder
-from densir.tokenization import (length_batches, pad_batch, token_ids, token_windows, tokenize_each, tokenize_windows,
-                                 window_overhead)
+from densir.tokenization import (
+    length_batches,
+    pad_batch,
+    token_ids,
+    token_windows,
+    tokenize_each,
+    tokenize_windows,
+    window_overhead,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +153,9 @@ def encode_file(model_args: ModelArguments, args: EncodeArguments) -> EmbeddingS
 
     total = count_records(source)
     count = len(range(args.shard_index, total, args.num_shards)[rank::world_size])
-    records = lambda: _select(_iter_records(source, kind), args.shard_index, args.num_shards, rank, world_size)
+    def records():
+        return _select(_iter_records(source, kind), args.shard_index, args.num_shards, rank, world_size)
+
     if chunking:  # rows = windows, counted by a tokenizing pass (the npy is allocated at its final size)
         passages = count
         count = _count_windows(encoder.tokenizer, records(), args.chunk_tokens, args.chunk_stride,

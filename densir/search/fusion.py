@@ -103,7 +103,7 @@ def weighted_fuse(runs: Sequence[Run], weights: Sequence[float] | None = None, n
             def shifted(qid, hits, w=w):
                 n = normalize([s for _, s in hits], norm)
                 low = min(n, default=0.0)
-                floor[qid] += w * low
+                floor[qid] += w * low  # noqa: B023  called at once, inside this iteration
                 return [x - low for x in n]
             scaled.append(_trec_run(run, chunk, shifted).rescore(method=RescoreMethod.SCALE, scale=w))
         fused = _from_trec(TrecRun.merge(scaled, AggregationMethod.SUM, k=depth), chunk)
