@@ -30,7 +30,9 @@ constraints: install
 	$(PY) -m pip freeze --exclude-editable | grep -v -i -E '^(torch|densir|pip|setuptools)==| @ ' > $(CONSTRAINTS).tmp
 	mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
 
+# ruff first (pyproject.toml's settings): a lint error fails the suite before any test runs
 test: install
+	$(PY) -m ruff check .
 	$(PY) -m pytest -ra $(PYTEST_ARGS) tests
 
 test-fast: install

