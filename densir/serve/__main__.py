@@ -111,6 +111,8 @@ def main(argv=None) -> None:
     searcher = TimedSearcher.from_run_dir(args.index, corpus=args.corpus, reranker=reranker,
                                           bm25_index=args.bm25_index, device=args.device,
                                           batch_size=args.encode_batch)
+    if args.bm25_index:  # the JVM starts here, in the main thread, before uvicorn takes SIGTERM over
+        searcher.retrieve(["start"], 1, "bm25")
     searcher.hybrid_fusion = {"method": args.hybrid, "rrf_k": args.hybrid_k, "norm": args.hybrid_norm,
                               "weights": [args.hybrid_weight, 1.0 - args.hybrid_weight],
                               "bm25_depth": args.bm25_depth}

@@ -74,6 +74,10 @@ class TimedSearcher(Searcher):
     retrieval, fusion and re-ranking are the searcher's own. Used by one worker thread at a time.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reset_stages()
+
     def reset_stages(self) -> None:
         self.stages = {"encode": 0.0, "first_stage": 0.0, "rerank": 0.0}
         self.first_stage: list[list[tuple[str, float]]] = []
