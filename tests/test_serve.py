@@ -27,7 +27,12 @@ import numpy as np
 import pytest
 from conftest import REPO
 from test_searcher import (  # noqa: F401 - fixtures
-    QUERIES, assert_same_up_to_near_ties, fused_tolerance, mini, rerank_round)
+    QUERIES,
+    assert_same_up_to_near_ties,
+    fused_tolerance,
+    mini,
+    rerank_round,
+)
 
 from densir.formats import read_corpus, read_queries
 from densir.io import read_run

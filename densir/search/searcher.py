@@ -51,6 +51,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -286,7 +287,8 @@ class Searcher:
 
     # the hybrid first stage's settings, run.sh's defaults (scripts/stages.sh: HYBRID=rrf, HYBRID_K=60);
     # bm25_depth: BM25 hits fused (get_data.sh's EVAL_DEPTH, 1000; None: the dense depth). Set on an instance.
-    hybrid_fusion = {"method": "rrf", "rrf_k": 60.0, "weights": None, "norm": "minmax", "bm25_depth": None}
+    hybrid_fusion = MappingProxyType({"method": "rrf", "rrf_k": 60.0, "weights": None, "norm": "minmax",
+                                      "bm25_depth": None})
 
     def retrieve_hybrid(self, queries: Sequence[str], depth: int) -> list[list[tuple[str, float]]]:
         """The dense top ``depth`` fused with the BM25 top ``hybrid_fusion["bm25_depth"]`` as run.sh's

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import sys
 
 from densir.io import UsageError, cli_errors
 
@@ -122,6 +124,9 @@ def main(argv=None) -> None:
     app = create_app(service, api_key=api_key)
     logging.getLogger(__name__).info("serving %s on http://%s:%d/%s", args.index, args.host, args.port,
                                      " (API key required)" if api_key else "")
+    # uvicorn drains on SIGTERM/SIGINT, then raises the signal again: exit 0 (130 for Ctrl-C) instead of dying by it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=60,
                 limit_max_requests=None)
 
