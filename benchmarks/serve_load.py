@@ -44,11 +44,21 @@ sys.path.insert(0, str(REPO))
 
 
 # --------------------------------------------------------------------------- the plain server
+try:
+    from pydantic import BaseModel as _BaseModel
+
+    class PlainRequest(_BaseModel):
+        query: str
+        k: int = 10
+        rerank_depth: int = 0
+except ImportError:  # pragma: no cover - pydantic comes with fastapi
+    PlainRequest = None
+
+
 def plain_app(work: Path):
     """sentence-transformers models behind FastAPI, no batching: each request runs its own forwards."""
     import numpy as np
     from fastapi import FastAPI
-    from pydantic import BaseModel
     from sentence_transformers import CrossEncoder, SentenceTransformer
 
     meta = json.loads((work / "round" / "enc" / "corpus.json").read_text())
@@ -66,17 +76,12 @@ def plain_app(work: Path):
     ce = CrossEncoder(str(work / "rerank" / "model"), device="cpu")
     app = FastAPI()
 
-    class Req(BaseModel):
-        query: str
-        k: int = 10
-        rerank_depth: int = 0
-
     @app.get("/health")
     def health():
         return {"status": "ready"}
 
     @app.post("/search")
-    def search(req: Req):
+    def search(req: PlainRequest):
         q = bi.encode([req.query], convert_to_numpy=True)[0]
         scores = vectors @ q
         depth = max(req.k, req.rerank_depth)
@@ -200,7 +205,8 @@ async def load(url: str, make_body, n_queries: int, clients: int, seconds: float
                 i = next(counter)
                 t0 = time.perf_counter()
                 try:
-                    r = await http.post(*make_body(i % n_queries))
+                    path, body = make_body(i % n_queries)
+                    r = await http.post(path, json=body)
                     ok = r.status_code == 200
                     why = str(r.status_code)
                 except Exception as e:  # noqa: BLE001 - counted
@@ -296,6 +302,8 @@ def main():
     ap.add_argument("--infinity_venv", default="/tmp/infvenv")
     ap.add_argument("--infinity_install_timeout", type=int, default=600)
     ap.add_argument("--skip_infinity", action="store_true")
+    ap.add_argument("--systems", nargs="+", default=["densir", "plain"], choices=("densir", "plain"),
+                    help="measure these; the other's rows are kept from --out (an earlier run of this script)")
     ap.add_argument("--plain_server", action="store_true", help=argparse.SUPPRESS)  # internal: the plain server
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -322,35 +330,43 @@ def main():
                         "cross_encoder": "all-MiniLM-L6-v2 + a fresh seeded one-logit head (cost of a trained one; "
                                          "scores mean nothing)"},
            "data": info, "runs": []}
+    if set(args.systems) != {"densir", "plain"}:
+        earlier = json.loads(Path(args.out).read_text())
+        out["runs"] = [r for r in earlier["runs"] if r["system"] not in args.systems]
+        out["kept_from_earlier_run"] = {"systems": sorted({r["system"] for r in out["runs"]}),
+                                        "settings": earlier["settings"]}
 
     def bodies(mode, i):
         return "/search", {"query": queries[i], "k": 10, "rerank_depth": args.rerank_depth if mode == "rerank" else 0}
 
     # densir
-    port = free_port()
-    proc = start([sys.executable, "-m", "densir.serve", "--index", str(work / "round"), "--reranker",
-                  str(work / "rerank"), "--backend", "openvino", "--quantize", "int8", "--rerank_depth",
-                  str(args.rerank_depth), "--request_timeout", str(args.request_timeout),
-                  "--max_queue", "1024", "--port", str(port)], work / "densir.log",
-                 f"http://127.0.0.1:{port}/health", 900)
-    try:
-        run_levels("densir", f"http://127.0.0.1:{port}", bodies, len(queries), args, out)
-        top = []  # the first stage's top 100 of each query, for infinity-emb's /rerank
-        if not args.skip_infinity:
-            import httpx
+    top = []  # the first stage's top 100 of each query, for infinity-emb's /rerank
+    if "densir" in args.systems or not args.skip_infinity:
+        port = free_port()
+        proc = start([sys.executable, "-m", "densir.serve", "--index", str(work / "round"), "--reranker",
+                      str(work / "rerank"), "--backend", "openvino", "--quantize", "int8", "--rerank_depth",
+                      str(args.rerank_depth), "--request_timeout", str(args.request_timeout),
+                      "--max_queue", "1024", "--port", str(port)], work / "densir.log",
+                     f"http://127.0.0.1:{port}/health", 900)
+        try:
+            if "densir" in args.systems:
+                run_levels("densir", f"http://127.0.0.1:{port}", bodies, len(queries), args, out)
+            if not args.skip_infinity:
+                import httpx
 
-            for q in queries:
-                r = httpx.post(f"http://127.0.0.1:{port}/search", json={"query": q, "k": args.rerank_depth,
-                                                                        "rerank_depth": 0}, timeout=120).json()
-                top.append([(h["title"] + " " + h["text"]).strip() for h in r["hits"]])
-    finally:
-        out["densir_exit_code"] = stop(proc)
+                for q in queries:
+                    r = httpx.post(f"http://127.0.0.1:{port}/search", json={"query": q, "k": args.rerank_depth,
+                                                                            "rerank_depth": 0}, timeout=120).json()
+                    top.append([(h["title"] + " " + h["text"]).strip() for h in r["hits"]])
+        finally:
+            out["densir_exit_code"] = stop(proc)
     # plain
     port = free_port()
     proc = start([sys.executable, __file__, "--plain_server", "--work", str(work), "--port", str(port)],
                  work / "plain.log", f"http://127.0.0.1:{port}/health", 600)
     try:
-        run_levels("plain", f"http://127.0.0.1:{port}", bodies, len(queries), args, out)
+        if "plain" in args.systems:
+            run_levels("plain", f"http://127.0.0.1:{port}", bodies, len(queries), args, out)
     finally:
         stop(proc)
     # infinity-emb
