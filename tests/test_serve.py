@@ -151,7 +151,8 @@ def test_batcher_batches_bounds_and_cancels():
 def small_server(mini, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve-small") / "server.log"
     server = Server(["--index", mini / "round", "--reranker", mini / "rerank", "--rerank_depth", 10,
-                     "--encode_batch", 4, "--rerank_batch", 8, "--max_documents", 3000, "--device", "cpu"],
+                     "--encode_batch", 4, "--rerank_batch", 8, "--max_documents", 20000, "--max_body_bytes", 50_000_000, "--request_timeout", 600,
+                     "--device", "cpu"],
                     log, env={"DENSIR_API_KEY": KEY})
     yield server
     server.stop()
@@ -223,7 +224,7 @@ def test_64_concurrent_requests_each_equal_alone_small(small_server):
 def test_sigterm_drains_the_request_in_flight(mini, small_server):
     """SIGTERM while a large /rerank runs: it is answered in full, then the process exits 0."""
     corpus = read_corpus(mini / "data" / "corpus.jsonl")
-    docs = [corpus[f"doc-{i % 60}"][1] * 3 for i in range(3000)]
+    docs = [corpus[f"doc-{i % 60}"][1] * 3 for i in range(6000)]
     result = {}
 
     def call():
@@ -232,13 +233,13 @@ def test_sigterm_drains_the_request_in_flight(mini, small_server):
     t = threading.Thread(target=call)
     t0 = time.time()
     t.start()
-    time.sleep(1.0)
-    assert t.is_alive(), "the request finished before SIGTERM: make it larger"
+    time.sleep(2.0)
+    assert t.is_alive(), f"the request finished before SIGTERM: make it larger ({result['r'].text[:200]})"
     small_server.proc.send_signal(signal.SIGTERM)
     t.join(300)
     r = result["r"]
     assert r.status_code == 200, r.text
-    assert sorted(x["corpus_id"] for x in r.json()["results"]) == list(range(3000))
+    assert sorted(x["corpus_id"] for x in r.json()["results"]) == list(range(6000))
     assert small_server.proc.wait(120) == 0
     log = small_server.log.read_text()
     assert "Traceback" not in log and "stopped:" in log, log[-3000:]
