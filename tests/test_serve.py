@@ -151,7 +151,8 @@ def test_batcher_batches_bounds_and_cancels():
 def small_server(mini, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve-small") / "server.log"
     server = Server(["--index", mini / "round", "--reranker", mini / "rerank", "--rerank_depth", 10,
-                     "--encode_batch", 4, "--rerank_batch", 8, "--max_documents", 20000, "--max_body_bytes", 50_000_000, "--request_timeout", 600,
+                     "--encode_batch", 4, "--rerank_batch", 8, "--max_documents", 20000,
+                     "--max_body_bytes", 50_000_000, "--request_timeout", 600,
                      "--device", "cpu"],
                     log, env={"DENSIR_API_KEY": KEY})
     yield server
