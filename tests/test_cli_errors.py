@@ -30,7 +30,7 @@ from conftest import REPO, run_cmd
 
 MODULES = ("densir.driver.train", "densir.driver.train_reranker", "densir.driver.encode", "densir.driver.rerank",
            "densir.faiss_retriever", "densir.faiss_retriever.reducer", "densir.search", "densir.precision",
-           "densir.settings")
+           "densir.settings", "densir.serve")
 # imported once by the forkserver, so that each row's process starts in a fraction of a second
 PRELOAD = ["torch", "transformers", "transformers.trainer", "faiss", "ir_measures", "densir.arguments",
            "densir.retriever.trainer", "densir.retriever.encode", "densir.reranker.trainer", "densir.reranker.rerank",
@@ -176,6 +176,11 @@ ROWS = [
     Row("densir.settings", "not-an-integer", ["export", "run.sh", "--", "--num_shards", "abc"],
         match="NUM_SHARDS must be an integer >= 1, not 'abc'"),
     Row("densir.settings", "unknown-script", ["check", "nope.sh"], match="unknown script 'nope.sh'"),
+    # ---- python -m densir.serve (checked before anything loads or binds)
+    Row("densir.serve", "no-such-index", ["--index", "{out}/nope"], match="no such round directory"),
+    Row("densir.serve", "port-out-of-range", ["--index", "{out}/nope", "--port", "99999"],
+        match=r"--port must be in \[0, 65535\], got 99999"),
+    Row("densir.serve", "zero-batch", ["--index", "{out}/nope", "--max_batch", "0"], match=r"--max_batch must be >= 1"),
     # ---- tools/build_train.py and tools/build_train_hn.py
     Row("tools/build_train.py", "queries-malformed-json", BUILD, bad=("queries", "json"), outputs=BUILD_OUT),
     Row("tools/build_train.py", "queries-missing-field", BUILD, bad=("queries", "field:query_id"), field="query_id",

@@ -115,7 +115,7 @@ def test_rerank_sh_takes_every_loss_of_the_trainer(tmp_path, slice_data, tiny_be
 
 
 @pytest.mark.slow
-def test_rerank_sbatch_train_array_merge(slurm_cluster, bash_pipeline, tiny_bert_dir):  # noqa: F811  the fixture
+def test_rerank_sbatch_train_array_merge(slurm_cluster, bash_pipeline, tiny_bert_dir):
     """train -> query-shard array -> merge as SLURM jobs chained by afterok; the bash stage's run."""
     out, env, _ = bash_pipeline
     env = dict(env, RERANK_MODEL=tiny_bert_dir, RERANK_ROUND="rerank-slurm", **RERANK_SETTINGS)

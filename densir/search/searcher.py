@@ -52,6 +52,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -63,7 +64,7 @@ from densir.search.faiss_index import ShardIndex
 
 logger = logging.getLogger(__name__)
 
-RETRIEVERS = ("dense", "bm25")
+RETRIEVERS = ("dense", "bm25", "hybrid")
 
 
 @dataclass
@@ -299,6 +300,8 @@ class Searcher:
             raise ValueError(f"retriever must be one of {RETRIEVERS}, got {retriever!r}")
         if not queries:
             return []
+        if retriever == "hybrid":
+            return self.retrieve_hybrid(queries, depth)
         if retriever == "bm25":
             if self.bm25_index is None:
                 raise ValueError("retriever='bm25' needs bm25_index= (get_data.sh's DATA_DIR/bm25_index)")
@@ -308,6 +311,26 @@ class Searcher:
             run = dict(bm25.search(self.bm25_index, keyed, k=depth, remove_query=False))
             return [run.get(str(i), []) for i in range(len(queries))]
         return list(self.index.search(self.encode_queries(queries), depth))
+
+    # the hybrid first stage's settings, run.sh's defaults (scripts/stages.sh: HYBRID=rrf, HYBRID_K=60);
+    # bm25_depth: BM25 hits fused (get_data.sh's EVAL_DEPTH, 1000; None: the dense depth). Set on an instance.
+    hybrid_fusion = MappingProxyType({"method": "rrf", "rrf_k": 60.0, "weights": None, "norm": "minmax",
+                                      "bm25_depth": None})
+
+    def retrieve_hybrid(self, queries: Sequence[str], depth: int) -> list[list[tuple[str, float]]]:
+        """The dense top ``depth`` fused with the BM25 top ``hybrid_fusion["bm25_depth"]`` as run.sh's
+        hybrid run fuses them (:func:`densir.search.fusion.fuse`, ``tools/fuse_runs.py``), top ``depth``;
+        BM25 scores rounded as its run file holds them (ties made by rounding rank as there)."""
+        from densir.search.faiss_index import SCORE_DECIMALS
+        from densir.search.fusion import fuse
+
+        opts = dict(self.hybrid_fusion)
+        bm25_depth = opts.pop("bm25_depth", None) or depth
+        keys = [str(i) for i in range(len(queries))]
+        bm25 = [[(d, round(s, SCORE_DECIMALS)) for d, s in hits] for hits in self.retrieve(queries, bm25_depth, "bm25")]
+        runs = [dict(zip(keys, self.retrieve(queries, depth, "dense"))), dict(zip(keys, bm25))]
+        fused = fuse(runs, opts.pop("method"), depth=depth, **opts)
+        return [fused.get(key, []) for key in keys]
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Query embeddings [n, dim] float32, as run.sh's encode stage makes them."""
