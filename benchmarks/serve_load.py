@@ -289,6 +289,29 @@ def try_infinity(work: Path, queries, texts_of_top, args, out) -> None:
         stop(proc)
 
 
+# --------------------------------------------------------------------------- the README's table
+def readme_figures(data: dict) -> str:
+    """The README's fenced serving table from the JSON, each figure bound to its key (``--readme``)."""
+    rows, keys, failed, failed_keys = [], [], [], []
+    for i, e in enumerate(data["runs"]):
+        if not e["answered"]:  # no latency to report: every request of the row timed out
+            failed.append(f"`{e['system']}` {e['mode']} at {e['clients']} clients ({e['errors']} errors)")
+            failed_keys.append(f"runs.{i}.{{clients,errors}}")
+            continue
+        rows.append(f"| `{e['system']}` | {e['mode']} | {e['clients']} | {e['qps']:.2f} | {e['p50_ms']:.0f} | "
+                    f"{e['p95_ms']:.0f} | {e['p99_ms']:.0f} | {e['errors']} |")
+        keys.append(f"runs.{i}.{{clients,qps,p50_ms,p95_ms,p99_ms,errors}}")
+    keys[0] = "serve_load.json:" + keys[0]
+    out = ["<!-- figures: benchmarks/results/serve_load.json -->",
+           "| system | mode | clients | queries/s | p50 ms | p95 ms | p99 ms | errors |",
+           "|---|---|---|---|---|---|---|---|", *rows, "", "<!-- keys: " + "\n  ".join(keys) + " -->"]
+    if failed:
+        out += ["", "No request answered within the timeout: " + ", ".join(failed) + ".", "",
+                "<!-- keys: " + " ".join(failed_keys) + " -->"]
+    out.append("<!-- /figures -->")
+    return "\n".join(out) + "\n"
+
+
 # --------------------------------------------------------------------------- main
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -306,7 +329,11 @@ def main():
                     help="measure these; the other's rows are kept from --out (an earlier run of this script)")
     ap.add_argument("--plain_server", action="store_true", help=argparse.SUPPRESS)  # internal: the plain server
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--readme", action="store_true", help="print the README's table from --out and stop")
     args = ap.parse_args()
+    if args.readme:
+        print(readme_figures(json.loads(Path(args.out).read_text())), end="")
+        return
     work = Path(args.work)
     if args.plain_server:
         import uvicorn
