@@ -74,3 +74,20 @@ def test_the_readme_lists_the_public_api():
     table = text[text.index("<!-- api:begin -->"):text.index("<!-- api:end -->")]
     listed = {n for cell in re.findall(r"^\| ([^|]+) \|", table, re.M) for n in re.findall(r"`(\w+)`", cell)}
     assert listed == set(densir.__all__), listed ^ set(densir.__all__)
+
+
+def test_the_readme_layout_names_every_module():
+    """README "Layout" names each module and package of densir/ (and nothing that is gone)."""
+    import re
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    layout = text[text.index("## Layout"):text.index("## Data formats")]
+    block = layout[layout.index("```"):layout.rindex("```")]
+    words = set(re.findall(r"[\w]+", block))
+    top = {p.stem for p in (REPO / "densir").glob("*.py")} | {p.name for p in (REPO / "densir").iterdir()
+                                                             if p.is_dir() and (p / "__init__.py").exists()}
+    missing = sorted(name for name in top if name not in words)
+    assert not missing, f"README Layout does not name {missing}"
+    named = set(re.findall(r"^  ([a-z_]+)(?:\.py|/)", block, re.M))
+    gone = sorted(name for name in named if name not in top)
+    assert not gone, f"README Layout names {gone}, which densir/ no longer has"
