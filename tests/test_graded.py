@@ -96,9 +96,10 @@ def test_collator_relevance_is_the_qrels_grades(dl19_graded, tiny_bert_dir):
 
 @pytest.mark.parametrize("loss", ["lambda", "listmle"])
 def test_a_listwise_loss_trains_on_the_dl19_grades(loss, dl19_graded, tiny_bert_dir, tmp_path, monkeypatch):
+    from densir import losses
     from densir.driver.train_reranker import main
-    from densir.reranker import losses
     from densir.reranker.arguments import RerankerTrainingArguments
+    from densir.reranker.trainer import RerankerTrainer
 
     path, _, _, _ = dl19_graded
     seen = []  # what the trainer hands the loss: the grades, not binary labels
@@ -113,7 +114,7 @@ def test_a_listwise_loss_trains_on_the_dl19_grades(loss, dl19_graded, tiny_bert_
 
         return Spy()
 
-    monkeypatch.setattr(losses, "build_loss_from_args", spy_builder)
+    monkeypatch.setattr(RerankerTrainer, "build_loss", staticmethod(spy_builder))  # the trainer's loss hook
     start = tmp_path / "start"
     torch.manual_seed(0)
     CrossEncoderReranker.load(tiny_bert_dir, max_len=MAX_LEN).save(start)
