@@ -459,10 +459,12 @@ def test_bad_mining_flags_are_usage_errors(tmp_path, data):
             str(d / "qrels.train.tsv"), "--run", str(d / "bm25.train.run"), "--corpus", str(d / "corpus.jsonl"),
             "--out", str(tmp_path / "x.jsonl")]
     for extra, words in ((["--range_min", "5", "--range_max", "5"], "--range_max must be > --range_min"),
-                         (["--range_min", "-1"], "--range_min must be >= 0"),
                          (["--relative_margin", "-0.1"], "--relative_margin must be >= 0"),
                          (["--sampling", "best"], "invalid choice"),
                          (["--rescore_max_len", "64"], "need --rescore_model")):
         proc = run_cmd(base + extra, check=False)
         assert proc.returncode == 2 and words in proc.stderr, (extra, proc.stderr)
+    # a range declared on the flag (densir.checks): one line, exit 1, as every CLI says it, before any file is read
+    proc = run_cmd(base + ["--range_min", "-1"], check=False)
+    assert proc.returncode == 1 and proc.stderr.strip() == "error: --range_min must be >= 0, got -1", proc.stderr
     assert not (tmp_path / "x.jsonl").exists()
