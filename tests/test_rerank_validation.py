@@ -143,7 +143,8 @@ def test_flags_are_checked(tmp_path, heldout, tiny_bert_dir, capsys):
     with pytest.raises(ValueError, match="bi-encoder's"):
         RerankerDataArguments(train_dir=["x"], eval_run="r.run", eval_queries="q.jsonl", eval_qrels="r.tsv",
                               eval_sample_bm25_run="b.run")
-    with pytest.raises(ValueError, match="^eval_depth must be >= 1"):
+    # a range declared on the argument field (densir.checks), said under its flag, before any other check
+    with pytest.raises(ValueError, match=r"^--eval_depth must be >= 1, got 0$"):
         RerankerTrainingArguments(output_dir=str(tmp_path), eval_depth=0)
     args, mrr = best_model_args(RerankerTrainingArguments, tmp_path)
     assert args.per_device_eval_batch_size == 64 and args.eval_depth == 100
