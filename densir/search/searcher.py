@@ -321,7 +321,7 @@ class Searcher:
         """The dense top ``depth`` fused with the BM25 top ``hybrid_fusion["bm25_depth"]`` as run.sh's
         hybrid run fuses them (:func:`densir.search.fusion.fuse`, ``tools/fuse_runs.py``), top ``depth``;
         BM25 scores rounded as its run file holds them (ties made by rounding rank as there)."""
-        from densir.search.faiss_index import SCORE_DECIMALS
+        from densir.ranking import SCORE_DECIMALS
         from densir.search.fusion import fuse
 
         opts = dict(self.hybrid_fusion)
