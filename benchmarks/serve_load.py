@@ -10,8 +10,9 @@ cross-encoder made of MiniLM plus a fresh seeded one-logit head (CrossEncoderRer
 scores mean nothing, its cost per pair is a trained MiniLM cross-encoder's, which is what a load
 test measures. Then, each in its own process on a free 127.0.0.1 port:
 
-* ``densir``: ``python -m densir.serve`` with the re-ranker on ``--backend openvino --quantize int8``
-  (request batching, the encoder as its shards were made: torch fp32);
+* ``densir``: ``python -m densir.serve`` with the re-ranker on ``--backend`` (default ``auto``: the fastest
+  of torch fp32, ONNX int8 and OpenVINO int8 on one query's re-rank, probed here first, as the CPU
+  decides which wins) (request batching, the encoder as its shards were made: torch fp32);
 * ``plain``: sentence-transformers behind FastAPI, one request per forward: a ``def`` endpoint
   (FastAPI's thread pool) that encodes the query with ``SentenceTransformer``, takes the inner
   product with the same passage vectors, and re-ranks with ``CrossEncoder.predict`` (torch fp32);
@@ -147,6 +148,34 @@ def build(work: Path, shared: Path, other_docs: int, seed: int = 0) -> dict:
             ce.model.classifier.weight.normal_(0.0, 1.0)
         ce.save(work / "rerank" / "model")
     return {"passages": len(kept), "queries": len(queries), "query_texts": queries, **timings}
+
+
+def probe_backends(work: Path, queries, pairs_per_query: int, candidates) -> dict:
+    """Seconds to re-rank one query's ``pairs_per_query`` passages on each (backend, quantize): median of 3
+    after a warm-up call, in this process (the server's CPU threads), so the served backend is this CPU's fastest."""
+    import statistics
+
+    from densir.formats import iter_corpus, passage_text
+    from densir.search.searcher import Reranker
+
+    texts = []
+    for _, title, text in iter_corpus(work / "corpus.jsonl"):
+        texts.append(passage_text(title, text))
+        if len(texts) == pairs_per_query:
+            break
+    pairs = [(queries[0], t) for t in texts]
+    seconds = {}
+    for backend, quantize in candidates:
+        reranker = Reranker.load(work / "rerank", max_len=128, backend=backend, quantize=quantize)
+        reranker.predict(pairs)
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            reranker.predict(pairs)
+            times.append(time.perf_counter() - t0)
+        seconds[f"{backend}/{quantize}"] = round(statistics.median(times), 3)
+        print(f"re-rank {len(pairs)} pairs, {backend}/{quantize}: {seconds[f'{backend}/{quantize}']}s", flush=True)
+    return seconds
 
 
 # --------------------------------------------------------------------------- processes
@@ -330,6 +359,8 @@ def main():
     ap.add_argument("--plain_server", action="store_true", help=argparse.SUPPRESS)  # internal: the plain server
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--readme", action="store_true", help="print the README's table from --out and stop")
+    ap.add_argument("--backend", default="auto", help="the densir server's re-ranker backend/quantize (e.g. "
+                    "openvino/int8, onnx/int8, torch/none); auto: the fastest of those on one query's re-rank here")
     args = ap.parse_args()
     if args.readme:
         print(readme_figures(json.loads(Path(args.out).read_text())), end="")
@@ -346,12 +377,19 @@ def main():
     t0 = time.time()
     info = build(work, shared, args.other_docs)
     queries = info.pop("query_texts")
+    probe = None
+    if args.backend == "auto":
+        probe = probe_backends(work, queries, args.rerank_depth, [("torch", "none"), ("onnx", "int8"), ("openvino", "int8")])
+        args.backend = min(probe, key=probe.get)
+    backend, quantize = args.backend.split("/")
     out = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
-                       "python": platform.python_version()},
+                       "python": platform.python_version(),
+                       "load_average_start": [round(x, 2) for x in os.getloadavg()]},
            "settings": {"seconds": args.seconds, "clients": args.clients, "rerank_depth": args.rerank_depth,
                         "k": 10, "passage_max_len": 128, "cross_encoder_max_len": 128,
-                        "densir": "python -m densir.serve, re-ranker --backend openvino --quantize int8, "
+                        "densir": f"python -m densir.serve, re-ranker --backend {backend} --quantize {quantize}, "
                                   "encoder torch fp32 (as its shards), --max_batch 64 --max_wait_ms 5",
+                        "rerank_backend_probe_s": probe,
                         "plain": "sentence-transformers SentenceTransformer + CrossEncoder (torch fp32) behind "
                                  "FastAPI, a def endpoint per request, no batching",
                         "cross_encoder": "all-MiniLM-L6-v2 + a fresh seeded one-logit head (cost of a trained one; "
@@ -371,7 +409,7 @@ def main():
     if "densir" in args.systems or not args.skip_infinity:
         port = free_port()
         proc = start([sys.executable, "-m", "densir.serve", "--index", str(work / "round"), "--reranker",
-                      str(work / "rerank"), "--backend", "openvino", "--quantize", "int8", "--rerank_depth",
+                      str(work / "rerank"), "--backend", backend, "--quantize", quantize, "--rerank_depth",
                       str(args.rerank_depth), "--request_timeout", str(args.request_timeout),
                       "--max_queue", "1024", "--port", str(port)], work / "densir.log",
                      f"http://127.0.0.1:{port}/health", 900)
@@ -413,6 +451,7 @@ def main():
         "zero_errors_at_64_clients": bool(d64) and all(r["errors"] == 0 for r in d64),
     }
     out["total_seconds"] = round(time.time() - t0)
+    out["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     write(out, args.out)
     print(json.dumps(out["goals"], indent=1))
 

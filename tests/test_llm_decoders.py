@@ -98,3 +98,54 @@ def test_instruction_and_prefixes_are_saved_and_applied_at_encode(tmp_path, deco
     np.testing.assert_allclose(np.asarray(shard.vectors()), trained_on, atol=1e-5, rtol=0)
     passage = batch["passage"]["input_ids"][0][batch["passage"]["attention_mask"][0].bool()]
     assert enc.tokenizer.decode(passage).startswith("<s>passage: ")
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_bidirectional_decoder_sees_later_tokens_and_ignores_padding(decoder_dir, side):
+    """--bidirectional: an early token's state depends on later tokens (it does not under causal attention);
+    padding still changes nothing (a padded batch equals each text alone), on either padding side."""
+    causal = DenseEncoder.load(decoder_dir, pooling="mean").eval()
+    both = DenseEncoder.load(decoder_dir, pooling="mean").eval()
+    both.set_bidirectional(True)
+    a, b = "sleep and memory consolidation", "sleep and tumour cells under hypoxia"
+    for enc in (causal, both):
+        enc.tokenizer.padding_side = side
+    states = {}
+    for name, enc in (("causal", causal), ("both", both)):
+        pair = tokenize_batch(enc.tokenizer, [a, b], 16, "", None, None)
+        mask = pair["attention_mask"]
+        with torch.no_grad():
+            inputs = dict(pair)
+            if name == "both":
+                from densir.retriever.modeling import padding_mask_4d
+
+                inputs["attention_mask"] = padding_mask_4d(mask, torch.float32)
+            hidden = enc.p_model(**inputs).last_hidden_state
+        first = [int(mask[i].nonzero()[1]) for i in range(2)]  # the first word after BOS (shared: "sleep")
+        states[name] = [hidden[i, first[i]] for i in range(2)]
+        reps = enc.encode_passage(pair)
+        for i, text in enumerate((a, b)):  # padding never leaks in
+            with torch.no_grad():
+                alone = enc.encode_passage(tokenize_batch(enc.tokenizer, [text], 16, "", None, None))[0]
+            torch.testing.assert_close(reps[i], alone, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(states["causal"][0], states["causal"][1], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(states["both"][0], states["both"][1], atol=1e-3)
+
+
+def test_bidirectional_is_saved_applied_at_load_and_refused_for_encoders(tmp_path, decoder_dir, tiny_bert_dir):
+    from densir.io import ParameterError
+
+    enc = DenseEncoder.load(decoder_dir, pooling="last")
+    enc.set_bidirectional(True)
+    enc.save(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "densir_config.json").read_text())["bidirectional"] is True
+    again = DenseEncoder.load(str(tmp_path / "m")).eval()
+    assert again.config.bidirectional
+    assert not any(getattr(m, "is_causal", False) for m in again.q_model.modules())
+    batch = tokenize_batch(again.tokenizer, TEXTS, 16, "", None, again.eos_id)
+    with torch.no_grad():
+        torch.testing.assert_close(again.encode_passage(batch), enc.eval().encode_passage(batch), atol=1e-6, rtol=0)
+    with pytest.raises(ParameterError, match="bidirectional.*attends both ways"):
+        DenseEncoder.load(tiny_bert_dir).set_bidirectional(True)
+    with pytest.raises(ValueError, match="bidirectional decoder runs on torch"):
+        again.with_backend("onnx")

@@ -42,6 +42,9 @@ class ModelArguments:
     append_eos: Optional[bool] = field(default=None, metadata={
         "help": "end every query and passage with the EOS token; default: yes for a decoder (Llama, Qwen2, ...) "
                 "with --pooling last (RepLLaMA), else what the checkpoint says"})
+    bidirectional: bool = field(default=False, metadata={
+        "help": "decoders (llama, mistral, qwen2, qwen3): every token attends to every real token, not only earlier "
+                "ones (LLM2Vec / NV-Embed style); saved with the model, so encoding applies it (torch backend)"})
     # training: LoRA adapters (densir.lora)
     lora: bool = _LORA[0]
     lora_r: int = _LORA[1]

@@ -56,6 +56,7 @@ class EncoderConfig:
     max_seq_length: int | None = None  # written to sentence_bert_config.json for ST users
     append_eos: bool | None = None  # None: yes for a decoder pooled at the last token (resolved at load)
     matryoshka_dims: list | None = None  # the sizes a Matryoshka loss trained (densir.retriever.matryoshka)
+    bidirectional: bool = False  # a decoder whose tokens attend to every real token (set_bidirectional)
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:
@@ -168,6 +169,8 @@ class DenseEncoder(nn.Module):
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token  # decoders: padding is masked out, any token will do
         encoder = cls(q_model, p_model, config, tokenizer)
+        if config.bidirectional:
+            encoder.set_bidirectional(True)
         encoder.source, encoder.local_dir = resolved.source, path
         encoder.model_name, encoder.revision = base_model_name(resolved), revision
         return encoder
@@ -184,6 +187,8 @@ class DenseEncoder(nn.Module):
         if backend == "torch" and quantize == "none" and recipe is None:
             return self
         local = checkpoint_dir(self)
+        if self.config.bidirectional:
+            raise ValueError("--backend onnx/openvino exports causal attention: a bidirectional decoder runs on torch")
         if self.is_lora:
             raise ValueError("--backend onnx/openvino needs a plain model: train with --lora_merge and encode the "
                              "merged model (<output_dir>/merged)")
@@ -208,8 +213,30 @@ class DenseEncoder(nn.Module):
         p = self.encode_passage(passage) if passage is not None else None
         return q, p
 
+    def set_bidirectional(self, on: bool = True) -> None:
+        """A decoder's tokens attend to every real token, not only the earlier ones (LLM2Vec, NV-Embed):
+        a padding-only 4-D mask replaces the causal one and the attention modules stop being causal.
+        Saved in densir_config.json, so encoding applies it. Refused for encoders (already
+        bidirectional) and decoder types not known to take a 4-D mask (:data:`BIDIRECTIONAL_TYPES`)."""
+        kind = getattr(self.q_model.config, "model_type", None)
+        from densir.io import ParameterError
+
+        if on and not is_decoder(self.q_model.config):
+            raise ParameterError("bidirectional", f"is for decoders; {kind} attends both ways already")
+        if on and kind not in BIDIRECTIONAL_TYPES:
+            raise ParameterError("bidirectional", f"model type {kind} is not one of {', '.join(BIDIRECTIONAL_TYPES)} "
+                                 "(decoders whose attention takes a 4-D mask)")
+        self.config.bidirectional = on
+        for model in {id(m): m for m in (self.q_model, self.p_model)}.values():
+            for module in model.modules():
+                if hasattr(module, "is_causal"):
+                    module.is_causal = not on
+
     def _encode(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        out = model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
+        inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        if self.config.bidirectional and isinstance(model, nn.Module):
+            inputs["attention_mask"] = padding_mask_4d(batch["attention_mask"], next(model.parameters()).dtype)
+        out = model(**inputs)
         hidden = out if isinstance(out, torch.Tensor) else out.last_hidden_state  # a backends runtime: the tensor
         reps = pool(hidden, batch["attention_mask"], self.config.pooling)
         if self.embedding_dim is not None:
@@ -335,6 +362,15 @@ class DenseEncoder(nn.Module):
         for name, obj in files.items():
             with open(output_dir / name, "w") as f:
                 json.dump(obj, f, indent=2)
+
+
+BIDIRECTIONAL_TYPES = ("llama", "mistral", "qwen2", "qwen3")  # decoders tested to take a 4-D attention mask
+
+
+def padding_mask_4d(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``[batch, 1, len, len]`` additive mask: every position sees every real token (0), no padding (min)."""
+    keep = attention_mask[:, None, None, :].to(dtype)
+    return ((1.0 - keep) * torch.finfo(dtype).min).expand(-1, 1, attention_mask.shape[1], -1)
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:

@@ -56,6 +56,8 @@ class DenseTrainer(DensirTrainer):
         encoder.config.max_seq_length = data_args.p_max_len  # what a sentence-transformers user gets
         if model_args.append_eos is not None:
             encoder.config.append_eos = model_args.append_eos
+        if model_args.bidirectional:
+            encoder.set_bidirectional(True)
         if model_args.lora:
             encoder.apply_lora(model_args)  # densir.lora: only the adapter trains
         return encoder

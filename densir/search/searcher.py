@@ -138,9 +138,9 @@ class Reranker:
         model = load_model(str(path), "cross-encoder", device, precision, backend, quantize, recipe, max_len=max_len)
         return cls(model, batch_size=batch_size, precision=model.inference.precision)
 
-    def predict(self, pairs: Sequence[tuple]) -> np.ndarray:
-        """Raw-logit scores of (query, passage) pairs, input order."""
-        return self.model.predict(pairs, batch_size=self.batch_size, precision=self.precision)
+    def predict(self, pairs: Sequence[tuple], batch_size: int | None = None, precision: str | None = None) -> np.ndarray:
+        """Raw-logit scores of (query, passage) pairs, input order (batch size and precision: the loaded ones)."""
+        return self.model.predict(pairs, batch_size=batch_size or self.batch_size, precision=precision or self.precision)
 
     def rank(self, query: str, documents: Sequence[str], top_k: int | None = None,
              return_documents: bool = False) -> list[dict]:
@@ -361,7 +361,7 @@ class Searcher:
 
         docs = self.corpus.get({d for hits in first for d, _ in hits})
         texts = {d: passage_text(*docs[d]) for d in docs}
-        scored = score_run(self.reranker.model, dict(enumerate(first)), dict(enumerate(queries)), texts,
+        scored = score_run(self.reranker, dict(enumerate(first)), dict(enumerate(queries)), texts,
                            self.reranker.batch_size, self.reranker.precision)
         out = []
         for (_, ce), hits in zip(scored, first):

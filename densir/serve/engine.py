@@ -109,9 +109,9 @@ class _TimedReranker:
     def __init__(self, reranker: Reranker, searcher: TimedSearcher):
         self.reranker, self.searcher = reranker, searcher
 
-    def predict(self, pairs):
+    def predict(self, pairs, **kwargs):
         t0 = time.perf_counter()
-        out = self.reranker.predict(pairs)
+        out = self.reranker.predict(pairs, **kwargs)
         self.searcher.stages["rerank"] += time.perf_counter() - t0
         return out
 
