@@ -190,7 +190,7 @@ def start(cmd, log: Path, health: str, timeout: float, env=None) -> subprocess.P
 
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                env=dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", **(env or {})))
+                                env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **(env or {})})
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -354,7 +354,8 @@ def main():
     ap.add_argument("--infinity_venv", default="/tmp/infvenv")
     ap.add_argument("--infinity_install_timeout", type=int, default=600)
     ap.add_argument("--skip_infinity", action="store_true")
-    ap.add_argument("--systems", nargs="+", default=["densir", "plain"], choices=("densir", "plain"),
+    ap.add_argument("--systems", nargs="+", default=["densir", "plain", "infinity-emb"],
+                    choices=("densir", "plain", "infinity-emb"),
                     help="measure these; the other's rows are kept from --out (an earlier run of this script)")
     ap.add_argument("--plain_server", action="store_true", help=argparse.SUPPRESS)  # internal: the plain server
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -395,18 +396,23 @@ def main():
                         "cross_encoder": "all-MiniLM-L6-v2 + a fresh seeded one-logit head (cost of a trained one; "
                                          "scores mean nothing)"},
            "data": info, "runs": []}
-    if set(args.systems) != {"densir", "plain"}:
+    if args.skip_infinity and "infinity-emb" in args.systems:
+        args.systems.remove("infinity-emb")
+    if set(args.systems) != {"densir", "plain", "infinity-emb"} and Path(args.out).is_file():
         earlier = json.loads(Path(args.out).read_text())
         out["runs"] = [r for r in earlier["runs"] if r["system"] not in args.systems]
         out["kept_from_earlier_run"] = {"systems": sorted({r["system"] for r in out["runs"]}),
-                                        "settings": earlier["settings"]}
+                                        "settings": earlier["settings"], "machine": earlier["machine"]}
+        out["settings"]["rerank_backend_probe_s"] = earlier["settings"].get("rerank_backend_probe_s")
+        if "infinity-emb" not in args.systems and "infinity" in earlier:
+            out["infinity"] = earlier["infinity"]
 
     def bodies(mode, i):
         return "/search", {"query": queries[i], "k": 10, "rerank_depth": args.rerank_depth if mode == "rerank" else 0}
 
     # densir
     top = []  # the first stage's top 100 of each query, for infinity-emb's /rerank
-    if "densir" in args.systems or not args.skip_infinity:
+    if "densir" in args.systems or "infinity-emb" in args.systems:
         port = free_port()
         proc = start([sys.executable, "-m", "densir.serve", "--index", str(work / "round"), "--reranker",
                       str(work / "rerank"), "--backend", backend, "--quantize", quantize, "--rerank_depth",
@@ -416,7 +422,7 @@ def main():
         try:
             if "densir" in args.systems:
                 run_levels("densir", f"http://127.0.0.1:{port}", bodies, len(queries), args, out)
-            if not args.skip_infinity:
+            if "infinity-emb" in args.systems:
                 import httpx
 
                 for q in queries:
@@ -426,19 +432,19 @@ def main():
         finally:
             out["densir_exit_code"] = stop(proc)
     # plain
-    port = free_port()
-    proc = start([sys.executable, __file__, "--plain_server", "--work", str(work), "--port", str(port)],
-                 work / "plain.log", f"http://127.0.0.1:{port}/health", 600)
-    try:
-        if "plain" in args.systems:
+    if "plain" in args.systems:
+        port = free_port()
+        proc = start([sys.executable, __file__, "--plain_server", "--work", str(work), "--port", str(port)],
+                     work / "plain.log", f"http://127.0.0.1:{port}/health", 600)
+        try:
             run_levels("plain", f"http://127.0.0.1:{port}", bodies, len(queries), args, out)
-    finally:
-        stop(proc)
+        finally:
+            stop(proc)
     # infinity-emb
-    if args.skip_infinity:
-        out["infinity"] = {"status": "skipped (--skip_infinity)"}
-    else:
+    if "infinity-emb" in args.systems:
         try_infinity(work, queries, top, args, out)
+    elif "infinity" not in out:
+        out["infinity"] = {"status": "skipped (--skip_infinity)"}
     # the goals
     get = {(r["system"], r["mode"], r["clients"]): r for r in out["runs"]}
     d16, p16 = get.get(("densir", "rerank", 16)), get.get(("plain", "rerank", 16))
