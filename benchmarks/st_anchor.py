@@ -8,8 +8,10 @@ negatives per query, 16 queries per step, 2 epochs per round, lr 5e-5, warm-up 0
 ST's ``SentenceTransformerTrainer`` (no-duplicates batches) on one row per query: its first
 positive (as densir's epoch 0 takes it) and three of its BM25 negatives, drawn by densir's own
 ``TrainDataset`` so both sides see the same rows. Round 2 continues from round 1's model (the
-demo's INIT=round1) on negatives that ST's ``mine_hard_negatives`` draws with round 1's model, in
-the demo's mining window (ranks 4..100, random, three per query). Each round's model encodes the
+demo's INIT=round1) on the round-1 rows plus rows whose negatives ST's ``mine_hard_negatives`` draws
+with round 1's model, in the demo's mining window (ranks 4..100, random, three per query): the demo's
+train_hn.sh trains round 2 on the BM25 groups and the mined groups together, so both rounds match
+its budget step for step. Each round's model encodes the
 corpus (title + " " + text) and the evaluation queries; exact inner-product search writes the
 top 1000; the hybrid is the demo's fusion of that run with BM25 (weighted min-max, dense weight
 0.5). Metrics come from densir.evaluation (ir_measures).
@@ -69,7 +71,7 @@ def main(argv=None) -> int:
     model_path = minilm()
     r1 = train_round(out / "round1", model_path, rows_from_bm25(data), result, "round1")
     score_round(r1, data, eval_split, out / "round1", result, "round1")
-    rows2 = rows_from_st_mining(data, r1, result)
+    rows2 = rows_from_bm25(data) + rows_from_st_mining(data, r1, result)
     r2 = train_round(out / "round2", r1, rows2, result, "round2")
     score_round(r2, data, eval_split, out / "round2", result, "round2")
     save(args.save, args.split, result)
