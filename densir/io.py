@@ -212,10 +212,7 @@ def write_json(path, obj) -> None:
 def read_json(path) -> dict:
     with open(path, "rb") as f:
         raw = f.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(path, raw.count(b"\n", 0, e.start) + 1, _not_utf8(raw, e)) from None
+    text = _decode(raw, path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -237,18 +234,22 @@ def iter_lines(path) -> Iterator[tuple[int, str]]:
 
 def _decode_lines(f, path) -> Iterator[tuple[int, str]]:
     for lineno, raw in enumerate(f, 1):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(path, lineno, _not_utf8(raw, e)) from None
+        text = _decode(raw, path, lineno)
         if lineno == 1 and text.startswith("\ufeff"):
             text = text[1:]
         yield lineno, text
 
 
-def _not_utf8(raw: bytes, e: UnicodeDecodeError) -> str:
-    column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-    return f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {column}: {e.reason})"
+def _decode(raw: bytes, path, lineno: int | None = None) -> str:
+    """UTF-8 text of ``raw`` (line ``lineno`` of ``path``, or the whole file); other bytes are an
+    :class:`InputError` naming file, line and column."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if lineno is None:
+            lineno = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise InputError(path, lineno, f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {column}: {e.reason})") from None
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
@@ -259,10 +260,7 @@ def parse_json_line(line: str | bytes, path, lineno: int) -> dict:
     string holding a lone surrogate (``"\\ud800"``: valid JSON, but no text can hold it, so
     tokenizers fail on it) are :class:`InputError` s naming file, line (and field)."""
     if isinstance(line, bytes):
-        try:
-            line = line.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(path, lineno, _not_utf8(line, e)) from None
+        line = _decode(line, path, lineno)
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
