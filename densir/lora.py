@@ -115,6 +115,15 @@ def load_adapter_weights(model: nn.Module, adapter_dir) -> None:
         raise ValueError(f"{adapter_dir}: adapter weights {unexpected[:3]} do not fit this model")
 
 
+def save_merged(load, model_dir) -> Path:
+    """``<model_dir>/merged``: the LoRA model saved in ``model_dir`` (read back by ``load``, e.g.
+    ``DenseEncoder.load``) with its adapter folded in, a plain model dir (``--lora_merge``)."""
+    out = Path(model_dir) / "merged"
+    load(str(model_dir)).merged().save(out)
+    logger.info("merged LoRA model -> %s", out)
+    return out
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameters."""
     params = list(model.parameters())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from densir.gradcache import cached_step, split_batch
+from densir.lora import save_merged
 from densir.losses import build_loss_from_args, in_batch_negatives, loss_target, needs_teacher
 from densir.reranker.collator import RerankCollator
 from densir.reranker.modeling import CrossEncoderReranker
@@ -34,7 +35,7 @@ class RerankerTrainer(DensirTrainer):
     def build_model(model_args, data_args):
         reranker = CrossEncoderReranker.load(model_args.model_name_or_path, max_len=data_args.max_len,
                                              revision=model_args.model_revision, cache_dir=model_args.cache_dir)
-        if getattr(model_args, "lora", False):
+        if model_args.lora:
             reranker.apply_lora(model_args)  # densir.lora: only the adapter trains
         return reranker
 
@@ -70,8 +71,6 @@ def train(model_args, data_args, training_args, callbacks: list | None = None) -
     """Train a re-ranker from the argument dataclasses (:mod:`densir.reranker.arguments`) through
     :func:`densir.training.run_training` (the bi-encoder's path); returns the run's summary."""
     summary = run_training(RerankerTrainer, model_args, data_args, training_args, callbacks)
-    if getattr(model_args, "lora", False) and model_args.lora_merge and training_args.should_save:
-        from pathlib import Path
-
-        CrossEncoderReranker.load(training_args.output_dir).merged().save(Path(training_args.output_dir) / "merged")
+    if model_args.lora and model_args.lora_merge and training_args.should_save:
+        save_merged(CrossEncoderReranker.load, training_args.output_dir)
     return summary

@@ -7,20 +7,18 @@ the gradient cache (:func:`grad_cache_step`), and validation during training
 from __future__ import annotations
 
 import contextlib
-import logging
 from typing import Callable
 
 import torch
 
 from densir.gradcache import cached_step, split_batch
 from densir.io import ParameterError
+from densir.lora import save_merged
 from densir.retriever.collator import TEACHER_SCORES_KEY, TrainCollator
 from densir.retriever.loss import build_loss
 from densir.retriever.modeling import DenseEncoder
 from densir.training import DensirTrainer, run_training
 from densir.validation import RetrievalValidator
-
-logger = logging.getLogger(__name__)
 
 
 class DenseTrainer(DensirTrainer):
@@ -132,15 +130,5 @@ def train(model_args, data_args, training_args, callbacks: list | None = None) -
     through :func:`densir.training.run_training`; returns the run's summary."""
     summary = run_training(DenseTrainer, model_args, data_args, training_args, callbacks)
     if model_args.lora and model_args.lora_merge and training_args.should_save:
-        save_merged(training_args.output_dir)
+        save_merged(DenseEncoder.load, training_args.output_dir)
     return summary
-
-
-def save_merged(model_dir) -> str:
-    """``<model_dir>/merged``: the LoRA encoder saved in ``model_dir`` with its adapter folded in."""
-    from pathlib import Path
-
-    out = Path(model_dir) / "merged"
-    DenseEncoder.load(str(model_dir)).merged().save(out)
-    logger.info("merged LoRA model -> %s", out)
-    return str(out)
