@@ -127,12 +127,21 @@ def has_records(path) -> bool:
     return any(line.strip() for _, line in iter_lines(path))
 
 
-def check_id(value: str, path, lineno, field: str) -> str:
-    """An id must be non-empty and hold no whitespace: runs, qrels and shard ``.ids`` split on it."""
+def check_id(value: str, path, lineno, field: str, seen: set | None = None) -> str:
+    """An id must be non-empty and hold no whitespace: runs, qrels and shard ``.ids`` split on it;
+    with ``seen``, it must be new too (:func:`check_unique`)."""
     if not value:
         raise InputError(path, lineno, "empty id", field)
     if value != value.strip() or len(value.split()) != 1:
         raise InputError(path, lineno, f"id {value!r} contains whitespace (TREC runs and qrels split on it)", field)
+    return value if seen is None else check_unique(value, seen, path, lineno, field)
+
+
+def check_unique(value: str, seen: set, path, lineno, field: str) -> str:
+    """``value``, added to ``seen``; one already in ``seen`` is an :class:`InputError` (``duplicate <field>``)."""
+    if value in seen:
+        raise InputError(path, lineno, f"duplicate {field} {value!r}", field)
+    seen.add(value)
     return value
 
 
@@ -146,10 +155,7 @@ def iter_corpus(path) -> Iterator[tuple[str, str, str]]:
     """Yield ``(docid, title, text)``; fails on a missing field, a duplicate id or an empty file."""
     seen: set[str] = set()
     for lineno, obj in iter_records(path):
-        docid = check_id(require(obj, "docid", path, lineno), path, lineno, "docid")
-        if docid in seen:
-            raise InputError(path, lineno, f"duplicate docid {docid!r}", "docid")
-        seen.add(docid)
+        docid = check_id(require(obj, "docid", path, lineno), path, lineno, "docid", seen)
         title = obj.get("title") or ""
         if not isinstance(title, str):
             raise InputError(path, lineno, f"expected str, got {type(title).__name__}", "title")
@@ -175,10 +181,7 @@ def iter_queries(path) -> Iterator[tuple[str, str]]:
     """Yield ``(query_id, query)``; duplicate ids are an error."""
     seen: set[str] = set()
     for lineno, obj in iter_records(path):
-        qid = check_id(require(obj, "query_id", path, lineno), path, lineno, "query_id")
-        if qid in seen:
-            raise InputError(path, lineno, f"duplicate query_id {qid!r}", "query_id")
-        seen.add(qid)
+        qid = check_id(require(obj, "query_id", path, lineno), path, lineno, "query_id", seen)
         yield qid, require(obj, "query", path, lineno)
 
 
