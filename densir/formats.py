@@ -26,13 +26,12 @@ whitespace (TREC runs split on it) or repeats.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from densir.io import InputError, iter_jsonl, iter_lines, parse_json_line, require
+from densir.io import InputError, iter_columns, iter_jsonl, iter_lines, parse_finite, parse_json_line, require
 
 logger = logging.getLogger(__name__)
 
@@ -200,10 +199,7 @@ def read_qrels(path, doc_ids: set[str] | None = None) -> dict[str, dict[str, int
     Example: ``read_qrels("data/beir-scifact/qrels.test.tsv")["1"]`` -> ``{"31715818": 1}``.
     """
     qrels: dict[str, dict[str, int]] = {}
-    for lineno, line in iter_lines(path):
-        parts = line.split()
-        if not parts:
-            continue
+    for lineno, parts in iter_columns(path):
         if lineno == 1 and parts[0] in ("query-id", "qid", "query_id"):
             continue  # BEIR header
         if len(parts) == 4:
@@ -212,13 +208,7 @@ def read_qrels(path, doc_ids: set[str] | None = None) -> dict[str, dict[str, int
             qid, docid, rel = parts
         else:
             raise InputError(path, lineno, f"expected 'qid 0 docid rel' (or BEIR 'qid docid rel'), got {len(parts)} columns")
-        try:
-            rel = float(rel)
-        except ValueError:
-            raise InputError(path, lineno, f"relevance is not a number: {rel!r}", "rel") from None
-        if not math.isfinite(rel):
-            raise InputError(path, lineno, f"relevance is not a finite number: {rel!r}", "rel")
-        rel = int(rel)
+        rel = int(parse_finite(rel, path, lineno, "rel"))
         if doc_ids is not None and docid not in doc_ids:
             raise InputError(path, lineno, f"docid {docid!r} is not in the corpus", "docid")
         qrels.setdefault(qid, {})[docid] = rel

@@ -232,6 +232,25 @@ def iter_lines(path) -> Iterator[tuple[int, str]]:
         yield from _decode_lines(f, path)
 
 
+def iter_columns(path) -> Iterator[tuple[int, list[str]]]:
+    """``(line_number, columns)`` of every non-blank line of a whitespace-separated file (runs, qrels)."""
+    for lineno, line in iter_lines(path):
+        columns = line.split()
+        if columns:
+            yield lineno, columns
+
+
+def parse_finite(text: str, path, lineno: int, field: str) -> float:
+    """``text`` (a column) as a finite float, else an :class:`InputError` naming file, line and ``field``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(path, lineno, f"not a number: {text!r}", field) from None
+    if not math.isfinite(value):
+        raise InputError(path, lineno, f"not a finite number: {text!r}", field)
+    return value
+
+
 def _decode_lines(f, path) -> Iterator[tuple[int, str]]:
     for lineno, raw in enumerate(f, 1):
         text = _decode(raw, path, lineno)
@@ -363,18 +382,10 @@ def iter_run(path) -> Iterator[tuple[str, list[tuple[str, float]]]]:
     """
     seen: set[str] = set()
     qid, hits = None, []
-    for lineno, line in iter_lines(path):
-        parts = line.split()
-        if not parts:
-            continue
+    for lineno, parts in iter_columns(path):
         if len(parts) != 6:
             raise InputError(path, lineno, f"expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}")
-        try:
-            score = float(parts[4])
-        except ValueError:
-            raise InputError(path, lineno, f"not a number: {parts[4]!r}", "score") from None
-        if not math.isfinite(score):
-            raise InputError(path, lineno, f"not a finite number: {parts[4]!r}", "score")
+        score = parse_finite(parts[4], path, lineno, "score")
         if parts[0] != qid:
             if qid is not None:
                 yield qid, hits

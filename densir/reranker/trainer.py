@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 
 from densir.gradcache import cached_step, split_batch
-from densir.lora import save_merged
 from densir.losses import build_loss_from_args, in_batch_negatives, loss_target, needs_teacher
 from densir.reranker.collator import RerankCollator
 from densir.reranker.modeling import CrossEncoderReranker
@@ -70,7 +69,4 @@ class RerankerTrainer(DensirTrainer):
 def train(model_args, data_args, training_args, callbacks: list | None = None) -> dict:
     """Train a re-ranker from the argument dataclasses (:mod:`densir.reranker.arguments`) through
     :func:`densir.training.run_training` (the bi-encoder's path); returns the run's summary."""
-    summary = run_training(RerankerTrainer, model_args, data_args, training_args, callbacks)
-    if model_args.lora and model_args.lora_merge and training_args.should_save:
-        save_merged(CrossEncoderReranker.load, training_args.output_dir)
-    return summary
+    return run_training(RerankerTrainer, model_args, data_args, training_args, callbacks)

@@ -13,7 +13,6 @@ import torch
 
 from densir.gradcache import cached_step, split_batch
 from densir.io import ParameterError
-from densir.lora import save_merged
 from densir.retriever.collator import TEACHER_SCORES_KEY, TrainCollator
 from densir.retriever.loss import build_loss
 from densir.retriever.modeling import DenseEncoder
@@ -128,7 +127,4 @@ def grad_cache_step(model, query: dict, passage: dict, loss_fn: Callable, q_chun
 def train(model_args, data_args, training_args, callbacks: list | None = None) -> dict:
     """Train a bi-encoder from the three argument dataclasses (:mod:`densir.retriever.arguments`)
     through :func:`densir.training.run_training`; returns the run's summary."""
-    summary = run_training(DenseTrainer, model_args, data_args, training_args, callbacks)
-    if model_args.lora and model_args.lora_merge and training_args.should_save:
-        save_merged(DenseEncoder.load, training_args.output_dir)
-    return summary
+    return run_training(DenseTrainer, model_args, data_args, training_args, callbacks)
