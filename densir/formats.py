@@ -26,13 +26,12 @@ whitespace (TREC runs split on it) or repeats.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from densir.io import InputError, iter_jsonl, iter_lines, parse_json_line, require
+from densir.io import InputError, iter_columns, iter_jsonl, iter_lines, parse_finite, parse_json_line, require
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +126,21 @@ def has_records(path) -> bool:
     return any(line.strip() for _, line in iter_lines(path))
 
 
-def check_id(value: str, path, lineno, field: str) -> str:
-    """An id must be non-empty and hold no whitespace: runs, qrels and shard ``.ids`` split on it."""
+def check_id(value: str, path, lineno, field: str, seen: set | None = None) -> str:
+    """An id must be non-empty and hold no whitespace: runs, qrels and shard ``.ids`` split on it;
+    with ``seen``, it must be new too (:func:`check_unique`)."""
     if not value:
         raise InputError(path, lineno, "empty id", field)
     if value != value.strip() or len(value.split()) != 1:
         raise InputError(path, lineno, f"id {value!r} contains whitespace (TREC runs and qrels split on it)", field)
+    return value if seen is None else check_unique(value, seen, path, lineno, field)
+
+
+def check_unique(value: str, seen: set, path, lineno, field: str) -> str:
+    """``value``, added to ``seen``; one already in ``seen`` is an :class:`InputError` (``duplicate <field>``)."""
+    if value in seen:
+        raise InputError(path, lineno, f"duplicate {field} {value!r}", field)
+    seen.add(value)
     return value
 
 
@@ -146,10 +154,7 @@ def iter_corpus(path) -> Iterator[tuple[str, str, str]]:
     """Yield ``(docid, title, text)``; fails on a missing field, a duplicate id or an empty file."""
     seen: set[str] = set()
     for lineno, obj in iter_records(path):
-        docid = check_id(require(obj, "docid", path, lineno), path, lineno, "docid")
-        if docid in seen:
-            raise InputError(path, lineno, f"duplicate docid {docid!r}", "docid")
-        seen.add(docid)
+        docid = check_id(require(obj, "docid", path, lineno), path, lineno, "docid", seen)
         title = obj.get("title") or ""
         if not isinstance(title, str):
             raise InputError(path, lineno, f"expected str, got {type(title).__name__}", "title")
@@ -175,10 +180,7 @@ def iter_queries(path) -> Iterator[tuple[str, str]]:
     """Yield ``(query_id, query)``; duplicate ids are an error."""
     seen: set[str] = set()
     for lineno, obj in iter_records(path):
-        qid = check_id(require(obj, "query_id", path, lineno), path, lineno, "query_id")
-        if qid in seen:
-            raise InputError(path, lineno, f"duplicate query_id {qid!r}", "query_id")
-        seen.add(qid)
+        qid = check_id(require(obj, "query_id", path, lineno), path, lineno, "query_id", seen)
         yield qid, require(obj, "query", path, lineno)
 
 
@@ -197,10 +199,7 @@ def read_qrels(path, doc_ids: set[str] | None = None) -> dict[str, dict[str, int
     Example: ``read_qrels("data/beir-scifact/qrels.test.tsv")["1"]`` -> ``{"31715818": 1}``.
     """
     qrels: dict[str, dict[str, int]] = {}
-    for lineno, line in iter_lines(path):
-        parts = line.split()
-        if not parts:
-            continue
+    for lineno, parts in iter_columns(path):
         if lineno == 1 and parts[0] in ("query-id", "qid", "query_id"):
             continue  # BEIR header
         if len(parts) == 4:
@@ -209,13 +208,7 @@ def read_qrels(path, doc_ids: set[str] | None = None) -> dict[str, dict[str, int
             qid, docid, rel = parts
         else:
             raise InputError(path, lineno, f"expected 'qid 0 docid rel' (or BEIR 'qid docid rel'), got {len(parts)} columns")
-        try:
-            rel = float(rel)
-        except ValueError:
-            raise InputError(path, lineno, f"relevance is not a number: {rel!r}", "rel") from None
-        if not math.isfinite(rel):
-            raise InputError(path, lineno, f"relevance is not a finite number: {rel!r}", "rel")
-        rel = int(rel)
+        rel = int(parse_finite(rel, path, lineno, "rel"))
         if doc_ids is not None and docid not in doc_ids:
             raise InputError(path, lineno, f"docid {docid!r} is not in the corpus", "docid")
         qrels.setdefault(qid, {})[docid] = rel

@@ -212,10 +212,7 @@ def write_json(path, obj) -> None:
 def read_json(path) -> dict:
     with open(path, "rb") as f:
         raw = f.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(path, raw.count(b"\n", 0, e.start) + 1, _not_utf8(raw, e)) from None
+    text = _decode(raw, path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -235,20 +232,43 @@ def iter_lines(path) -> Iterator[tuple[int, str]]:
         yield from _decode_lines(f, path)
 
 
+def iter_columns(path) -> Iterator[tuple[int, list[str]]]:
+    """``(line_number, columns)`` of every non-blank line of a whitespace-separated file (runs, qrels)."""
+    for lineno, line in iter_lines(path):
+        columns = line.split()
+        if columns:
+            yield lineno, columns
+
+
+def parse_finite(text: str, path, lineno: int, field: str) -> float:
+    """``text`` (a column) as a finite float, else an :class:`InputError` naming file, line and ``field``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(path, lineno, f"not a number: {text!r}", field) from None
+    if not math.isfinite(value):
+        raise InputError(path, lineno, f"not a finite number: {text!r}", field)
+    return value
+
+
 def _decode_lines(f, path) -> Iterator[tuple[int, str]]:
     for lineno, raw in enumerate(f, 1):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(path, lineno, _not_utf8(raw, e)) from None
+        text = _decode(raw, path, lineno)
         if lineno == 1 and text.startswith("\ufeff"):
             text = text[1:]
         yield lineno, text
 
 
-def _not_utf8(raw: bytes, e: UnicodeDecodeError) -> str:
-    column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-    return f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {column}: {e.reason})"
+def _decode(raw: bytes, path, lineno: int | None = None) -> str:
+    """UTF-8 text of ``raw`` (line ``lineno`` of ``path``, or the whole file); other bytes are an
+    :class:`InputError` naming file, line and column."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if lineno is None:
+            lineno = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise InputError(path, lineno, f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {column}: {e.reason})") from None
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
@@ -259,10 +279,7 @@ def parse_json_line(line: str | bytes, path, lineno: int) -> dict:
     string holding a lone surrogate (``"\\ud800"``: valid JSON, but no text can hold it, so
     tokenizers fail on it) are :class:`InputError` s naming file, line (and field)."""
     if isinstance(line, bytes):
-        try:
-            line = line.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(path, lineno, _not_utf8(line, e)) from None
+        line = _decode(line, path, lineno)
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
@@ -365,18 +382,10 @@ def iter_run(path) -> Iterator[tuple[str, list[tuple[str, float]]]]:
     """
     seen: set[str] = set()
     qid, hits = None, []
-    for lineno, line in iter_lines(path):
-        parts = line.split()
-        if not parts:
-            continue
+    for lineno, parts in iter_columns(path):
         if len(parts) != 6:
             raise InputError(path, lineno, f"expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}")
-        try:
-            score = float(parts[4])
-        except ValueError:
-            raise InputError(path, lineno, f"not a number: {parts[4]!r}", "score") from None
-        if not math.isfinite(score):
-            raise InputError(path, lineno, f"not a finite number: {parts[4]!r}", "score")
+        score = parse_finite(parts[4], path, lineno, "score")
         if parts[0] != qid:
             if qid is not None:
                 yield qid, hits

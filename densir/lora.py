@@ -16,28 +16,33 @@ Checkpoints hold the adapter, so ``--resume_from_checkpoint`` restores it (:func
 from __future__ import annotations
 
 import logging
-from dataclasses import field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Optional
 
 from torch import nn
+
+from densir.checks import at_least, between
 
 logger = logging.getLogger(__name__)
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-def lora_fields() -> tuple:
-    """The ``--lora*`` fields, shared by the bi-encoder's and the re-ranker's model arguments."""
-    return (
-        field(default=False, metadata={"help": "train LoRA adapters instead of every weight (densir.lora)"}),
-        field(default=8, metadata={"help": "LoRA rank"}),
-        field(default=16.0, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)"}),
-        field(default=0.05, metadata={"help": "dropout on the LoRA input"}),
-        field(default=None, metadata={
-            "help": "comma-separated module names to adapt (e.g. q_proj,k_proj,v_proj,o_proj, or all-linear); "
-                    "default: peft's for the model type"}),
-        field(default=False, metadata={"help": "also save <output_dir>/merged: the adapter folded into the model"}),
-    )
+@dataclass(kw_only=True)  # keyword-only: the classes that inherit it may declare required fields
+class LoraArguments:
+    """The ``--lora*`` flags: a mixin of the bi-encoder's and the re-ranker's model arguments."""
+
+    lora: bool = field(default=False, metadata={"help": "train LoRA adapters instead of every weight (densir.lora)"})
+    lora_r: int = field(default=8, metadata={"range": at_least(1), "help": "LoRA rank"})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"range": between(0, 1, high_open=True),
+        "help": "dropout on the LoRA input"})
+    lora_target_modules: Optional[str] = field(default=None, metadata={
+        "help": "comma-separated module names to adapt (e.g. q_proj,k_proj,v_proj,o_proj, or all-linear); "
+                "default: peft's for the model type"})
+    lora_merge: bool = field(default=False, metadata={
+        "help": "also save <output_dir>/merged: the adapter folded into the model"})
 
 
 def lora_config(args, task: str):
@@ -45,10 +50,9 @@ def lora_config(args, task: str):
     ``task``: ``"encoder"`` or ``"reranker"`` (sequence classification: the score head trains too)."""
     from peft import LoraConfig, TaskType
 
-    if args.lora_r < 1:
-        raise ValueError(f"--lora_r must be >= 1, got {args.lora_r}")
-    if not 0 <= args.lora_dropout < 1:
-        raise ValueError(f"--lora_dropout must be in [0, 1), got {args.lora_dropout}")
+    for f in fields(LoraArguments):  # args may be any namespace, not one parse_args checked
+        if "range" in f.metadata:
+            f.metadata["range"].check(f"--{f.name}", getattr(args, f.name))
     targets = args.lora_target_modules
     if targets and targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]
@@ -109,6 +113,15 @@ def load_adapter_weights(model: nn.Module, adapter_dir) -> None:
     unexpected = list(getattr(result, "unexpected_keys", []))
     if unexpected:
         raise ValueError(f"{adapter_dir}: adapter weights {unexpected[:3]} do not fit this model")
+
+
+def save_merged(load, model_dir) -> Path:
+    """``<model_dir>/merged``: the LoRA model saved in ``model_dir`` (read back by ``load``, e.g.
+    ``DenseEncoder.load``) with its adapter folded in, a plain model dir (``--lora_merge``)."""
+    out = Path(model_dir) / "merged"
+    load(str(model_dir)).merged().save(out)
+    logger.info("merged LoRA model -> %s", out)
+    return out
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -18,9 +18,10 @@ import os
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from densir.formats import read_qrels, write_qrels
+from densir.formats import check_unique, read_qrels, write_qrels
 from densir.io import InputError, iter_jsonl, require, write_json, write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -33,16 +34,19 @@ MSMARCO_FILES = {
 
 
 @contextlib.contextmanager
-def _name_archive_members(source, workdir):
-    """Errors inside an extracted archive name ``archive.zip:member/path``, not the temp dir."""
-    try:
-        yield
-    except InputError as e:
-        extracted = str(Path(workdir) / "extracted") + os.sep
-        if e.path.startswith(extracted):
-            e.args = (str(e).replace(extracted, f"{source}:", 1),)
-            e.path = f"{source}:{e.path[len(extracted):]}"
-        raise
+def _unpacked(source, out_dir: Path, marker: str) -> Iterator[Path]:
+    """The directory holding ``marker`` inside ``source`` (:func:`locate`; an archive is extracted into
+    a temp dir beside ``out_dir``, removed after); errors inside an extracted archive name
+    ``archive.zip:member/path``, not the temp dir."""
+    with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as tmp:
+        try:
+            yield locate(source, marker, tmp)
+        except InputError as e:
+            extracted = str(Path(tmp) / "extracted") + os.sep
+            if e.path.startswith(extracted):
+                e.args = (str(e).replace(extracted, f"{source}:", 1),)
+                e.path = f"{source}:{e.path[len(extracted):]}"
+            raise
 
 
 def locate(source, marker: str, workdir) -> Path:
@@ -75,19 +79,14 @@ def locate(source, marker: str, workdir) -> Path:
 def convert_beir(source, out_dir, name: str = "beir") -> dict:
     """BEIR layout (corpus.jsonl with ``_id``, queries.jsonl, qrels/<split>.tsv) -> densir files."""
     out_dir = Path(out_dir)
-    with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as tmp, \
-            _name_archive_members(source, tmp):
-        src = locate(source, "corpus.jsonl", tmp)
+    with _unpacked(source, out_dir, "corpus.jsonl") as src:
         corpus_path, queries_path = src / "corpus.jsonl", src / "queries.jsonl"
 
         doc_ids: set[str] = set()
 
         def corpus_records():
             for lineno, obj in iter_jsonl(corpus_path):
-                docid = require(obj, "_id", corpus_path, lineno)
-                if docid in doc_ids:
-                    raise InputError(corpus_path, lineno, f"duplicate id {docid!r}", "_id")
-                doc_ids.add(docid)
+                docid = check_unique(require(obj, "_id", corpus_path, lineno), doc_ids, corpus_path, lineno, "_id")
                 yield {"docid": docid, "title": obj.get("title") or "",
                        "text": require(obj, "text", corpus_path, lineno)}
 
@@ -135,17 +134,13 @@ def _iter_tsv2(path):
 def convert_msmarco(source, out_dir, name: str = "msmarco-passage") -> dict:
     """Official MS MARCO passage files (collection.tsv, queries.*.tsv, qrels.*.tsv) -> densir files."""
     out_dir = Path(out_dir)
-    with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as tmp, \
-            _name_archive_members(source, tmp):
-        src = locate(source, MSMARCO_FILES["corpus"], tmp)
+    with _unpacked(source, out_dir, MSMARCO_FILES["corpus"]) as src:
         corpus_path = src / MSMARCO_FILES["corpus"]
         doc_ids: set[str] = set()
 
         def corpus_records():
             for lineno, pid, text in _iter_tsv2(corpus_path):
-                if pid in doc_ids:
-                    raise InputError(corpus_path, lineno, f"duplicate pid {pid!r}", "pid")
-                doc_ids.add(pid)
+                check_unique(pid, doc_ids, corpus_path, lineno, "pid")
                 yield {"docid": pid, "title": "", "text": text}
 
         n_docs = write_jsonl(out_dir / "corpus.jsonl", corpus_records())
@@ -158,11 +153,9 @@ def convert_msmarco(source, out_dir, name: str = "msmarco-passage") -> dict:
             if not (src / qname).exists():
                 logger.warning("%s not found in %s: split %s skipped", qname, src, split)
                 continue
-            queries = {}
+            queries, seen = {}, set()
             for lineno, qid, text in _iter_tsv2(src / qname):
-                if qid in queries:
-                    raise InputError(src / qname, lineno, f"duplicate qid {qid!r}", "qid")
-                queries[qid] = text
+                queries[check_unique(qid, seen, src / qname, lineno, "qid")] = text
             qrels = read_qrels(src / rname, doc_ids=doc_ids)
             missing = [q for q in qrels if q not in queries]
             if missing:

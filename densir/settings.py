@@ -20,7 +20,6 @@ short python start, before anything else runs.
 """
 from __future__ import annotations
 
-import math
 import os
 import shlex
 import string
@@ -29,6 +28,7 @@ import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from densir.checks import Range, at_least, between, positive
 from densir.io import UsageError, describe_error
 
 # the scripts, by the name they report in messages (slurm/submit_pipeline.sh is submit_pipeline.sh)
@@ -60,7 +60,7 @@ class Setting:
 
     ``default`` is a literal, a template of other settings (``$DATA_DIR/train.bm25.jsonl``, those
     declared before it) or a function of the values so far (then ``shown`` is what help prints).
-    ``low``/``high`` bound an int or number (``open_low``: strictly above ``low``). ``optional``: empty
+    ``range`` bounds an int or number (a :class:`densir.checks.Range`). ``optional``: empty
     means unset. ``unset_only``: only an unset variable gets the default (an empty one stays empty).
     """
 
@@ -70,10 +70,7 @@ class Setting:
     help: str
     scripts: tuple
     choices: tuple = ()
-    low: float | None = None
-    high: float | None = None
-    open_low: bool = False
-    open_high: bool = False
+    range: Range = Range()
     optional: bool = False
     unset_only: bool = False
     shown: str = ""
@@ -91,14 +88,9 @@ class Setting:
         if self.type not in ("int", "number"):
             return "non-empty"
         what = "an integer" if self.type == "int" else "a number"
-        if self.low is not None and self.high is not None:
-            left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
-            return f"{what} in {left}{_num(self.low)}, {_num(self.high)}{right}"
-        if self.low is not None:
-            return f"{what} {'>' if self.open_low else '>='} {_num(self.low)}"
-        if self.high is not None:
-            return f"{what} {'<' if self.open_high else '<='} {_num(self.high)}"
-        return what
+        if self.range.low is None and self.range.high is None:
+            return what
+        return f"{what} {self.range.describe()}"
 
     def type_text(self) -> str:
         """The type column of help: ``int >= 1``, ``number in [0, 1]``, ``cls|mean|last``, ``text``."""
@@ -125,7 +117,7 @@ class Setting:
         if self.type == "choice":
             ok = value in self.choices
         elif self.type in ("int", "number"):
-            ok = _in_range(self, value)
+            ok = self._in_range(value)
         elif self.type == "text":
             ok = value != ""
         if not ok:
@@ -133,26 +125,14 @@ class Setting:
                 raise SettingError(self.message.format(value=value, choices=" ".join(self.choices)))
             raise SettingError(f"{self.name} must be {self.rule()}, not '{value}'")
 
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
-
-
-def _in_range(s: Setting, value: str) -> bool:
-    text = value.strip()
-    if text != value or not text:
-        return False
-    try:
-        x = int(text) if s.type == "int" else float(text)
-    except ValueError:
-        return False
-    if not math.isfinite(x):
-        return False
-    if s.low is not None and (x < s.low or (s.open_low and x == s.low)):
-        return False
-    if s.high is not None and (x > s.high or (s.open_high and x == s.high)):
-        return False
-    return True
+    def _in_range(self, value: str) -> bool:
+        """``value`` is the text of an int (a number) in ``range``, with no white space around it."""
+        if value != value.strip():
+            return False
+        try:
+            return self.range.contains(int(value) if self.type == "int" else float(value))
+        except ValueError:
+            return False
 
 
 def _nproc(_: Mapping[str, str]) -> str:
@@ -176,8 +156,9 @@ def _runs_dir(v: Mapping[str, str]) -> str:
     return "runs/" + os.path.basename(os.path.normpath(v["DATA_DIR"]))
 
 
-def _int(name, default, help, scripts, low=1, **kw) -> Setting:
-    return Setting(name, "int", default, help, scripts, low=low, **kw)
+def _int(name, default, help, scripts, range=None, **kw) -> Setting:
+    """An integer setting, >= 1 unless ``range`` says otherwise."""
+    return Setting(name, "int", default, help, scripts, range=range or at_least(1), **kw)
 
 
 def _number(name, default, help, scripts, **kw) -> Setting:
@@ -211,7 +192,7 @@ SETTINGS: tuple[Setting, ...] = (
           (GET_DATA,), shown="data/<DATASET, / as ->"),
     _int("THREADS", _nproc, "BM25 threads", (GET_DATA, DEMO), shown="nproc"),
     _int("DEPTH", "200", "sample the round-1 negatives from the BM25 top DEPTH", (GET_DATA,)),
-    _int("SEED", "42", "negative sampling seed", (GET_DATA,), low=0),
+    _int("SEED", "42", "negative sampling seed", (GET_DATA,), range=at_least(0)),
     _text("TOKENIZE", "", "a tokenizer (HF name or dir): also write pre-tokenized groups and corpus",
           (GET_DATA,), optional=True),
     # ---- demo.sh's own (the stage settings it sets are in scripts/demo_settings.sh)
@@ -238,7 +219,7 @@ SETTINGS: tuple[Setting, ...] = (
             shown="MODEL's config, else cls"),
     _choice("NORMALIZE", "", ("1", "0", "true", "false", "True", "False"), "1 = L2-normalise embeddings, 0 = not",
             PIPELINE, optional=True, shown="MODEL's config, else 0"),
-    _number("TEMPERATURE", "1.0", "contrastive softmax temperature", PIPELINE, low=0, open_low=True),
+    _number("TEMPERATURE", "1.0", "contrastive softmax temperature", PIPELINE, range=positive()),
     _choice("PRECISION", "auto", ("auto", "bf16", "fp16", "fp32"),
             "training, encoding and re-ranking; auto = bf16 where the device has it (GPU sm_80+, CPU "
             "avx512_bf16/AMX), else fp16 on a GPU, else fp32 (python -m densir.precision)", PIPELINE),
@@ -246,15 +227,16 @@ SETTINGS: tuple[Setting, ...] = (
          "NCCL on GPUs)", PIPELINE),
     _int("BATCH", "8", "queries per device per training step", PIPELINE),
     _int("TRAIN_N_PASSAGES", "8", "passages per query: 1 positive + n-1 negatives", PIPELINE),
-    _number("LR", "5e-6", "learning rate", PIPELINE, low=0, open_low=True),
-    _number("EPOCHS", "3", "training epochs", PIPELINE, low=0, open_low=True),
-    _int("MAX_STEPS", "-1", "> 0: train this many steps instead of EPOCHS", PIPELINE, low=-1),
-    _number("WARMUP", "0.1", "linear warm-up: a share of the steps if < 1, else a step count", PIPELINE, low=0),
+    _number("LR", "5e-6", "learning rate", PIPELINE, range=positive()),
+    _number("EPOCHS", "3", "training epochs", PIPELINE, range=positive()),
+    _int("MAX_STEPS", "-1", "> 0: train this many steps instead of EPOCHS", PIPELINE, range=at_least(-1)),
+    _number("WARMUP", "0.1", "linear warm-up: a share of the steps if < 1, else a step count", PIPELINE,
+            range=at_least(0, float)),
     _int("SAVE_STEPS", "500", "checkpoint every N steps; a rerun resumes from the last", PIPELINE),
-    _int("SEED", "42", "training seed", PIPELINE, low=0),
+    _int("SEED", "42", "training seed", PIPELINE, range=at_least(0)),
     _number("ATTENTION_DROPOUT", "", "training: attention-probability dropout; 0 runs torch's fused attention "
             "kernel on the CPU, 1.3x faster per step (benchmarks/train_throughput.py)", PIPELINE,
-            low=0, high=1, open_high=True, optional=True, shown="MODEL's"),
+            range=between(0, 1, high_open=True), optional=True, shown="MODEL's"),
     _int("ENCODE_BATCH", "128", "encoding batch size", PIPELINE),
     _choice("BACKEND", "torch", ("torch", "onnx", "openvino"), "what runs the encoder when encoding "
             "(densir.backends; onnx/openvino run on the CPU, exported once beside the model; PRECISION then "
@@ -274,7 +256,7 @@ SETTINGS: tuple[Setting, ...] = (
     _choice("STAGE", "all", ("all", "train", "rerank", "merge"),
             "only this stage; merge = join the query shards, fuse, score, table", (RERANK,), message=_STAGE_MESSAGE),
     _int("SHARD", "", "with STAGE=encode-corpus or search: only this shard (a SLURM array task)", PIPELINE,
-         low=0, optional=True),
+         range=at_least(0), optional=True),
     _text("TIMINGS", "$OUT_DIR/timings.tsv", "each step that ran appends 'script step seconds' here (empty: "
           "nowhere)", PIPELINE, unset_only=True),
     _text("PYTHON", "python", "python interpreter", SCRIPTS),
@@ -282,10 +264,10 @@ SETTINGS: tuple[Setting, ...] = (
     # DATA_DIR/bm25.<EVAL_SPLIT>.run by tools/fuse_runs.py; a changed setting needs R/<split>.hybrid.* deleted)
     _choice("HYBRID", "rrf", ("rrf", "weighted", "none"), "fuse each round's run with BM25's: rrf (reciprocal "
             "rank fusion) | weighted (sum of per-query normalised scores) | none", ROUNDS),
-    _number("HYBRID_K", "60", "rrf: each run adds 1 / (HYBRID_K + rank)", ROUNDS, low=0),
+    _number("HYBRID_K", "60", "rrf: each run adds 1 / (HYBRID_K + rank)", ROUNDS, range=at_least(0, float)),
     _number("HYBRID_WEIGHT", "0.5", "weighted: weight of the dense run; BM25 gets 1 - it (min-max 0.5 was the "
             "best weighted setting on 100 held-out SciFact train queries: benchmarks/results/hybrid_sweep.json)",
-            ROUNDS, low=0, high=1),
+            ROUNDS, range=between(0, 1)),
     _choice("HYBRID_NORM", "minmax", ("minmax", "zscore"), "weighted: per query and run", ROUNDS),
     # ---- run.sh
     _text("TRAIN_GROUPS", "$DATA_DIR/train.bm25.jsonl", "round-1 train groups (one or more files, space-separated)",
@@ -296,18 +278,18 @@ SETTINGS: tuple[Setting, ...] = (
     _text("MINE_ROUND", "round1", "round whose model mines", (MINE,)),
     _text("TRAIN_SPLIT", "train", "queries to mine for (DATA_DIR/queries.<split>.jsonl + qrels)", (MINE,)),
     _int("DEPTH", "100", "retrieve (and sample negatives from) the top DEPTH", (MINE,)),
-    _int("SKIP", "3", "leave out the top SKIP ranks (unlabelled positives hide there); < DEPTH", (MINE,), low=0),
+    _int("SKIP", "3", "leave out the top SKIP ranks (unlabelled positives hide there); < DEPTH", (MINE,), range=at_least(0)),
     _int("N_SAMPLE", "30", "negatives per query", (MINE, GET_DATA)),
-    _int("MINE_SEED", "42", "sampling seed", (MINE,), low=0),
+    _int("MINE_SEED", "42", "sampling seed", (MINE,), range=at_least(0)),
     _text("HN_GROUPS", "$OUT_DIR/$MINE_ROUND/train.hn.jsonl", "output groups (a complete one is never rebuilt: "
           "other mining settings want another HN_GROUPS)", (MINE,)),
     _int("MINE_RANGE_MIN", "", "rank window [MIN, MAX) over the candidates the filters leave (best first; "
-         "positives not counted)", (MINE,), low=0, optional=True, shown="0"),
+         "positives not counted)", (MINE,), range=at_least(0), optional=True, shown="0"),
     _int("MINE_RANGE_MAX", "", "end of that window (> MINE_RANGE_MIN)", (MINE,), optional=True, shown="all"),
     _number("MINE_MARGIN", "", "drop a candidate unless score <= positive's score - MARGIN", (MINE,),
             optional=True, shown="off"),
     _number("MINE_RELATIVE_MARGIN", "", "drop a candidate unless score <= positive's score - |positive's score| * M",
-            (MINE,), low=0, optional=True, shown="off"),
+            (MINE,), range=at_least(0, float), optional=True, shown="off"),
     _number("MINE_MAX_SCORE", "", "drop candidates scoring above this", (MINE,), optional=True, shown="off"),
     _number("MINE_MIN_SCORE", "", "drop candidates scoring below this", (MINE,), optional=True, shown="off"),
     _choice("MINE_SAMPLING", "", ("random", "top"), "random (N_SAMPLE drawn at random) | top (the best N_SAMPLE)",
@@ -324,9 +306,9 @@ SETTINGS: tuple[Setting, ...] = (
     _text("BM25_GROUPS", "$DATA_DIR/train.bm25.jsonl", "BM25-negative groups", (TRAIN_HN, RERANK)),
     _text("HN_GROUPS", "$OUT_DIR/round1/train.hn.jsonl", "hard-negative groups from mine_hard_neg.sh",
           (TRAIN_HN, RERANK)),
-    _number("HN_EPOCHS", "$EPOCHS", "round-2 EPOCHS", (TRAIN_HN,), low=0, open_low=True),
-    _int("HN_MAX_STEPS", "$MAX_STEPS", "round-2 MAX_STEPS", (TRAIN_HN,), low=-1),
-    _number("HN_LR", "$LR", "round-2 LR", (TRAIN_HN,), low=0, open_low=True),
+    _number("HN_EPOCHS", "$EPOCHS", "round-2 EPOCHS", (TRAIN_HN,), range=positive()),
+    _int("HN_MAX_STEPS", "$MAX_STEPS", "round-2 MAX_STEPS", (TRAIN_HN,), range=at_least(-1)),
+    _number("HN_LR", "$LR", "round-2 LR", (TRAIN_HN,), range=positive()),
     _text("TEACHER", "", "a cross-encoder dir (rerank.sh's model, or any CrossEncoder), or a scored TREC run file: "
           "every passage of both group files gets its score (tools/score_groups.py) into OUT_DIR/ROUND/teacher/, "
           "and round 2 trains on those groups with --distill_loss DISTILL_LOSS beside the contrastive loss",
@@ -353,17 +335,17 @@ SETTINGS: tuple[Setting, ...] = (
     _int("RERANK_N_PASSAGES", "$TRAIN_N_PASSAGES", "pairs per query in training: 1 positive + n-1 negatives",
          (RERANK,)),
     _int("RERANK_BATCH", "$BATCH", "queries per device per training step", (RERANK,)),
-    _number("RERANK_LR", "2e-5", "learning rate", (RERANK,), low=0, open_low=True),
-    _number("RERANK_EPOCHS", "1", "training epochs", (RERANK,), low=0, open_low=True),
-    _int("RERANK_MAX_STEPS", "-1", "> 0: train this many steps instead", (RERANK,), low=-1),
+    _number("RERANK_LR", "2e-5", "learning rate", (RERANK,), range=positive()),
+    _number("RERANK_EPOCHS", "1", "training epochs", (RERANK,), range=positive()),
+    _int("RERANK_MAX_STEPS", "-1", "> 0: train this many steps instead", (RERANK,), range=at_least(-1)),
     _int("RERANK_DEPTH", "100", "re-rank each query's top RERANK_DEPTH", (RERANK,)),
     _number("RERANK_ALPHA", "0.6", "final score = ALPHA * z(first-stage score) + (1 - ALPHA) * z(cross-encoder "
             "score), z standardising each query's top RERANK_DEPTH; 0 = the cross-encoder alone. Choose it on "
             "held-out train queries (tools/fuse_runs.py --alpha ... --qrels), never on test", (RERANK,),
-            low=0, high=1),
+            range=between(0, 1)),
     _int("RERANK_EVAL_BATCH", "64", "pairs per forward pass when re-ranking", (RERANK,)),
     _int("NUM_QUERY_SHARDS", "1", "split the re-ranking into this many query ranges (a SLURM array)", (RERANK,)),
-    _int("QUERY_SHARD", "", "with STAGE=rerank: only this query shard (an array task)", (RERANK,), low=0,
+    _int("QUERY_SHARD", "", "with STAGE=rerank: only this query shard (an array task)", (RERANK,), range=at_least(0),
          optional=True),
     _flags("RERANK_TRAIN_ARGS", "extra flags for densir.driver.train_reranker, e.g. \"--bce_pos_weight 7\"", (RERANK,)),
     _flags("RERANK_ARGS", "extra flags for densir.driver.rerank", (RERANK,)),
@@ -371,7 +353,7 @@ SETTINGS: tuple[Setting, ...] = (
     _text("PARTITION", "", "passed to every sbatch", (SUBMIT,), optional=True, shown="the cluster's"),
     _text("ACCOUNT", "", "passed to every sbatch", (SUBMIT,), optional=True, shown="the cluster's"),
     _text("QOS", "", "passed to every sbatch", (SUBMIT,), optional=True, shown="the cluster's"),
-    _int("GPUS_PER_NODE", "0", "GPUs for training (per node) and for each encode/search task", (SUBMIT,), low=0),
+    _int("GPUS_PER_NODE", "0", "GPUs for training (per node) and for each encode/search task", (SUBMIT,), range=at_least(0)),
     _int("NODES", "1", "nodes for training (srun torchrun, one per node)", (SUBMIT,)),
     _int("CPUS_PER_TASK", "1", "CPUs of each get_data/encode/search/reduce job", (SUBMIT,)),
     _int("TRAIN_CPUS", "", "CPUs per node of a training job", (SUBMIT,), optional=True, shown="CPUS_PER_TASK * NPROC"),

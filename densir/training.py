@@ -266,7 +266,8 @@ def run_training(trainer_class: type[DensirTrainer], model_args, data_args, trai
     :class:`densir.dataset.TrainDataset` of the train groups. The summary's ``train_loss`` is the
     mean loss of every step, from the log history (:func:`history_loss`: a resumed run reports what
     the uninterrupted run reports); rank 0 writes ``train_summary.json`` atomically and prints one
-    line. A rerun of a finished training (its last checkpoint is the plan's last step) returns the
+    line; ``--lora_merge`` writes ``<output_dir>/merged`` before (:func:`densir.lora.save_merged`). A
+    rerun of a finished training (its last checkpoint is the plan's last step) returns the
     summary as it was, building and training nothing.
     """
     from transformers import set_seed
@@ -302,6 +303,10 @@ def run_training(trainer_class: type[DensirTrainer], model_args, data_args, trai
     start = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
+    if model_args.lora and model_args.lora_merge and training_args.should_save:  # before the summary marks it done
+        from densir.lora import save_merged
+
+        save_merged(type(model).load, training_args.output_dir)
     # the mean loss of every step of the run, from the log history (restored from the checkpoint on
     # a resume, so a resumed run reports what the uninterrupted run reports; HF's training_loss
     # covers only the steps of this call). The logged losses are already means over the ranks.

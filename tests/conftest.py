@@ -254,3 +254,50 @@ def best_model_args(args_cls, tmp_path):
     mrr = args_cls(**common, metric_for_best_model="eval_mrr@10")
     assert mrr.metric_for_best_model == "MRR@10"
     return args, mrr
+
+
+# --------------------------------------------------------------------------- training runs in this process
+def train_in_process(argv, callbacks=None, reranker: bool = False) -> dict:
+    """One training run as ``python -m densir.driver.train`` (``reranker``: ``train_reranker``) makes it,
+    in this process and with the library's errors raised as they are: ``argv`` (each value as str)
+    parsed into the family's argument dataclasses, then its ``train``; returns the run's summary."""
+    from densir.arguments import parse_args
+
+    if reranker:
+        from densir.reranker import arguments
+        from densir.reranker.trainer import train
+
+        types = (arguments.RerankerModelArguments, arguments.RerankerDataArguments, arguments.RerankerTrainingArguments)
+    else:
+        from densir.retriever import arguments
+        from densir.retriever.trainer import train
+
+        types = (arguments.ModelArguments, arguments.DataArguments, arguments.DenseTrainingArguments)
+    return train(*parse_args(*types, argv=[str(a) for a in argv]), callbacks=callbacks)
+
+
+class KilledAtStep(Exception):
+    """Raised by :func:`kill_at`'s callback: a training run dies mid-way."""
+
+
+def kill_at(step: int):
+    """A Trainer callback that dies right after optimizer step ``step``, before anything of that step is saved."""
+    from transformers import TrainerCallback
+
+    class KillAfterStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise KilledAtStep(step)
+    return KillAfterStep()
+
+
+def assert_eval_flags_need_a_strategy(argv, main, flags: str, capsys, reranker: bool = False) -> None:
+    """A run given eval data but no --eval_strategy: the library names its parameters (a ValueError);
+    the CLI ``main`` says ``flags`` in one line, exit status 1."""
+    with pytest.raises(ValueError, match="need eval_strategy steps"):
+        train_in_process(argv, reranker=reranker)
+    with pytest.raises(SystemExit) as exit_:
+        main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.count("\n") == 1
+    assert err.startswith(f"error: {flags} need --eval_strategy steps"), err

@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import train_in_process
 from llm_models import make_decoder, write_groups
 
 from densir.arguments import parse_args
-from densir.retriever.arguments import DataArguments, DenseTrainingArguments, EncodeArguments, ModelArguments
+from densir.retriever.arguments import EncodeArguments, ModelArguments
 from densir.retriever.collator import TrainCollator
 from densir.retriever.modeling import DenseEncoder, instruction_prefix
 from densir.tokenization import tokenize_batch
@@ -55,21 +56,15 @@ def test_encoders_keep_their_pooling_without_eos(tiny_bert_dir):
     assert enc.config.append_eos is False and enc.eos_id is None  # a BERT is not a decoder
 
 
-def _train(argv):
-    from densir.driver import train as driver
-
-    return driver.train(*parse_args(ModelArguments, DataArguments, DenseTrainingArguments, argv=argv))
-
-
 def test_instruction_and_prefixes_are_saved_and_applied_at_encode(tmp_path, decoder_dir):
     groups = write_groups(tmp_path / "groups.jsonl", n=8)
     out = tmp_path / "run"
     task = "Given a scientific claim, retrieve documents that support or refute it"
-    _train(["--model_name_or_path", decoder_dir, "--train_dir", str(groups), "--output_dir", str(out),
-            "--pooling", "last", "--normalize", "true", "--query_instruction", task,
-            "--passage_prefix", "passage: ", "--q_max_len", "96", "--p_max_len", "32", "--train_n_passages", "2",
-            "--per_device_train_batch_size", "4", "--max_steps", "2", "--learning_rate", "1e-3",
-            "--temperature", "0.05", "--disable_tqdm", "true", "--save_strategy", "no"])
+    train_in_process(["--model_name_or_path", decoder_dir, "--train_dir", str(groups), "--output_dir", str(out),
+                      "--pooling", "last", "--normalize", "true", "--query_instruction", task,
+                      "--passage_prefix", "passage: ", "--q_max_len", "96", "--p_max_len", "32", "--train_n_passages", "2",
+                      "--per_device_train_batch_size", "4", "--max_steps", "2", "--learning_rate", "1e-3",
+                      "--temperature", "0.05", "--disable_tqdm", "true", "--save_strategy", "no"])
     saved = json.loads((out / "densir_config.json").read_text())
     assert saved["query_prefix"] == instruction_prefix(task) == f"Instruct: {task}\nQuery: "
     assert saved["passage_prefix"] == "passage: " and saved["append_eos"] is True and saved["pooling"] == "last"

@@ -8,11 +8,10 @@ import json
 
 import pytest
 import torch
+from conftest import KilledAtStep, kill_at, train_in_process
 from llm_models import make_decoder, write_groups
 from safetensors.torch import load_file
 
-from densir.arguments import parse_args
-from densir.retriever.arguments import DataArguments, DenseTrainingArguments, ModelArguments
 from densir.retriever.modeling import DenseEncoder
 from densir.tokenization import tokenize_batch
 
@@ -39,13 +38,6 @@ def _args(model, groups, out, *extra):
             "--learning_rate", "1e-2", "--disable_tqdm", "true", "--lora", "--lora_r", "4", *map(str, extra)]
 
 
-def _run(argv, callbacks=None):
-    from densir.driver import train as driver
-
-    return driver.train(*parse_args(ModelArguments, DataArguments, DenseTrainingArguments, argv=argv),
-                        callbacks=callbacks)
-
-
 def _vectors(model_dir) -> torch.Tensor:
     enc = DenseEncoder.load(str(model_dir)).eval()
     with torch.no_grad():
@@ -54,7 +46,7 @@ def _vectors(model_dir) -> torch.Tensor:
 
 def test_lora_saves_an_adapter_whose_vectors_equal_the_merged_model(tmp_path, llama_dir, groups):
     out = tmp_path / "run"
-    _run(_args(llama_dir, groups, out, "--max_steps", 3, "--save_strategy", "no", "--lora_merge"))
+    train_in_process(_args(llama_dir, groups, out, "--max_steps", 3, "--save_strategy", "no", "--lora_merge"))
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
     assert not (out / "model.safetensors").exists() and (out / "merged" / "model.safetensors").is_file()
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == llama_dir
@@ -68,31 +60,17 @@ def test_lora_saves_an_adapter_whose_vectors_equal_the_merged_model(tmp_path, ll
     assert model_fingerprint(DenseEncoder.load(str(out)).q_model) != model_fingerprint(DenseEncoder.load(llama_dir).q_model)
 
 
-class _Kill(Exception):
-    pass
-
-
-def _kill_at(step):
-    from transformers import TrainerCallback
-
-    class KillAfterStep(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == step:
-                raise _Kill(step)
-    return KillAfterStep()
-
-
 def test_lora_resume_after_kill_gives_the_uninterrupted_adapter(tmp_path, llama_dir, groups):
     """16 groups, batch 4: 4 steps an epoch, 6 steps; killed at step 3 (checkpoint-2) and resumed.
     LoRA dropout is on, so the RNG state must come back too."""
     common = ("--max_steps", 6, "--save_steps", 2, "--logging_steps", 1, "--lora_dropout", 0.1)
-    _run(_args(llama_dir, groups, tmp_path / "full", *common))
+    train_in_process(_args(llama_dir, groups, tmp_path / "full", *common))
     out = tmp_path / "killed"
     argv = _args(llama_dir, groups, out, *common, "--resume_from_checkpoint", "auto")
-    with pytest.raises(_Kill):
-        _run(argv, callbacks=[_kill_at(3)])
+    with pytest.raises(KilledAtStep):
+        train_in_process(argv, callbacks=[kill_at(3)])
     assert (out / "checkpoint-2" / "adapter_model.safetensors").is_file()
-    resumed = _run(argv)
+    resumed = train_in_process(argv)
     assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["global_step"] == 6
     a, b = load_file(tmp_path / "full" / "adapter_model.safetensors"), load_file(out / "adapter_model.safetensors")
     assert a.keys() == b.keys() and any("lora_B" in k for k in a)
@@ -107,7 +85,7 @@ def test_lora_with_grad_cache_and_gradient_checkpointing(tmp_path, llama_dir, gr
             "checkpointing": ("--gradient_checkpointing",)}
     adapters = {}
     for name, extra in runs.items():
-        _run(_args(llama_dir, groups, tmp_path / name, *common, *extra))
+        train_in_process(_args(llama_dir, groups, tmp_path / name, *common, *extra))
         adapters[name] = load_file(tmp_path / name / "adapter_model.safetensors")
     assert any(v.abs().max() > 0 for k, v in adapters["plain"].items() if "lora_B" in k)  # trained at all
     for name in ("grad_cache", "checkpointing"):

@@ -18,16 +18,16 @@ from pathlib import Path
 import pytest
 from conftest import (
     assert_best_checkpoint_kept,
+    assert_eval_flags_need_a_strategy,
     assert_evaluation_left_training_alone,
     assert_tensorboard_logged,
     best_model_args,
     heldout_split,
     run_cmd,
+    train_in_process,
 )
 
-from densir.arguments import parse_args
-from densir.reranker.arguments import RerankerDataArguments, RerankerModelArguments, RerankerTrainingArguments
-from densir.reranker.trainer import train
+from densir.reranker.arguments import RerankerDataArguments, RerankerTrainingArguments
 
 N_HELDOUT, EVAL_DEPTH, MAX_LEN = 12, 10, 64
 METRICS = ("nDCG@10", "MRR@10")
@@ -48,8 +48,7 @@ def _argv(model, heldout, out, *extra):
 
 
 def _train(argv):
-    return train(*parse_args(RerankerModelArguments, RerankerDataArguments, RerankerTrainingArguments,
-                             argv=[str(a) for a in argv]))
+    return train_in_process(argv, reranker=True)
 
 
 def _cli_metrics(model_dir, heldout, tmp_path, name) -> dict:
@@ -126,13 +125,8 @@ def test_flags_are_checked(tmp_path, heldout, tiny_bert_dir, capsys):
     from densir.driver.train_reranker import main
 
     # the library names its parameters; the CLI says the flags, in one line
-    with pytest.raises(ValueError, match="need eval_strategy steps"):
-        _train(_argv(tiny_bert_dir, heldout, tmp_path / "a", "--max_steps", 1))
-    with pytest.raises(SystemExit) as exit_:
-        main([str(a) for a in _argv(tiny_bert_dir, heldout, tmp_path / "a", "--max_steps", 1)])
-    err = capsys.readouterr().err
-    assert exit_.value.code == 1 and err.count("\n") == 1
-    assert err.startswith("error: --eval_run, --eval_queries, --eval_qrels need --eval_strategy steps"), err
+    assert_eval_flags_need_a_strategy(_argv(tiny_bert_dir, heldout, tmp_path / "a", "--max_steps", 1), main,
+                                      "--eval_run, --eval_queries, --eval_qrels", capsys, reranker=True)
     with pytest.raises(SystemExit):
         main([str(a) for a in _argv(tiny_bert_dir, heldout, tmp_path / "a", "--eval_depth", 0)])
     assert capsys.readouterr().err == "error: --eval_depth must be >= 1, got 0\n"

@@ -8,18 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import head_lines, run_cmd
+from conftest import KilledAtStep, head_lines, kill_at, run_cmd, train_in_process
 from safetensors.torch import load_file
 
-from densir.arguments import parse_args
 from densir.dataset import TrainDataset
 from densir.driver import train as driver
 from densir.formats import TrainGroupSource
-from densir.retriever.arguments import (
-    DataArguments,
-    DenseTrainingArguments,
-    ModelArguments,
-)
 from densir.retriever.collator import TrainCollator
 from densir.retriever.loss import ContrastiveLoss
 from densir.retriever.modeling import DenseEncoder
@@ -29,11 +23,6 @@ def _args(model, groups, out, *extra):
     return ["--model_name_or_path", str(model), "--train_dir", str(groups), "--output_dir", str(out),
             "--pooling", "mean", "--normalize", "true", "--temperature", "0.05",
             "--q_max_len", "24", "--p_max_len", "48", "--disable_tqdm", "true", *map(str, extra)]
-
-
-def _run(argv, callbacks=None):
-    return driver.train(*parse_args(ModelArguments, DataArguments, DenseTrainingArguments, argv=argv),
-                        callbacks=callbacks)
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +56,9 @@ def test_loss_goes_down_on_scifact_and_model_loads_everywhere(tmp_path, tiny_ber
     from sentence_transformers import SentenceTransformer
 
     out = tmp_path / "run"
-    summary = _run(_args(tiny_bert_dir, scifact_groups, out, "--per_device_train_batch_size", 16,
-                         "--train_n_passages", 2, "--max_steps", 30, "--learning_rate", 1e-3,
-                         "--warmup_ratio", 0.1, "--logging_steps", 5, "--save_steps", 1000))
+    summary = train_in_process(_args(tiny_bert_dir, scifact_groups, out, "--per_device_train_batch_size", 16,
+                                     "--train_n_passages", 2, "--max_steps", 30, "--learning_rate", 1e-3,
+                                     "--warmup_ratio", 0.1, "--logging_steps", 5, "--save_steps", 1000))
     assert summary["queries"] == 809 and summary["global_step"] == 30
     before, after = _eval_loss(tiny_bert_dir, scifact_groups), _eval_loss(out, scifact_groups)
     assert after < before - 0.3, (before, after)
@@ -89,22 +78,6 @@ def test_loss_goes_down_on_scifact_and_model_loads_everywhere(tmp_path, tiny_ber
     assert json.loads((out / "training_args.json").read_text())["temperature"] == 0.05
 
 
-class _Kill(Exception):
-    pass
-
-
-def _kill_at(step):
-    from transformers import TrainerCallback
-
-    class KillAfterStep(TrainerCallback):
-        """Dies right after optimizer step `step`, before anything of that step is saved."""
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == step:
-                raise _Kill(step)
-    return KillAfterStep()
-
-
 @pytest.mark.slow
 def test_resume_after_kill_is_exact(tmp_path, tiny_bert_dir, small_groups):
     """24 groups, batch 4: 6 steps an epoch, 10 steps. Killed at step 5 (checkpoint-4, mid epoch
@@ -112,16 +85,16 @@ def test_resume_after_kill_is_exact(tmp_path, tiny_bert_dir, small_groups):
     weights equal an uninterrupted run's. Dropout is on, so the RNG state must be restored too."""
     common = ("--per_device_train_batch_size", 4, "--train_n_passages", 3, "--max_steps", 10,
               "--save_steps", 4, "--learning_rate", 1e-3, "--logging_steps", 1)
-    full = _run(_args(tiny_bert_dir, small_groups, tmp_path / "full", *common))
+    full = train_in_process(_args(tiny_bert_dir, small_groups, tmp_path / "full", *common))
     out = tmp_path / "killed"
     argv = _args(tiny_bert_dir, small_groups, out, *common, "--resume_from_checkpoint", "auto")
-    with pytest.raises(_Kill):
-        _run(argv, callbacks=[_kill_at(5)])
+    with pytest.raises(KilledAtStep):
+        train_in_process(argv, callbacks=[kill_at(5)])
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]
-    with pytest.raises(_Kill):
-        _run(argv, callbacks=[_kill_at(9)])
+    with pytest.raises(KilledAtStep):
+        train_in_process(argv, callbacks=[kill_at(9)])
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
-    resumed = _run(argv)
+    resumed = train_in_process(argv)
     assert resumed["resumed_from"].endswith("checkpoint-8") and resumed["global_step"] == 10
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(out / "model.safetensors")
     assert a.keys() == b.keys()
@@ -168,8 +141,8 @@ def test_bf16_autocast_tracks_fp32(tmp_path, tiny_bert_dir, small_groups, grad_c
     extra = ("--grad_cache", "--gc_q_chunk_size", 2, "--gc_p_chunk_size", 5) if grad_cache else ()
     common = ("--per_device_train_batch_size", 4, "--train_n_passages", 3, "--max_steps", 5,
               "--learning_rate", 1e-3, "--logging_steps", 1, "--save_steps", 1000, *extra)
-    fp32 = _run(_args(tiny_bert_dir, small_groups, tmp_path / "fp32", *common))
-    bf16 = _run(_args(tiny_bert_dir, small_groups, tmp_path / "bf16", *common, "--bf16"))
+    fp32 = train_in_process(_args(tiny_bert_dir, small_groups, tmp_path / "fp32", *common))
+    bf16 = train_in_process(_args(tiny_bert_dir, small_groups, tmp_path / "bf16", *common, "--bf16"))
     a, b = [h["loss"] for h in fp32["log_history"]], [h["loss"] for h in bf16["log_history"]]
     assert len(a) == len(b) == 5 and a != b  # autocast really ran
     assert b == pytest.approx(a, rel=0.05)
@@ -187,9 +160,9 @@ def _typed(value: str):
 KILLABLE = """
 import sys
 sys.path.insert(0, sys.argv[1])
-import test_train
-kill_at = int(sys.argv[2])
-test_train._run(sys.argv[3:], callbacks=[test_train._kill_at(kill_at)] if kill_at else None)
+from conftest import kill_at, train_in_process
+step = int(sys.argv[2])
+train_in_process(sys.argv[3:], callbacks=[kill_at(step)] if step else None)
 """
 
 
@@ -203,7 +176,7 @@ def test_torchrun_two_processes_equal_one_process_and_resume(tmp_path, small_gro
     model = tiny_bert_nodropout_dir
     common = ("--train_n_passages", 3, "--max_steps", 6, "--learning_rate", 0.5, "--optim", "sgd",
               "--lr_scheduler_type", "constant", "--save_steps", 4, "--logging_steps", 1)
-    one = _run(_args(model, small_groups, tmp_path / "one", "--per_device_train_batch_size", 8, *common))
+    one = train_in_process(_args(model, small_groups, tmp_path / "one", "--per_device_train_batch_size", 8, *common))
     script = tmp_path / "killable.py"
     script.write_text(KILLABLE)
     torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2", str(script),
@@ -211,7 +184,7 @@ def test_torchrun_two_processes_equal_one_process_and_resume(tmp_path, small_gro
     argv = _args(model, small_groups, tmp_path / "two", "--per_device_train_batch_size", 4, "--negatives_x_device",
                  "--resume_from_checkpoint", "auto", *common)
     killed = run_cmd([*torchrun, "5", *argv], check=False, timeout=600)
-    assert killed.returncode != 0 and "_Kill" in killed.stderr
+    assert killed.returncode != 0 and "KilledAtStep" in killed.stderr
     assert sorted(p.name for p in (tmp_path / "two").glob("checkpoint-*")) == ["checkpoint-4"]
     run_cmd([*torchrun, "0", *argv], timeout=600)
 

@@ -18,21 +18,20 @@ import pytest
 import torch
 from conftest import (
     assert_best_checkpoint_kept,
+    assert_eval_flags_need_a_strategy,
     assert_evaluation_left_training_alone,
     assert_tensorboard_logged,
     best_model_args,
     heldout_split,
     run_cmd,
+    train_in_process,
 )
 from safetensors.torch import load_file
 
-from densir.arguments import parse_args
 from densir.retriever.arguments import (
     DataArguments,
     DenseTrainingArguments,
-    ModelArguments,
 )
-from densir.retriever.trainer import train
 
 N_HELDOUT, SAMPLE_DEPTH, Q_LEN, P_LEN = 20, 5, 24, 64
 METRICS = ("nDCG@10", "MRR@10", "Recall@100")
@@ -71,10 +70,6 @@ def _argv(model, heldout, out, *extra):
             "--eval_sample_depth", SAMPLE_DEPTH, *extra]
 
 
-def _train(argv):
-    return train(*parse_args(ModelArguments, DataArguments, DenseTrainingArguments, argv=[str(a) for a in argv]))
-
-
 def test_sample_is_judged_plus_bm25_top(heldout, sample_corpus):
     from densir.validation import RetrievalValidator
 
@@ -98,9 +93,9 @@ def test_logged_metrics_equal_the_stage_clis_and_the_best_model_is_kept(tmp_path
     the stage CLIs on it give exactly the metrics logged at that step."""
     pytest.importorskip("tensorboard")
     out = tmp_path / "run"
-    summary = _train(_argv(minilm_path, heldout, out, "--max_steps", 6, "--learning_rate", 2e-3,
-                           "--lr_scheduler_type", "constant", "--eval_strategy", "steps", "--eval_steps", 2,
-                           "--save_steps", 2, "--load_best_model_at_end", "--report_to", "tensorboard"))
+    summary = train_in_process(_argv(minilm_path, heldout, out, "--max_steps", 6, "--learning_rate", 2e-3,
+                                     "--lr_scheduler_type", "constant", "--eval_strategy", "steps", "--eval_steps", 2,
+                                     "--save_steps", 2, "--load_best_model_at_end", "--report_to", "tensorboard"))
     evals, best_step = assert_best_checkpoint_kept(summary, out, steps=(2, 4, 6))
     for h in evals.values():
         assert set(METRICS) <= {k.removeprefix("eval_") for k in h} and 0 <= h["eval_nDCG@10"] <= 1
@@ -130,10 +125,10 @@ def test_evaluation_does_not_change_training(tmp_path, heldout, tiny_bert_dir):
     evaluated (the encoder goes back to train mode, no RNG is drawn)."""
     common = ("--max_steps", 4, "--learning_rate", 1e-3, "--save_strategy", "no", "--pooling", "mean",
               "--normalize", "true")
-    _train(_argv(tiny_bert_dir, heldout, tmp_path / "evaluated", *common, "--eval_strategy", "steps",
-                 "--eval_steps", 2))
+    train_in_process(_argv(tiny_bert_dir, heldout, tmp_path / "evaluated", *common, "--eval_strategy", "steps",
+                           "--eval_steps", 2))
     plain = _argv(tiny_bert_dir, heldout, tmp_path / "plain", *common)
-    _train(plain[:plain.index("--eval_queries")] + list(common))
+    train_in_process(plain[:plain.index("--eval_queries")] + list(common))
     assert_evaluation_left_training_alone(tmp_path / "evaluated", tmp_path / "plain", steps=(2, 4))
 
 
@@ -141,13 +136,8 @@ def test_flags_are_checked(tmp_path, heldout, tiny_bert_dir, capsys):
     from densir.driver.train import main
 
     # the library names its parameters; the CLI says the flags, in one line
-    with pytest.raises(ValueError, match="need eval_strategy steps"):
-        _train(_argv(tiny_bert_dir, heldout, tmp_path / "a", "--max_steps", 1))
-    with pytest.raises(SystemExit) as exit_:
-        main([str(a) for a in _argv(tiny_bert_dir, heldout, tmp_path / "a", "--max_steps", 1)])
-    err = capsys.readouterr().err
-    assert exit_.value.code == 1 and err.count("\n") == 1
-    assert err.startswith("error: --eval_queries, --eval_qrels need --eval_strategy steps"), err
+    assert_eval_flags_need_a_strategy(_argv(tiny_bert_dir, heldout, tmp_path / "a", "--max_steps", 1), main,
+                                      "--eval_queries, --eval_qrels", capsys)
     with pytest.raises(ValueError, match="go together"):
         DataArguments(train_dir=["x"], eval_queries="q.jsonl")
     _, args = best_model_args(DenseTrainingArguments, tmp_path)

@@ -4,11 +4,9 @@ writes: :mod:`densir.retriever.encode` (its docstring is this module's).
 from __future__ import annotations
 
 import logging
-import sys
 
-from densir.arguments import parse_args
-from densir.checks import check_output_path
-from densir.io import cli_errors, usage_errors
+from densir.driver import parse_stage_args
+from densir.io import cli_errors
 from densir.retriever.arguments import EncodeArguments, ModelArguments
 from densir.retriever.encode import (
     __doc__,  # noqa: E402,F401  (one docstring for the stage and its CLI)
@@ -20,10 +18,7 @@ __all__ = ["main", "encode_file"]
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    with usage_errors(argv):
-        model_args, encode_args = parse_args(ModelArguments, EncodeArguments, argv=argv)  # ranges checked
-    check_output_path("--encoded_save_path", encode_args.encoded_save_path)
+    model_args, encode_args = parse_stage_args((ModelArguments, EncodeArguments), argv, "--encoded_save_path")
     shard = encode_file(model_args, encode_args)
     print(f"{shard.name}: {shard.count} x {shard.dim} {shard.meta['dtype']} "
           f"({shard.meta['kind']}, max_len {shard.meta['max_len']}, {shard.meta['precision']})")

@@ -7,7 +7,7 @@ from typing import Optional
 from densir.arguments import RANKING_METRICS, BaseTrainingArguments, backend_fields
 from densir.checks import at_least, between, check_ranges, positive
 from densir.io import ParameterError
-from densir.lora import lora_fields
+from densir.lora import LoraArguments
 from densir.losses import LOSSES, TEACHER_LOSSES
 from densir.losses.ranknet import REDUCTIONS
 from densir.retriever.arguments import DataArguments
@@ -16,23 +16,15 @@ RERANK_VALIDATION_METRICS = RANKING_METRICS  # BaseTrainingArguments.eval_metric
 
 
 _BACKEND = backend_fields("pairs of the run")
-_LORA = lora_fields()
 
 
 @dataclass
-class RerankerModelArguments:
+class RerankerModelArguments(LoraArguments):
     model_name_or_path: str = field(metadata={
         "help": "a cross-encoder (densir, HF one-label classifier, sentence-transformers CrossEncoder) "
                 "or an encoder to put a fresh one-logit head on"})
     model_revision: Optional[str] = field(default=None, metadata={"help": "hub revision of a hub id (default main)"})
     cache_dir: Optional[str] = field(default=None, metadata={"help": "Hugging Face cache dir (default: HF_HOME's)"})
-    # LoRA adapters (densir.lora)
-    lora: bool = _LORA[0]
-    lora_r: int = _LORA[1]
-    lora_alpha: float = _LORA[2]
-    lora_dropout: float = _LORA[3]
-    lora_target_modules: Optional[str] = _LORA[4]
-    lora_merge: bool = _LORA[5]
 
 
 @dataclass

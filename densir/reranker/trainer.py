@@ -34,7 +34,7 @@ class RerankerTrainer(DensirTrainer):
     def build_model(model_args, data_args):
         reranker = CrossEncoderReranker.load(model_args.model_name_or_path, max_len=data_args.max_len,
                                              revision=model_args.model_revision, cache_dir=model_args.cache_dir)
-        if getattr(model_args, "lora", False):
+        if model_args.lora:
             reranker.apply_lora(model_args)  # densir.lora: only the adapter trains
         return reranker
 
@@ -69,9 +69,4 @@ class RerankerTrainer(DensirTrainer):
 def train(model_args, data_args, training_args, callbacks: list | None = None) -> dict:
     """Train a re-ranker from the argument dataclasses (:mod:`densir.reranker.arguments`) through
     :func:`densir.training.run_training` (the bi-encoder's path); returns the run's summary."""
-    summary = run_training(RerankerTrainer, model_args, data_args, training_args, callbacks)
-    if getattr(model_args, "lora", False) and model_args.lora_merge and training_args.should_save:
-        from pathlib import Path
-
-        CrossEncoderReranker.load(training_args.output_dir).merged().save(Path(training_args.output_dir) / "merged")
-    return summary
+    return run_training(RerankerTrainer, model_args, data_args, training_args, callbacks)

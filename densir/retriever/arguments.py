@@ -8,18 +8,17 @@ from typing import Optional
 from densir.arguments import RANKING_METRICS, BaseTrainingArguments, backend_fields
 from densir.checks import at_least, between, check_ranges, positive
 from densir.io import ParameterError
-from densir.lora import lora_fields
+from densir.lora import LoraArguments
 from densir.losses import TEACHER_LOSSES
 
 VALIDATION_METRICS = (*RANKING_METRICS, "Recall@100")  # logged as eval_nDCG@10, ...
 
 
 _BACKEND = backend_fields("texts of the input")
-_LORA = lora_fields()
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(LoraArguments):
     """The encoder: shared by training, encoding and hard-negative mining."""
 
     model_name_or_path: str = field(metadata={"help": "HF hub name, HF dir, sentence-transformers dir or densir dir"})
@@ -45,13 +44,6 @@ class ModelArguments:
     bidirectional: bool = field(default=False, metadata={
         "help": "decoders (llama, mistral, qwen2, qwen3): every token attends to every real token, not only earlier "
                 "ones (LLM2Vec / NV-Embed style); saved with the model, so encoding applies it (torch backend)"})
-    # training: LoRA adapters (densir.lora)
-    lora: bool = _LORA[0]
-    lora_r: int = _LORA[1]
-    lora_alpha: float = _LORA[2]
-    lora_dropout: float = _LORA[3]
-    lora_target_modules: Optional[str] = _LORA[4]
-    lora_merge: bool = _LORA[5]
 
 
 @dataclass

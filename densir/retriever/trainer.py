@@ -7,7 +7,6 @@ the gradient cache (:func:`grad_cache_step`), and validation during training
 from __future__ import annotations
 
 import contextlib
-import logging
 from typing import Callable
 
 import torch
@@ -19,8 +18,6 @@ from densir.retriever.loss import build_loss
 from densir.retriever.modeling import DenseEncoder
 from densir.training import DensirTrainer, run_training
 from densir.validation import RetrievalValidator
-
-logger = logging.getLogger(__name__)
 
 
 class DenseTrainer(DensirTrainer):
@@ -132,17 +129,4 @@ def grad_cache_step(model, query: dict, passage: dict, loss_fn: Callable, q_chun
 def train(model_args, data_args, training_args, callbacks: list | None = None) -> dict:
     """Train a bi-encoder from the three argument dataclasses (:mod:`densir.retriever.arguments`)
     through :func:`densir.training.run_training`; returns the run's summary."""
-    summary = run_training(DenseTrainer, model_args, data_args, training_args, callbacks)
-    if model_args.lora and model_args.lora_merge and training_args.should_save:
-        save_merged(training_args.output_dir)
-    return summary
-
-
-def save_merged(model_dir) -> str:
-    """``<model_dir>/merged``: the LoRA encoder saved in ``model_dir`` with its adapter folded in."""
-    from pathlib import Path
-
-    out = Path(model_dir) / "merged"
-    DenseEncoder.load(str(model_dir)).merged().save(out)
-    logger.info("merged LoRA model -> %s", out)
-    return str(out)
+    return run_training(DenseTrainer, model_args, data_args, training_args, callbacks)

@@ -321,13 +321,12 @@ class Searcher:
         """The dense top ``depth`` fused with the BM25 top ``hybrid_fusion["bm25_depth"]`` as run.sh's
         hybrid run fuses them (:func:`densir.search.fusion.fuse`, ``tools/fuse_runs.py``), top ``depth``;
         BM25 scores rounded as its run file holds them (ties made by rounding rank as there)."""
-        from densir.ranking import SCORE_DECIMALS
         from densir.search.fusion import fuse
 
         opts = dict(self.hybrid_fusion)
         bm25_depth = opts.pop("bm25_depth", None) or depth
         keys = [str(i) for i in range(len(queries))]
-        bm25 = [[(d, round(s, SCORE_DECIMALS)) for d, s in hits] for hits in self.retrieve(queries, bm25_depth, "bm25")]
+        bm25 = [[(d, ranking.round_score(s)) for d, s in hits] for hits in self.retrieve(queries, bm25_depth, "bm25")]
         runs = [dict(zip(keys, self.retrieve(queries, depth, "dense"))), dict(zip(keys, bm25))]
         fused = fuse(runs, opts.pop("method"), depth=depth, **opts)
         return [fused.get(key, []) for key in keys]
