@@ -7,7 +7,8 @@ with one lever changed per variant, in one run (so the variants compare on this 
 
 Each variant runs ``bash run.sh --stage train`` with scripts/demo_settings.sh's settings (the demo's
 model, batch 16 x 4 passages, 64/128 tokens, lr, warm-up, SAVE_STEPS 20, PRECISION fp32) and
-``MAX_STEPS=--steps`` in a fresh OUT_DIR, so it times what `make demo` runs: the stage script, the
+``MAX_STEPS=--steps`` in a fresh OUT_DIR (HYBRID=weighted: the train stage fuses nothing, and DATA_DIR
+need not hold held-out queries), so it times what `make demo` runs: the stage script, the
 launcher, the driver, data loading and collation, checkpoint writes. Variants:
 
     demo            as the demo runs it
@@ -77,7 +78,8 @@ def main() -> None:
         out = Path(args.out) / name
         shutil.rmtree(out, ignore_errors=True)
         env = dict(os.environ, DATA_DIR=str(Path(args.data_dir).resolve()), OUT_DIR=str(out.resolve()),
-                   PYTHON=sys.executable, EVAL_SPLIT="test", MAX_STEPS=str(args.steps), HF_HUB_OFFLINE="1", **VARIANTS[name])
+                   PYTHON=sys.executable, EVAL_SPLIT="test", HYBRID="weighted", MAX_STEPS=str(args.steps),
+                   HF_HUB_OFFLINE="1", **VARIANTS[name])
         t0 = time.time()
         subprocess.run(["bash", "-c", "source scripts/demo_settings.sh && exec bash run.sh --stage train"],
                        cwd=REPO, env=env, check=True)
