@@ -217,11 +217,13 @@ SETTINGS: tuple[Setting, ...] = (
     _int("HOLDOUT", "0", "hold out this many train queries (a seeded sample of those with a positive) inside "
          "OUT_DIR: queries.heldout.jsonl, qrels.heldout.tsv, bm25.heldout.run; the train files, BM25 negatives "
          "and groups never see them (dataset.json's \"heldout\" says how many train queries and groups are left). "
-         "HYBRID=auto and VALIDATE=1 need them; 0 = off", (GET_DATA, DEMO), low=0),
+         "HYBRID=auto and VALIDATE=1 need them; 0 = off", (GET_DATA,), low=0),
     _int("HOLDOUT_SEED", "0", "seed of that sample", (GET_DATA,), low=0),
     # ---- demo.sh's own (the stage settings it sets are in scripts/demo_settings.sh)
     _text("DATA_DIR", "data/beir-scifact", "get_data.sh's output", (DEMO,)),
     _text("OUT_DIR", "runs/demo-scifact", "rounds, tables, timings", (DEMO,)),
+    _int("HOLDOUT", "100", "get_data.sh's HOLDOUT: the train queries set aside, on which each round chooses its "
+         "hybrid fusion (HYBRID=auto)", (DEMO,), low=0),
     _choice("DEMO_CHECK", "1", _BOOL, "1 = exit 1 unless nDCG@10 round2 > round1 > 0.645 (zero-shot, MTEB)", (DEMO,)),
     _choice("DISTILL", "", _BOOL, "1 = round 2 learns from a cross-encoder too: after mining, rerank.sh STAGE=train "
             "trains the re-ranker on round 2's groups (the teacher stage), and train_hn.sh distils it (TEACHER; "
