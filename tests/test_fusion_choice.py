@@ -172,7 +172,7 @@ def test_each_round_fuses_by_its_own_choice(auto_pipeline, holdout_data, tmp_pat
     for rnd, proc in zip(ROUNDS, (r1, r2)):
         sweep = json.loads((out / rnd / "fusion.json").read_text())
         assert set(read_run(out / rnd / "heldout.run")) == held and sweep["queries"] == HOLDOUT
-        assert sweep["dense"] == str(out / rnd / "heldout.run")
+        assert sweep["dense"].endswith(f"/{rnd}/heldout.run") and sweep["qrels"].endswith("/qrels.heldout.tsv")
         # the hybrid test run is tools/fuse_runs.py with this round's chosen setting, spelled out here
         chosen = sweep["chosen"]
         flags = (["--method", "rrf", "--rrf_k", chosen["HYBRID_K"]] if chosen["HYBRID"] == "rrf" else
