@@ -8,6 +8,8 @@
 # Its own settings (env vars; listed below with their type and default, declared in densir/settings.py)
 # choose the data, the output, the check and the optional stages; the stage scripts' settings are checked
 # before get_data.sh starts.
+# get_data.sh sets HOLDOUT (100) train queries aside in DATA_DIR; each round chooses its hybrid fusion on
+# them (HYBRID=auto: OUT_DIR/<round>/fusion.json).
 # Writes DATA_DIR (get_data.sh layout), OUT_DIR/{round1,round2}/ (run.sh layout; [zeroshot/]),
 # OUT_DIR/test.table.txt, OUT_DIR/timings.tsv (seconds per step), OUT_DIR/demo_summary.{txt,json}
 # [and OUT_DIR/rerank/ with DISTILL=1 (its model) or RERANK=1].
@@ -43,7 +45,7 @@ stage() {  # stage NAME CMD...: run one stage script, remember its wall time
 src=(); [ -n "$SOURCE" ] && src=(--source "$SOURCE")
 # get_data.sh reads OUT_DIR/DEPTH/N_SAMPLE/SEED with its own meanings: keep the pipeline's out of it
 stage get_data env -u OUT_DIR -u DEPTH -u N_SAMPLE -u SEED bash get_data.sh --dataset "$DATASET" \
-  "${src[@]}" --out_dir "$DATA_DIR" --threads "$THREADS"
+  "${src[@]}" --out_dir "$DATA_DIR" --threads "$THREADS" --holdout "$HOLDOUT"
 stage run bash run.sh
 stage mine_hard_neg bash mine_hard_neg.sh
 STAGES=(get_data run mine_hard_neg)

@@ -11,6 +11,7 @@
 #   corpus.jsonl queries.<split>.jsonl qrels.<split>.tsv dataset.json   (README "Data formats", string ids)
 #   bm25_index/  bm25.<eval>.run  bm25.<eval>.metrics.json  bm25.train.run
 #   train.bm25.jsonl (+ .stats.json)   [train.bm25.tok.jsonl corpus.tok.jsonl]
+#   [HOLDOUT > 0: queries.heldout.jsonl qrels.heldout.tsv bm25.heldout.run bm25.heldout.metrics.json]
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DENSIR_HOME=$HERE
@@ -46,6 +47,19 @@ fi
 step convert "$OUT_DIR/dataset.json" \
   $PYTHON "$HERE/tools/prepare_data.py" --format "$FORMAT" --source "$LOCAL" --out_dir "$OUT_DIR" --name "$DATASET"
 
+# ---- 2b. HOLDOUT > 0: hold out that many train queries here, before any train file is built from them
+# (densir.holdout: qrels.heldout.tsv, queries.heldout.jsonl, then the train files lose them, then
+# dataset.json's "heldout"; a rerun finds it complete; another HOLDOUT or HOLDOUT_SEED is refused)
+holdout() {
+  $PYTHON "$HERE/tools/holdout_split.py" --data_dir "$OUT_DIR" --in_place --n "$HOLDOUT" --seed "$HOLDOUT_SEED" \
+    --split "$TRAIN" >&2
+}
+if [ "$HOLDOUT" -gt 0 ]; then
+  [ -f "$OUT_DIR/qrels.$TRAIN.tsv" ] || die "HOLDOUT=$HOLDOUT but $DATASET has no $TRAIN split to hold queries out of"
+  log "holdout: $HOLDOUT $TRAIN queries (seed $HOLDOUT_SEED)"
+  holdout
+fi
+
 # ---- 3. BM25 index (title + text in one field) and the evaluation-split baseline
 step bm25-index "$OUT_DIR/bm25_index" \
   $PYTHON "$HERE/tools/bm25.py" index --corpus "$OUT_DIR/corpus.jsonl" --index "$OUT_DIR/bm25_index" --threads "$THREADS"
@@ -58,6 +72,15 @@ if [ -f "$OUT_DIR/qrels.$EVAL.tsv" ]; then
       --save "$OUT_DIR/bm25.$EVAL.metrics.json"
 else
   log "no $EVAL split in $DATASET: no baseline scores"
+fi
+# the held-out queries' BM25 run, at the evaluation depth (the hybrid choice fuses it with a dense run)
+if [ -f "$OUT_DIR/queries.heldout.jsonl" ]; then
+  step bm25-search-heldout "$OUT_DIR/bm25.heldout.run" \
+    $PYTHON "$HERE/tools/bm25.py" search --index "$OUT_DIR/bm25_index" --queries "$OUT_DIR/queries.heldout.jsonl" \
+      --run "$OUT_DIR/bm25.heldout.run" --depth "$EVAL_DEPTH" --threads "$THREADS"
+  step bm25-evaluate-heldout "$OUT_DIR/bm25.heldout.metrics.json" \
+    $PYTHON "$HERE/tools/evaluate.py" "$OUT_DIR/qrels.heldout.tsv" "$OUT_DIR/bm25.heldout.run" --name "BM25 (heldout)" \
+      --save "$OUT_DIR/bm25.heldout.metrics.json"
 fi
 
 # ---- 4. BM25 negatives for the train queries, and the round-1 train groups
@@ -77,6 +100,8 @@ if [ -f "$OUT_DIR/qrels.$TRAIN.tsv" ]; then
 else
   log "no $TRAIN split in $DATASET: no train groups"
 fi
+# dataset.json's "heldout" gets the train groups left
+if [ "$HOLDOUT" -gt 0 ]; then holdout; fi
 if [ -n "$TOKENIZE" ]; then
   step pretokenize-corpus "$OUT_DIR/corpus.tok.jsonl" \
     $PYTHON "$HERE/tools/pretokenize.py" --tokenizer "$TOKENIZE" --p_max_len "$P_MAX_LEN" \

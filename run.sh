@@ -14,6 +14,7 @@
 #   round1/runs/<EVAL_SPLIT>.<i>.run  round1/<EVAL_SPLIT>.run  round1/<EVAL_SPLIT>.marco.tsv
 #   round1/<EVAL_SPLIT>.metrics.json  round1/<EVAL_SPLIT>.hybrid.run  round1/<EVAL_SPLIT>.hybrid.metrics.json
 #   <EVAL_SPLIT>.table.txt  timings.tsv   [zeroshot/...]
+#   [HYBRID=auto: round1/enc/queries.heldout.*  round1/runs/heldout.<i>.run  round1/heldout.run  round1/fusion.json]
 set -euo pipefail
 { # read whole before running: editing this file mid-run cannot derail a running copy
 DENSIR_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -33,11 +34,15 @@ model_of() { if [ "$1" = zeroshot ]; then echo "$MODEL"; else echo "$OUT_DIR/$1/
 if want train; then train_round round1 "$MODEL" $TRAIN_GROUPS; fi
 for r in "${ROUNDS[@]}"; do
   if want encode-corpus; then encode_corpus "$r" "$(model_of "$r")"; fi
-  if want encode-queries; then encode_queries "$r" "$(model_of "$r")" "$EVAL_SPLIT"; fi
-  if want search; then search_shards "$r" "$EVAL_SPLIT" "$EVAL_DEPTH"; fi
+  # the EVAL_SPLIT queries, and with HYBRID=auto the held-out train queries the fusion is chosen on
+  for split in $(with_heldout "$EVAL_SPLIT"); do
+    if want encode-queries; then encode_queries "$r" "$(model_of "$r")" "$split"; fi
+    if want search; then search_shards "$r" "$split" "$EVAL_DEPTH"; fi
+    if want reduce; then reduce_runs "$r" "$split" "$EVAL_DEPTH"; fi
+  done
   if want reduce; then
-    reduce_runs "$r" "$EVAL_SPLIT" "$EVAL_DEPTH"
     evaluate_round "$r" "$EVAL_SPLIT" "$r"
+    choose_fusion_round "$r"
     hybrid_round "$r" "$EVAL_SPLIT"
   fi
 done

@@ -10,7 +10,8 @@
 # cross-encoder (rerank.sh's model, run at PRECISION) or a scored run into round 2.
 #
 # Writes under OUT_DIR/ROUND the round layout below (model/, enc/, runs/, <EVAL_SPLIT>.run,
-# .marco.tsv, .metrics.json, .hybrid.run, .hybrid.metrics.json), and OUT_DIR/<EVAL_SPLIT>.table.txt;
+# .marco.tsv, .metrics.json, .hybrid.run, .hybrid.metrics.json; HYBRID=auto: heldout.run, fusion.json),
+# and OUT_DIR/<EVAL_SPLIT>.table.txt;
 # a rerun skips complete steps.
 set -euo pipefail
 { # read whole before running: editing this file mid-run cannot derail a running copy
@@ -46,11 +47,15 @@ if [ -n "$TEACHER" ] && want train; then
 fi
 if want train; then train_round "$ROUND" "$INIT_MODEL" "$BM25_GROUPS" "$HN_GROUPS"; fi
 if want encode-corpus; then encode_corpus "$ROUND" "$OUT_DIR/$ROUND/model"; fi
-if want encode-queries; then encode_queries "$ROUND" "$OUT_DIR/$ROUND/model" "$EVAL_SPLIT"; fi
-if want search; then search_shards "$ROUND" "$EVAL_SPLIT" "$EVAL_DEPTH"; fi
+# the EVAL_SPLIT queries, and with HYBRID=auto the held-out train queries the fusion is chosen on
+for split in $(with_heldout "$EVAL_SPLIT"); do
+  if want encode-queries; then encode_queries "$ROUND" "$OUT_DIR/$ROUND/model" "$split"; fi
+  if want search; then search_shards "$ROUND" "$split" "$EVAL_DEPTH"; fi
+  if want reduce; then reduce_runs "$ROUND" "$split" "$EVAL_DEPTH"; fi
+done
 if want reduce; then
-  reduce_runs "$ROUND" "$EVAL_SPLIT" "$EVAL_DEPTH"
   evaluate_round "$ROUND" "$EVAL_SPLIT" "$ROUND"
+  choose_fusion_round "$ROUND"
   hybrid_round "$ROUND" "$EVAL_SPLIT"
   log "done: $OUT_DIR/$ROUND/$EVAL_SPLIT.run"
   mapfile -t rows < <(with_hybrid zeroshot round1 "$ROUND")

@@ -30,6 +30,9 @@ PYTHON=${PYTHON:-python}
 [ -f "$SRC/dataset.json" ] || die "DATA_DIR=$SRC has no dataset.json: run get_data.sh (or make demo) first"
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=${TOKENIZERS_PARALLELISM:-false}
 export PYTHON EVAL_SPLIT=heldout DATA_DIR=$OUT/data
+# the held-out queries are the evaluation split here, so no fusion can be chosen on them (HYBRID=auto
+# refuses): the fixed setting the demo had before HYBRID=auto
+export HYBRID=${HYBRID:-weighted} HYBRID_NORM=${HYBRID_NORM:-minmax} HYBRID_WEIGHT=${HYBRID_WEIGHT:-0.5}
 unset LR  # compared below
 source "$DENSIR_HOME/scripts/demo_settings.sh"
 

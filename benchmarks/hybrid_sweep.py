@@ -11,23 +11,21 @@ under min-max and z-score normalisation, score every fusion, print one table, wr
 The sweep JSON: the two inputs' metrics, ``rrf`` {k: metrics}, ``weighted`` {norm: {alpha: metrics}}
 (alpha = the dense run's weight, BM25 gets 1 - alpha; alpha 1 is the dense run alone, 0 BM25 alone)
 and ``best`` (by nDCG@10: per method and overall, as stage settings). Settings are chosen here and
-then measured once on test; this script refuses qrels of a test split.
+then measured once on test; this script refuses qrels of a test split. The sweep is
+densir.search.fusion_choice's (run.sh / train_hn.sh HYBRID=auto run it every round: tools/choose_fusion.py).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from pathlib import Path
 
-from densir.evaluation import DEFAULT_METRICS, evaluate, format_table
 from densir.formats import read_qrels
 from densir.io import cli_errors, read_run, write_json
-from densir.search.fusion import NORMS, fuse
+from densir.search.fusion import NORMS
+from densir.search.fusion_choice import ALPHAS, KEY, RRF_KS, render, sweep_fusions, tuning_qrels_problem
 
-RRF_KS = (1, 5, 10, 20, 30, 40, 60, 80, 100, 150, 200)
-ALPHAS = tuple(i / 10 for i in range(11))
-KEY = "nDCG@10"
+__all__ = ["ALPHAS", "KEY", "RRF_KS", "main", "render", "sweep_fusions"]
 
 
 @cli_errors
@@ -43,9 +41,9 @@ def main(argv=None):
     ap.add_argument("--depth", type=int, default=1000, help="hits kept per query of each fused run")
     ap.add_argument("--label", default="", help="what the dense run is (kept in the JSON)")
     args = ap.parse_args(argv)
-    if "test" in Path(args.qrels).name:
-        ap.error(f"{args.qrels} looks like a test split: choose settings on held-out train queries "
-                 "(tools/holdout_split.py), never on test")
+    problem = tuning_qrels_problem(args.qrels)
+    if problem:
+        ap.error(problem)
     if any(not 0.0 <= a <= 1.0 for a in args.alphas):
         ap.error("--alphas must be in [0, 1]")
     t0 = time.time()
@@ -62,36 +60,6 @@ def main(argv=None):
     write_json(args.out, sweep)
     print(f"-> {args.out}", file=sys.stderr)
     return sweep
-
-
-def sweep_fusions(dense: dict, bm25: dict, qrels: dict, ks, alphas, norms, depth: int) -> dict:
-    """Every fusion of the sweep scored on ``qrels``; ``best`` by nDCG@10 (the first of equals)."""
-    inputs = {"dense": evaluate(qrels, dense), "bm25": evaluate(qrels, bm25)}
-    rrf = {f"{k:g}": evaluate(qrels, fuse([dense, bm25], "rrf", rrf_k=k, depth=depth)) for k in ks}
-    weighted = {norm: {f"{a:g}": evaluate(qrels, fuse([dense, bm25], "weighted", weights=(a, 1.0 - a), norm=norm,
-                                                       depth=depth)) for a in alphas} for norm in norms}
-    best_k = max(rrf, key=lambda k: rrf[k][KEY])
-    best_w = max(((n, a) for n in weighted for a in weighted[n]), key=lambda na: weighted[na[0]][na[1]][KEY])
-    best = {"rrf": {"HYBRID": "rrf", "HYBRID_K": best_k, KEY: rrf[best_k][KEY]},
-            "weighted": {"HYBRID": "weighted", "HYBRID_NORM": best_w[0], "HYBRID_WEIGHT": best_w[1],
-                         KEY: weighted[best_w[0]][best_w[1]][KEY]}}
-    best["overall"] = max(best.values(), key=lambda b: b[KEY])
-    return {"metric": KEY, "queries": inputs["dense"]["queries"], "inputs": inputs, "rrf": rrf,
-            "weighted": weighted, "best": best}
-
-
-def render(sweep: dict) -> str:
-    rows = {"dense alone": sweep["inputs"]["dense"], "BM25 alone": sweep["inputs"]["bm25"]}
-    rows.update({f"rrf k={k}": m for k, m in sweep["rrf"].items()})
-    for norm, by_alpha in sweep["weighted"].items():
-        rows.update({f"{norm} alpha={a}": m for a, m in by_alpha.items()})
-    b = sweep["best"]
-    return "\n".join([
-        f"hybrid sweep on {sweep['queries']} held-out train queries ({sweep.get('label') or sweep.get('dense', '')})",
-        format_table(rows, DEFAULT_METRICS),
-        f"best rrf: k={b['rrf']['HYBRID_K']} ({KEY} {b['rrf'][KEY]:.4f}); best weighted: {b['weighted']['HYBRID_NORM']} "
-        f"alpha={b['weighted']['HYBRID_WEIGHT']} ({KEY} {b['weighted'][KEY]:.4f})",
-        "stage settings: " + " ".join(f"{k}={v}" for k, v in b["overall"].items() if k != KEY)])
 
 
 if __name__ == "__main__":

@@ -84,6 +84,9 @@ for c in $CONFIGS; do
     # benchmarks/backend_quality.py
     export INIT=${INIT:-model} BACKEND=${BACKEND:-torch} QUANTIZE=${QUANTIZE:-none}
     export BATCH=${BATCH:-32} TRAIN_N_PASSAGES=${TRAIN_N_PASSAGES:-2} EPOCHS=${EPOCHS:-1}
+    # the held-out queries are the evaluation split here, so no fusion can be chosen on them (HYBRID=auto
+    # refuses): the fixed setting the demo had before HYBRID=auto
+    export HYBRID=${HYBRID:-weighted} HYBRID_NORM=${HYBRID_NORM:-minmax} HYBRID_WEIGHT=${HYBRID_WEIGHT:-0.5}
     source "$DENSIR_HOME/scripts/demo_settings.sh"
     export OUT_DIR=$OUT/$c TIMINGS=$OUT/$c/timings.tsv
     mkdir -p "$OUT_DIR"

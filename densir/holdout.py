@@ -1,7 +1,10 @@
 """Hold out some train queries as a tuning split, so settings are never chosen on the test split.
 
-:func:`split_heldout` turns a get_data.sh directory ``SRC`` into a new one ``DST`` that the stage
-scripts read like any other (``DATA_DIR=DST EVAL_SPLIT=heldout bash run.sh``)::
+Two ways, one sample (a seeded random sample of the train queries that have a positive) and one
+set of filters:
+
+* :func:`split_heldout` turns a get_data.sh directory ``SRC`` into a new one ``DST`` that the stage
+  scripts read like any other (``DATA_DIR=DST EVAL_SPLIT=heldout bash run.sh``)::
 
     queries.train.jsonl qrels.train.tsv bm25.train.run train.bm25.jsonl   the train split minus N queries
     queries.heldout.jsonl qrels.heldout.tsv bm25.heldout.run              those N queries (qrels must be positive)
@@ -9,9 +12,15 @@ scripts read like any other (``DATA_DIR=DST EVAL_SPLIT=heldout bash run.sh``)::
     corpus.jsonl bm25_index                                               symlinks to SRC's
     dataset.json                                                          SRC's, plus "heldout_of"
 
-DST appears only when complete (built under a temporary name); bad input names file and line.
+  DST appears only when complete (built under a temporary name); bad input names file and line.
 
-The held-out queries are a seeded random sample of the train queries that have a positive.
+* :func:`holdout_in_place` does it inside one directory, as get_data.sh ``HOLDOUT=N`` runs it right
+  after converting the data: ``queries.heldout.jsonl`` and ``qrels.heldout.tsv`` are written, then
+  the train files (queries, qrels, and the BM25 run and train groups when they exist already) lose
+  those queries, and ``dataset.json`` gets ``"heldout"`` (n, seed, split, the train queries left) last.
+  A killed split resumes with the same queries (qrels.heldout.tsv, written first, names them);
+  a complete one is left as it is (but for ``train_groups``, the train groups left, added once
+  get_data.sh has built them), and a call with another n or seed is refused.
 """
 from __future__ import annotations
 
@@ -36,6 +45,53 @@ from densir.io import (
     write_json,
 )
 
+HELDOUT = "heldout"
+
+
+def sample_heldout(qrels_path, n: int, seed: int = 0) -> set:
+    """``n`` of the queries of ``qrels_path`` that have a positive, a seeded random sample."""
+    qrels_path = Path(qrels_path)
+    if n < 1:
+        raise UsageError(f"--n must be >= 1, got {n}")
+    qrels = read_qrels(qrels_path)
+    candidates = sorted(q for q, docs in qrels.items() if any(r > 0 for r in docs.values()))
+    if n >= len(candidates):
+        raise UsageError(f"cannot hold out {n} of {len(candidates)} {qrels_path.stem.split('.')[-1]} queries "
+                         f"with a positive ({qrels_path})")
+    return set(random.Random(seed).sample(candidates, n))
+
+
+def split_files(src: Path, dst: Path, heldout: set, split: str = "train", parts=("train", HELDOUT),
+                kinds=("queries", "qrels", "run")) -> dict:
+    """Write ``dst``'s train and/or held-out ``kinds`` of files (queries, qrels, BM25 run) from
+    ``src``'s ``split`` ones, and, with "train" in ``parts``, the train groups when ``src`` has them.
+    ``src`` may be ``dst`` (each file is rewritten atomically). Returns the queries kept per part and
+    ``groups``: the train groups kept."""
+    files = {"queries": f"queries.{split}.jsonl", "qrels": f"qrels.{split}.tsv", "run": f"bm25.{split}.run"}
+    if "run" in kinds:
+        for _ in iter_run(src / files["run"]):  # its lines are copied as they are: check them first
+            pass
+
+    def keep(part):  # part "train" keeps the rest, HELDOUT keeps the sample
+        return lambda qid: (qid in heldout) == (part == HELDOUT)
+
+    kept = {}
+    for part in parts:
+        if "queries" in kinds:
+            kept[part] = _filter_jsonl(src / files["queries"], dst / f"queries.{part}.jsonl", "query_id", keep(part))
+        if "qrels" in kinds:
+            _filter_lines(src / files["qrels"], dst / f"qrels.{part}.tsv", keep(part))
+        if "run" in kinds:
+            _filter_lines(src / files["run"], dst / f"bm25.{part}.run", keep(part))
+    if HELDOUT in kept and kept[HELDOUT] != len(heldout):
+        (dst / f"queries.{HELDOUT}.jsonl").unlink(missing_ok=True)
+        raise InputError(src / files["queries"], None, f"{len(heldout) - kept[HELDOUT]} of the {len(heldout)} "
+                         f"held-out queries (judged in {files['qrels']}) have no text here", "query_id")
+    if "train" in parts and (src / "train.bm25.jsonl").is_file():
+        kept["groups"] = _filter_jsonl(src / "train.bm25.jsonl", dst / "train.bm25.jsonl", "query_id",
+                                       lambda q: q not in heldout)
+    return kept
+
 
 def split_heldout(src, dst, n: int, seed: int = 0, split: str = "train") -> dict:
     """Write DST from SRC with ``n`` of SRC's ``split`` queries held out; return DST's manifest.
@@ -49,30 +105,9 @@ def split_heldout(src, dst, n: int, seed: int = 0, split: str = "train") -> dict
         raise UsageError(f"--n must be >= 1, got {n}")
     _check_replaceable(src, dst)
     manifest = read_json(src / "dataset.json")
-    qrels = read_qrels(src / f"qrels.{split}.tsv")
-    candidates = sorted(q for q, docs in qrels.items() if any(r > 0 for r in docs.values()))
-    if n >= len(candidates):
-        raise UsageError(f"cannot hold out {n} of {len(candidates)} {split} queries with a positive "
-                         f"({src / f'qrels.{split}.tsv'})")
-    heldout = set(random.Random(seed).sample(candidates, n))
-    for _ in iter_run(src / f"bm25.{split}.run"):  # its lines are copied as they are: check them first
-        pass
-
-    def keep(qid, part):  # part: "train" keeps the rest, "heldout" keeps the sample
-        return (qid in heldout) == (part == "heldout")
-
-    kept = {}
+    heldout = sample_heldout(src / f"qrels.{split}.tsv", n, seed)
     with atomic_dir(dst) as tmp:
-        for part in ("train", "heldout"):
-            kept[part] = _filter_jsonl(src / f"queries.{split}.jsonl", tmp / f"queries.{part}.jsonl", "query_id",
-                                       lambda q, part=part: keep(q, part))
-            _filter_lines(src / f"qrels.{split}.tsv", tmp / f"qrels.{part}.tsv", lambda q, part=part: keep(q, part))
-            _filter_lines(src / f"bm25.{split}.run", tmp / f"bm25.{part}.run", lambda q, part=part: keep(q, part))
-        if kept["heldout"] != n:
-            raise InputError(src / f"queries.{split}.jsonl", None, f"{n - kept['heldout']} of the {n} held-out "
-                             f"queries (judged in qrels.{split}.tsv) have no text here", "query_id")
-        n_groups = _filter_jsonl(src / "train.bm25.jsonl", tmp / "train.bm25.jsonl", "query_id",
-                                 lambda q: q not in heldout)
+        kept = split_files(src, tmp, heldout, split)
         scores = evaluate(read_qrels(tmp / "qrels.heldout.tsv"), read_run(tmp / "bm25.heldout.run"))
         write_json(tmp / "bm25.heldout.metrics.json", dict(scores, run=str(dst / "bm25.heldout.run")))
         if not (src / "corpus.jsonl").is_file():
@@ -81,8 +116,66 @@ def split_heldout(src, dst, n: int, seed: int = 0, split: str = "train") -> dict
             if (src / name).exists():  # no bm25_index: nothing to link (BM25 runs are copied above)
                 os.symlink((src / name).resolve(), tmp / name)
         manifest["heldout_of"] = {"data_dir": str(src.resolve()), "split": split, "n": n, "seed": seed,
-                                  "train_queries": kept["train"], "train_groups": n_groups}
+                                  "train_queries": kept["train"], "train_groups": kept["groups"]}
         write_json(tmp / "dataset.json", manifest)
+    return manifest
+
+
+def holdout_in_place(data_dir, n: int, seed: int = 0, split: str = "train") -> dict:
+    """Hold out ``n`` of ``data_dir``'s ``split`` queries inside ``data_dir``; return its manifest.
+
+    Writes ``qrels.heldout.tsv`` then ``queries.heldout.jsonl``, rewrites the ``split`` files without
+    those queries (queries, qrels, and ``bm25.<split>.run`` / ``train.bm25.jsonl`` when they exist:
+    the BM25 run of the held-out queries is get_data.sh's own search; stale ``train.bm25.stats.json``
+    and ``train.bm25.tok.jsonl`` are removed, for get_data.sh to rebuild), and records ``"heldout"``
+    in ``dataset.json`` last. A directory split already (``"heldout"``) is left alone when ``n``,
+    ``seed`` and ``split`` agree, else refused.
+    """
+    data_dir = Path(data_dir)
+    if n < 1:
+        raise UsageError(f"--n must be >= 1, got {n}")
+    manifest = read_json(data_dir / "dataset.json")
+    want = {"split": split, "n": n, "seed": seed}
+    done = manifest.get(HELDOUT)
+    if done:
+        if {k: done.get(k) for k in want} != want:
+            raise UsageError(f"{data_dir} already holds out {done.get('n')} {done.get('split')} queries (seed "
+                             f"{done.get('seed')}), not {n} (seed {seed}): write the data to a new directory")
+        if "train_groups" not in done and (data_dir / "train.bm25.jsonl").is_file():
+            return record_train_groups(data_dir)
+        return manifest
+    qrels_heldout = data_dir / "qrels.heldout.tsv"
+    if qrels_heldout.is_file():  # a split that was killed: the same queries again
+        heldout = set(read_qrels(qrels_heldout))
+        if len(heldout) != n:
+            raise UsageError(f"{qrels_heldout} holds {len(heldout)} queries, not {n}: delete the held-out files "
+                             "and rerun, or write the data to a new directory")
+    else:
+        heldout = sample_heldout(data_dir / f"qrels.{split}.tsv", n, seed)
+        split_files(data_dir, data_dir, heldout, split, parts=(HELDOUT,), kinds=("qrels",))
+    if not (data_dir / "queries.heldout.jsonl").is_file():  # the train queries are still whole
+        split_files(data_dir, data_dir, heldout, split, parts=(HELDOUT,), kinds=("queries",))
+    run = ("run",) if (data_dir / f"bm25.{split}.run").is_file() else ()
+    kept = split_files(data_dir, data_dir, heldout, split, parts=("train",), kinds=("queries", "qrels") + run)
+    for stale in ("train.bm25.stats.json", "train.bm25.tok.jsonl"):
+        (data_dir / stale).unlink(missing_ok=True)
+    manifest[HELDOUT] = dict(want, train_queries=kept["train"])
+    if "groups" in kept:
+        manifest[HELDOUT]["train_groups"] = kept["groups"]
+    write_json(data_dir / "dataset.json", manifest)
+    return manifest
+
+
+def record_train_groups(data_dir) -> dict:
+    """Add to ``dataset.json``'s ``"heldout"`` how many train groups ``train.bm25.jsonl`` holds."""
+    data_dir = Path(data_dir)
+    manifest = read_json(data_dir / "dataset.json")
+    if HELDOUT not in manifest:
+        raise UsageError(f"{data_dir / 'dataset.json'} records no held-out queries")
+    groups = data_dir / "train.bm25.jsonl"
+    if groups.is_file():
+        manifest[HELDOUT]["train_groups"] = sum(1 for _ in iter_jsonl(groups))
+        write_json(data_dir / "dataset.json", manifest)
     return manifest
 
 

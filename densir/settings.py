@@ -195,9 +195,16 @@ SETTINGS: tuple[Setting, ...] = (
     _int("SEED", "42", "negative sampling seed", (GET_DATA,), range=at_least(0)),
     _text("TOKENIZE", "", "a tokenizer (HF name or dir): also write pre-tokenized groups and corpus",
           (GET_DATA,), optional=True),
+    _int("HOLDOUT", "0", "hold out this many train queries (a seeded sample of those with a positive) inside "
+         "OUT_DIR: queries.heldout.jsonl, qrels.heldout.tsv, bm25.heldout.run; the train files, BM25 negatives "
+         "and groups never see them (dataset.json's \"heldout\" says how many train queries and groups are left). "
+         "HYBRID=auto and VALIDATE=1 need them; 0 = off", (GET_DATA,), range=at_least(0)),
+    _int("HOLDOUT_SEED", "0", "seed of that sample", (GET_DATA,), range=at_least(0)),
     # ---- demo.sh's own (the stage settings it sets are in scripts/demo_settings.sh)
     _text("DATA_DIR", "data/beir-scifact", "get_data.sh's output", (DEMO,)),
     _text("OUT_DIR", "runs/demo-scifact", "rounds, tables, timings", (DEMO,)),
+    _int("HOLDOUT", "100", "get_data.sh's HOLDOUT: the train queries set aside, on which each round chooses its "
+         "hybrid fusion (HYBRID=auto)", (DEMO,), range=at_least(0)),
     _choice("DEMO_CHECK", "1", _BOOL, "1 = exit 1 unless nDCG@10 round2 > round1 > 0.645 (zero-shot, MTEB)", (DEMO,)),
     _choice("DISTILL", "", _BOOL, "1 = round 2 learns from a cross-encoder too: after mining, rerank.sh STAGE=train "
             "trains the re-ranker on round 2's groups (the teacher stage), and train_hn.sh distils it (TEACHER; "
@@ -262,13 +269,19 @@ SETTINGS: tuple[Setting, ...] = (
     _text("PYTHON", "python", "python interpreter", SCRIPTS),
     # ---- the hybrid run of run.sh and train_hn.sh (each round's EVAL_SPLIT run fused with
     # DATA_DIR/bm25.<EVAL_SPLIT>.run by tools/fuse_runs.py; a changed setting needs R/<split>.hybrid.* deleted)
-    _choice("HYBRID", "rrf", ("rrf", "weighted", "none"), "fuse each round's run with BM25's: rrf (reciprocal "
-            "rank fusion) | weighted (sum of per-query normalised scores) | none", ROUNDS),
+    _choice("HYBRID", "rrf", ("rrf", "weighted", "auto", "none"), "fuse each round's run with BM25's: rrf "
+            "(reciprocal rank fusion) | weighted (sum of per-query normalised scores) | auto (each round chooses: "
+            "its model also searches DATA_DIR's held-out train queries (get_data.sh HOLDOUT), every RRF k and "
+            "weighted alpha x norm is scored on them (tools/choose_fusion.py), R/fusion.json keeps the sweep and "
+            "the best by nDCG@10, which fuses the round's EVAL_SPLIT run) | none", ROUNDS),
     _number("HYBRID_K", "60", "rrf: each run adds 1 / (HYBRID_K + rank)", ROUNDS, range=at_least(0, float)),
     _number("HYBRID_WEIGHT", "0.5", "weighted: weight of the dense run; BM25 gets 1 - it (min-max 0.5 was the "
             "best weighted setting on 100 held-out SciFact train queries: benchmarks/results/hybrid_sweep.json)",
             ROUNDS, range=between(0, 1)),
     _choice("HYBRID_NORM", "minmax", ("minmax", "zscore"), "weighted: per query and run", ROUNDS),
+    _choice("VALIDATE", "0", _BOOL, "1 = training scores DATA_DIR's held-out train queries (get_data.sh HOLDOUT) "
+            "once per epoch (each against its judged passages plus its BM25 top 100, not the whole corpus), "
+            "checkpoints per epoch, and keeps the epoch best by nDCG@10; costs a search per epoch", ROUNDS),
     # ---- run.sh
     _text("TRAIN_GROUPS", "$DATA_DIR/train.bm25.jsonl", "round-1 train groups (one or more files, space-separated)",
           (RUN,)),

@@ -29,9 +29,10 @@ export DEPTH=${DEPTH:-100} SKIP=${SKIP:-3} N_SAMPLE=${N_SAMPLE:-30}
 # round 2 continues from round 1's model: on the held-out queries 0.7354 vs 0.7273 from the start
 # (benchmarks/results/quality_heldout.json, init_r1 vs base)
 export INIT=${INIT:-round1}
-# hybrid (dense + BM25): weighted min-max at dense weight 0.5 was best of the sweep on the 100 held-out
-# train queries (benchmarks/results/hybrid_sweep.json: 0.7693 vs RRF k=60 0.7484; zero-shot dense run)
-export HYBRID=${HYBRID:-weighted} HYBRID_NORM=${HYBRID_NORM:-minmax} HYBRID_WEIGHT=${HYBRID_WEIGHT:-0.5}
+# hybrid (dense + BM25): each round chooses its own fusion (every RRF k, every weighted alpha x min-max/z-score,
+# best by nDCG@10) on the held-out train queries get_data.sh set aside (demo.sh HOLDOUT=100): OUT_DIR/<round>/
+# fusion.json. (Before, one setting chosen once on a zero-shot run, weighted min-max 0.5, fused every round.)
+export HYBRID=${HYBRID:-auto}
 # distillation (demo.sh DISTILL=1): the re-ranker below, trained on round 2's groups before round 2, is its
 # teacher (listwise KL beside the contrastive loss). Off: on the held-out queries it scored round 2 0.7641
 # vs 0.7660 without it (hybrid 0.8085 vs 0.8077) for 1324 s more on 2 cores (benchmarks/results/

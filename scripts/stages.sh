@@ -4,9 +4,9 @@
 # Their settings (the shared ones and each script's own) are declared once, in densir/settings.py:
 # `bash run.sh --help` lists them with type and default, and load_settings (scripts/lib.sh) fills them
 # in and checks them before any work. The hybrid run of run.sh and train_hn.sh fuses each round's
-# EVAL_SPLIT run with DATA_DIR/bm25.<EVAL_SPLIT>.run (tools/fuse_runs.py; HYBRID chosen on held-out
-# train queries by benchmarks/hybrid_sweep.py, never on test; a changed setting needs R/<split>.hybrid.*
-# deleted).
+# EVAL_SPLIT run with DATA_DIR/bm25.<EVAL_SPLIT>.run (tools/fuse_runs.py; a changed setting needs
+# R/<split>.hybrid.* deleted). HYBRID=auto chooses the fusion per round on DATA_DIR's held-out train
+# queries (get_data.sh HOLDOUT), never on test: R/fusion.json.
 #
 # Layout of one round R under OUT_DIR (every file appears only when complete):
 #   R/model/                          trained encoder (HF + sentence-transformers dir; densir_config.json
@@ -19,6 +19,9 @@
 #   R/<split>.metrics.json            MRR@10 nDCG@10 Recall@100 Recall@1000
 #   R/<split>.hybrid.run              R/<split>.run fused with BM25 (HYBRID), EVAL_DEPTH hits a query
 #   R/<split>.hybrid.metrics.json     its scores (the table's "R-hybrid" row)
+#   R/fusion.json                     HYBRID=auto: the fusion sweep on the held-out train queries and
+#                                     its "chosen" setting (R/enc/queries.heldout.*, R/runs/heldout.<i>.run,
+#                                     R/heldout.run: the round's run of those queries)
 
 # pipeline_setup: after load_settings, what only the node that runs the job can settle: the precision
 # (densir.precision resolves PRECISION=auto for this node's device), the data, the output directory
@@ -26,6 +29,16 @@ pipeline_setup() {
   HAVE_GPU=0
   if command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q GPU; then HAVE_GPU=1; fi
   [ -f "$DATA_DIR/dataset.json" ] || die "DATA_DIR=$DATA_DIR has no dataset.json: run get_data.sh first"
+  # HYBRID=auto and VALIDATE=1 use DATA_DIR's held-out train queries (get_data.sh HOLDOUT=N)
+  local who="" f
+  [ "${VALIDATE:-0}" = 1 ] && who=VALIDATE=1
+  [ "${HYBRID:-}" = auto ] && who=HYBRID=auto
+  if [ -n "$who" ]; then
+    [ "$EVAL_SPLIT" = heldout ] && die "$who chooses on DATA_DIR's held-out train queries, which are EVAL_SPLIT here: evaluate another split, or set HYBRID/VALIDATE otherwise"
+    for f in queries.heldout.jsonl qrels.heldout.tsv bm25.heldout.run; do
+      [ -f "$DATA_DIR/$f" ] || die "$who needs held-out train queries, but DATA_DIR=$DATA_DIR has no $f: run get_data.sh with HOLDOUT=N (e.g. 100)"
+    done
+  fi
   # the one precision policy (densir.precision), resolved on the node that runs the job
   PRECISION=$("$PYTHON" -m densir.precision --device auto --requested "$PRECISION") \
     || die "PRECISION=$PRECISION could not be resolved on this node"
@@ -61,6 +74,13 @@ launch_train() {
   # shellcheck disable=SC2207
   args+=($(precision_flags))
   [ -n "$ATTENTION_DROPOUT" ] && args+=(--attention_dropout "$ATTENTION_DROPOUT")
+  # VALIDATE=1: the held-out train queries scored once per epoch (each against its judged passages and
+  # its BM25 top 100: densir.validation's sample), a checkpoint per epoch, the best one kept at the end
+  if [ "${VALIDATE:-0}" = 1 ]; then
+    args+=(--eval_queries "$DATA_DIR/queries.heldout.jsonl" --eval_qrels "$DATA_DIR/qrels.heldout.tsv"
+           --eval_sample_bm25_run "$DATA_DIR/bm25.heldout.run" --eval_strategy epoch --save_strategy epoch
+           --load_best_model_at_end true)
+  fi
   # resume: the trainer picks up the newest complete checkpoint-* in OUT, if any
   args+=(--resume_from_checkpoint auto)
   compgen -G "$out/checkpoint-*" >/dev/null && log "resuming from the last checkpoint in $out"
@@ -198,18 +218,40 @@ evaluate_run() {
   fi
 }
 
+# choose_fusion_round ROUND: with HYBRID=auto, the fusion of ROUND chosen on DATA_DIR's held-out train
+# queries: ROUND's heldout.run (encoded, searched and reduced by the stages above, split heldout) fused
+# with DATA_DIR/bm25.heldout.run every way (tools/choose_fusion.py), the sweep and the best by nDCG@10
+# ("chosen") in ROUND/fusion.json; it refuses qrels that share a query with the EVAL_SPLIT's
+choose_fusion_round() {
+  local round=$1 dir=$OUT_DIR/$1
+  [ "$HYBRID" = auto ] || return 0
+  step "choose-fusion-$round" "$dir/fusion.json" "$PYTHON" "$DENSIR_HOME/tools/choose_fusion.py" \
+    --dense "$dir/heldout.run" --bm25 "$DATA_DIR/bm25.heldout.run" --qrels "$DATA_DIR/qrels.heldout.tsv" \
+    --eval_qrels "$DATA_DIR/qrels.$EVAL_SPLIT.tsv" --depth "$EVAL_DEPTH" --label "$round" --out "$dir/fusion.json"
+}
+
+# with_heldout SPLIT: SPLIT, and heldout after it with HYBRID=auto (the splits a round encodes and searches)
+with_heldout() { echo "$1"; if [ "$HYBRID" = auto ]; then echo heldout; fi; }
+
 # hybrid_round ROUND SPLIT: ROUND's SPLIT run fused with DATA_DIR's BM25 run of SPLIT (HYBRID) into
-# ROUND/SPLIT.hybrid.run, then scored as ROUND-hybrid; nothing with HYBRID=none or without that BM25 run
+# ROUND/SPLIT.hybrid.run, then scored as ROUND-hybrid; nothing with HYBRID=none or without that BM25 run.
+# HYBRID=auto fuses by ROUND/fusion.json's chosen setting
 hybrid_round() {
   local round=$1 split=$2 dir=$OUT_DIR/$1 bm25=$DATA_DIR/bm25.$2.run
   local out=$dir/$split.hybrid.run args
   [ "$HYBRID" = none ] && return 0
   if [ ! -f "$bm25" ]; then log "no $bm25: no hybrid run for $round"; return 0; fi
-  args=(--runs "$dir/$split.run" "$bm25" --method "$HYBRID" --depth "$EVAL_DEPTH" --out "$out" --tag densir-hybrid)
+  args=(--runs "$dir/$split.run" "$bm25" --depth "$EVAL_DEPTH" --out "$out" --tag densir-hybrid)
   case "$HYBRID" in
-    rrf) args+=(--rrf_k "$HYBRID_K") ;;
-    weighted) args+=(--weights "$HYBRID_WEIGHT" "$(awk -v w="$HYBRID_WEIGHT" 'BEGIN { print 1 - w }')"
+    rrf) args+=(--method rrf --rrf_k "$HYBRID_K") ;;
+    weighted) args+=(--method weighted --weights "$HYBRID_WEIGHT" "$(awk -v w="$HYBRID_WEIGHT" 'BEGIN { print 1 - w }')"
                      --norm "$HYBRID_NORM") ;;
+    auto) # this round's own choice (choose_fusion_round)
+      [ -f "$dir/fusion.json" ] || die "HYBRID=auto: no $dir/fusion.json (run the reduce stage of $round)"
+      local chosen
+      chosen=$("$PYTHON" "$DENSIR_HOME/tools/choose_fusion.py" --fuse_args "$dir/fusion.json") || exit 1
+      # shellcheck disable=SC2206
+      args+=($chosen) ;;
   esac
   step "hybrid-$round-$split" "$out" "$PYTHON" "$DENSIR_HOME/tools/fuse_runs.py" "${args[@]}"
   evaluate_run "evaluate-$round-hybrid-$split" "$out" "$dir/$split.hybrid.metrics.json" "$round-hybrid" "$split"

@@ -88,6 +88,7 @@ PRETOK = ["--tokenizer", "{model}", "--groups", "{groups}", "{out}/groups.tok.js
 PRETOK_OUT = ("{out}/groups.tok.jsonl", "{out}/corpus.tok.jsonl")
 FUSE = ["--runs", "{run}", "{run2}", "--out", "{out}/fused.run"]
 FUSE_RR = ["--first", "{run}", "--rerank", "{run2}", "--alpha", "0.5", "--out", "{out}/fused.run"]
+CHOOSE = ["--dense", "{run}", "--bm25", "{run2}", "--qrels", "{qrels}", "--out", "{out}/fusion.json"]
 SCORE_GROUPS = ["--model_name_or_path", "{model}", "--groups", "{groups}", "--out", "{out}/scored.jsonl",
                 "--max_len", "32", "--device", "cpu"]
 FP = r"fp16.*bf16|bf16.*fp16"  # flags that exclude each other
@@ -283,6 +284,12 @@ ROWS = [
     Row("tools/fuse_runs.py", "run-empty-file", FUSE, bad=("run2", "empty"), outputs=("{out}/fused.run",)),
     Row("tools/fuse_runs.py", "rerank-unknown-qid", FUSE_RR, bad=("run2", "qid"), field="qid",
         outputs=("{out}/fused.run",)),
+    # ---- tools/choose_fusion.py (HYBRID=auto's choice): bad input, and qrels of the evaluation split
+    Row("tools/choose_fusion.py", "run-bad-line", CHOOSE, bad=("run2", "columns"), outputs=("{out}/fusion.json",)),
+    Row("tools/choose_fusion.py", "qrels-bad-line", CHOOSE, bad=("qrels", "rel"), field="rel",
+        outputs=("{out}/fusion.json",)),
+    Row("tools/choose_fusion.py", "evaluation-qrels", CHOOSE + ["--eval_qrels", "{qrels}"], names="{qrels}",
+        line=None, match="never on test", outputs=("{out}/fusion.json",)),
     Row("tools/score_groups.py", "malformed-json", SCORE_GROUPS, bad=("groups", "json"),
         outputs=("{out}/scored.jsonl",)),
     Row("tools/score_groups.py", "missing-field", SCORE_GROUPS, bad=("groups", "field:positive_passages"),

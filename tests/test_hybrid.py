@@ -71,7 +71,7 @@ def test_weighted_hybrid_and_the_settings(bash_pipeline, slice_data, tmp_path):
     (other / "round1" / "test.hybrid.run").unlink()
     proc = run_cmd(["bash", "run.sh", "--stage", "reduce"], env=dict(env, HYBRID="none"))
     assert not (other / "round1" / "test.hybrid.run").exists() and "round1-hybrid" not in proc.stdout
-    for flag, value, message in (("--hybrid", "borda", "HYBRID must be rrf, weighted or none, not 'borda'"),
+    for flag, value, message in (("--hybrid", "borda", "HYBRID must be rrf, weighted, auto or none, not 'borda'"),
                                  ("--hybrid_weight", "1.5", "HYBRID_WEIGHT must be a number in [0, 1]"),
                                  ("--hybrid_k", "-1", "HYBRID_K must be a number >= 0"),
                                  ("--hybrid_norm", "l2", "HYBRID_NORM must be minmax or zscore")):
