@@ -73,7 +73,13 @@ def _settings(out: Path) -> dict:
             "QUANTIZE", "ATTENTION_DROPOUT", "DEPTH", "SKIP", "N_SAMPLE", "DISTILL", "TEACHER", "DISTILL_LOSS",
             "RERANK_LOSS", "RERANK_LR", "RERANK_MAX_LEN", "RERANK_N_PASSAGES", "RERANK_BATCH", "RERANK_EPOCHS",
             "RERANK_ALPHA")
-    return {k: os.environ[k] for k in keys if k in os.environ}
+    settings = {k: os.environ[k] for k in keys if k in os.environ}
+    if settings.get("HYBRID") == "auto":  # each round chose its own fusion: record those, not the unused fixed ones
+        settings.pop("HYBRID_NORM", None)
+        settings.pop("HYBRID_WEIGHT", None)
+        for fusion in sorted(out.glob("*/fusion.json")):
+            settings[f"HYBRID_{fusion.parent.name}"] = json.loads(fusion.read_text()).get("chosen")
+    return settings
 
 
 if __name__ == "__main__":

@@ -183,22 +183,28 @@ def test_each_round_fuses_by_its_own_choice(auto_pipeline, holdout_data, tmp_pat
                  str(holdout_data / "bm25.test.run"), *flags, "--depth", str(depth), "--out", str(ref)])
         assert_same_run(read_run(out / rnd / "test.hybrid.run"), read_run(ref))
         assert f"step choose-fusion-{rnd}" in proc.stderr and f"{rnd}-hybrid" in proc.stdout
-    # round 1's file alone steers round 1: another choice written there, round 1's reduce stage rerun
-    sweep = json.loads((out / "round1" / "fusion.json").read_text())
+    # round 1's file alone steers round 1: another choice written there, round 1's reduce stage rerun;
+    # the module's pipeline is shared, so round 1's files are put back afterwards
+    kept = {f: (out / "round1" / f).read_bytes() for f in ("fusion.json", "test.hybrid.run", "test.hybrid.metrics.json")}
+    sweep = json.loads(kept["fusion.json"])
     other = {"HYBRID": "rrf", "HYBRID_K": "5"} if sweep["chosen"]["HYBRID"] != "rrf" else \
         {"HYBRID": "weighted", "HYBRID_WEIGHT": "0.8", "HYBRID_NORM": "zscore"}
     sweep["chosen"] = other
-    (out / "round1" / "fusion.json").write_text(json.dumps(sweep))
-    for f in ("test.hybrid.run", "test.hybrid.metrics.json"):
-        (out / "round1" / f).unlink()
-    round2_hybrid = (out / "round2" / "test.hybrid.run").read_bytes()
-    run_cmd(["bash", "run.sh", "--stage", "reduce"], env=env)
-    got = read_run(out / "round1" / "test.hybrid.run")
-    want = top(independent_fusion(read_run(out / "round1" / "test.run"), bm25_test, other), depth)
-    assert set(got) == set(want)
-    for qid, hits in got.items():
-        assert [s for _, s in hits] == pytest.approx(sorted(want[qid].values(), reverse=True), abs=1e-6), qid
-    assert (out / "round2" / "test.hybrid.run").read_bytes() == round2_hybrid
+    try:
+        (out / "round1" / "fusion.json").write_text(json.dumps(sweep))
+        for f in ("test.hybrid.run", "test.hybrid.metrics.json"):
+            (out / "round1" / f).unlink()
+        round2_hybrid = (out / "round2" / "test.hybrid.run").read_bytes()
+        run_cmd(["bash", "run.sh", "--stage", "reduce"], env=env)
+        got = read_run(out / "round1" / "test.hybrid.run")
+        want = top(independent_fusion(read_run(out / "round1" / "test.run"), bm25_test, other), depth)
+        assert set(got) == set(want)
+        for qid, hits in got.items():
+            assert [s for _, s in hits] == pytest.approx(sorted(want[qid].values(), reverse=True), abs=1e-6), qid
+        assert (out / "round2" / "test.hybrid.run").read_bytes() == round2_hybrid
+    finally:
+        for f, data in kept.items():
+            (out / "round1" / f).write_bytes(data)
 
 
 def assert_same_run(a: dict, b: dict) -> None:
@@ -222,6 +228,7 @@ def test_the_choice_is_the_best_of_the_sweep_scored_independently(auto_pipeline,
         assert len(scores) == 11 + 2 * 11
         best = sweep["best"]["overall"]
         assert best["nDCG@10"] == max(scores)
+        assert sweep["chosen"] == {k: str(v) for k, v in best.items() if k != "nDCG@10"}
         fused = top(independent_fusion(read_run(out / rnd / "heldout.run"), bm25, sweep["chosen"]),
                     int(env["EVAL_DEPTH"]))
         assert ndcg10(qrels, fused) == pytest.approx(best["nDCG@10"], abs=1e-4)
