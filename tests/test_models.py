@@ -90,12 +90,12 @@ def test_hub_id_and_local_dir_give_the_same_settings(hub_cache, minilm_path, cap
     _, local_settings, local_provenance = load_encoder_settings(minilm_path, NOTHING_EXPLICIT, ENCODER_DEFAULTS)
     assert hub_settings == local_settings == {"pooling": "mean", "normalize": True, "untied": False,
                                               "query_prefix": "", "passage_prefix": "", "max_seq_length": 256,
-                                              "append_eos": None, "matryoshka_dims": None}
+                                              "append_eos": None, "matryoshka_dims": None, "bidirectional": False}
     assert hub_provenance == local_provenance == {
         "pooling": "checkpoint 1_Pooling/config.json", "normalize": "checkpoint modules.json",
         "untied": "default", "query_prefix": "default", "passage_prefix": "default",
         "max_seq_length": "checkpoint sentence_bert_config.json", "append_eos": "default",
-        "matryoshka_dims": "default"}
+        "matryoshka_dims": "default", "bidirectional": "default"}
     assert f"encoder {REPO_ID}: pooling=mean (from 1_Pooling/config.json)" in caplog.messages
     assert f"encoder {REPO_ID}: normalize=True (from modules.json)" in caplog.messages
     assert f"encoder {REPO_ID}: query_prefix='' (default)" in caplog.messages
