@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -34,28 +33,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from bench_common import environment  # noqa: E402  (the machine's description, as every CPU benchmark records it)
+
 VARIANTS = {"demo": {}, "no_checkpoints": {"SAVE_STEPS": "100000"}, "attn0": {"ATTENTION_DROPOUT": "0"},
             "bf16": {"PRECISION": "bf16"}}
-
-
-def cpu_flags() -> set[str]:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main() -> None:
@@ -66,9 +48,9 @@ def main() -> None:
     ap.add_argument("--out", default="runs/demo-train-speed")
     ap.add_argument("--save", default="benchmarks/results/demo_train_speed.json")
     args = ap.parse_args()
-    flags = cpu_flags()
-    bf16_units = bool({"avx512_bf16", "amx_bf16"} & flags)
-    result = {"cpu": cpu_name(), "bf16_units": bf16_units, "cores": len(os.sched_getaffinity(0)),
+    machine = environment(len(os.sched_getaffinity(0)))
+    bf16_units = bool({"avx512_bf16", "amx_bf16"} & set(machine["cpu_flags"]))
+    result = {"cpu": machine["cpu"], "bf16_units": bf16_units, "cores": len(os.sched_getaffinity(0)),
               "steps": args.steps, "command": "bash run.sh --stage train (scripts/demo_settings.sh, MAX_STEPS=steps)",
               "variants": {}}
     for name in args.variants:

