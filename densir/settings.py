@@ -282,6 +282,8 @@ SETTINGS: tuple[Setting, ...] = (
     _choice("VALIDATE", "0", _BOOL, "1 = training scores DATA_DIR's held-out train queries (get_data.sh HOLDOUT) "
             "once per epoch (each against its judged passages plus its BM25 top 100, not the whole corpus), "
             "checkpoints per epoch, and keeps the epoch best by nDCG@10; costs a search per epoch", ROUNDS),
+    _int("VALIDATE_DEPTH", "100", "VALIDATE=1: the BM25 top N of each held-out query joins its judged passages "
+         "in the validation sample (the passages encoded per epoch)", ROUNDS, range=at_least(1)),
     # ---- run.sh
     _text("TRAIN_GROUPS", "$DATA_DIR/train.bm25.jsonl", "round-1 train groups (one or more files, space-separated)",
           (RUN,)),

@@ -78,7 +78,8 @@ launch_train() {
   # its BM25 top 100: densir.validation's sample), a checkpoint per epoch, the best one kept at the end
   if [ "${VALIDATE:-0}" = 1 ]; then
     args+=(--eval_queries "$DATA_DIR/queries.heldout.jsonl" --eval_qrels "$DATA_DIR/qrels.heldout.tsv"
-           --eval_sample_bm25_run "$DATA_DIR/bm25.heldout.run" --eval_strategy epoch --save_strategy epoch
+           --eval_sample_bm25_run "$DATA_DIR/bm25.heldout.run"
+           --eval_sample_depth "$VALIDATE_DEPTH" --eval_strategy epoch --save_strategy epoch
            --load_best_model_at_end true)
   fi
   # resume: the trainer picks up the newest complete checkpoint-* in OUT, if any
