@@ -12,25 +12,23 @@ demo's INIT=round1) on the round-1 rows plus rows whose negatives ST's ``mine_ha
 with round 1's model, in the demo's mining window (ranks 4..100, random, three per query): the demo's
 train_hn.sh trains round 2 on the BM25 groups and the mined groups together, so both rounds match
 its budget step for step. Each round's model encodes the
-corpus (title + " " + text) and the evaluation queries; exact inner-product search writes the
-top 1000; the hybrid is the demo's fusion of that run with BM25 (weighted min-max, dense weight
-0.5). Metrics come from densir.evaluation (ir_measures).
+corpus (title + " " + text) and the queries; exact inner-product search writes the top 1000.
+Its hybrid is chosen as the demo chooses its own (HYBRID=auto): the sweep of
+:mod:`densir.search.fusion_choice` on the held-out train queries, that setting applied to test.
+Metrics come from densir.evaluation (ir_measures).
 
-    python benchmarks/st_anchor.py --split heldout   # 100 held-out TRAIN queries: settings are chosen here
-    python benchmarks/st_anchor.py --split test      # SciFact test, once
+    python benchmarks/st_anchor.py --data_dir data/beir-scifact   # make demo's data (get_data.sh --holdout 100)
 
-``--split heldout`` trains on the train queries minus the 100 of ``tools/holdout_split.py --n 100
---seed 0`` (the quality study's split) and scores those 100; ``--split test`` trains on every train
-query and scores the test split. Results go into ``--save`` (default
-benchmarks/results/st_anchor.json) under the split's name, beside the other split's; models and
-runs under ``--out``.
+DATA_DIR is the demo's: get_data.sh set 100 train queries aside there (``queries.heldout.jsonl``),
+so both toolkits train on the same 709 queries. Each round's model is scored on the held-out queries
+(the comparison at equal budget on train data) and on SciFact test, once (nothing is chosen from it).
+Results go into ``--save`` (default benchmarks/results/st_anchor.json); models and runs under ``--out``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,13 +39,14 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 DEMO = {"queries_per_step": 16, "passages_per_query": 4, "epochs": 2, "lr": 5e-5, "warmup_ratio": 0.1,
         "scale": 20.0, "max_seq_length": 128, "mine_range_min": 3, "mine_range_max": 100, "seed": 42,
-        "hybrid": {"method": "weighted", "norm": "minmax", "dense_weight": 0.5}}
+        "hybrid": "chosen on the held-out queries (densir.search.fusion_choice, as HYBRID=auto)"}
+SPLITS = ("heldout", "test")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--split", choices=("heldout", "test"), required=True)
-    p.add_argument("--data_dir", default="data/beir-scifact", help="get_data.sh output for beir/scifact")
+    p.add_argument("--data_dir", default="data/beir-scifact",
+                   help="get_data.sh output for beir/scifact, with --holdout (make demo's)")
     p.add_argument("--out", default="runs/st-anchor")
     p.add_argument("--save", default="benchmarks/results/st_anchor.json")
     p.add_argument("--threads", type=int, default=os.cpu_count())
@@ -56,27 +55,23 @@ def main(argv=None) -> int:
     import torch
     torch.set_num_threads(args.threads)
     data = Path(args.data_dir)
-    out = Path(args.out) / args.split
+    out = Path(args.out)
+    if not (data / "queries.heldout.jsonl").exists():
+        print(f"st_anchor: {data} has no held-out train queries: run get_data.sh with --holdout 100 "
+              "(make demo does)", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
-    if args.split == "heldout":
-        held = Path(args.out) / "heldout-data"
-        if not (held / "dataset.json").exists():
-            subprocess.run([sys.executable, str(REPO / "tools/holdout_split.py"), "--data_dir", str(data),
-                            "--out_dir", str(held), "--n", "100", "--seed", "0"], check=True)
-        data, eval_split = held, "heldout"
-    else:
-        eval_split = "test"
-
     from bench_common import environment
 
-    result = {"machine": environment(args.threads)["cpu"], "threads": args.threads, "settings": DEMO, "split": eval_split}
+    result = {"machine": environment(args.threads)["cpu"], "threads": args.threads, "settings": DEMO,
+              "splits": list(SPLITS)}
     model_path = minilm()
     r1 = train_round(out / "round1", model_path, rows_from_bm25(data), result, "round1")
-    score_round(r1, data, eval_split, out / "round1", result, "round1")
+    score_round(r1, data, out / "round1", result, "round1")
     rows2 = rows_from_bm25(data) + rows_from_st_mining(data, r1, result)
     r2 = train_round(out / "round2", r1, rows2, result, "round2")
-    score_round(r2, data, eval_split, out / "round2", result, "round2")
-    save(args.save, args.split, result)
+    score_round(r2, data, out / "round2", result, "round2")
+    save(args.save, result)
     print(json.dumps(result, indent=1))
     return 0
 
@@ -168,51 +163,51 @@ def train_round(out: Path, init, rows: list[dict], result: dict, name: str) -> P
     return model_dir
 
 
-def score_round(model_dir: Path, data: Path, split: str, out: Path, result: dict, name: str) -> None:
+def score_round(model_dir: Path, data: Path, out: Path, result: dict, name: str) -> None:
+    """The round's dense run of each split, its hybrid by the fusion chosen on the held-out queries."""
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
     from densir.evaluation import evaluate
     from densir.formats import passage_text, read_corpus, read_qrels, read_queries
     from densir.io import read_run, write_run
-    from densir.search.fusion import fuse
+    from densir.search.fusion_choice import chosen_setting, fuse_chosen, sweep_fusions
 
     corpus = read_corpus(data / "corpus.jsonl")
-    queries = read_queries(data / f"queries.{split}.jsonl")
-    qrels = read_qrels(data / f"qrels.{split}.tsv")
     model = SentenceTransformer(str(model_dir), device="cpu")
     model.max_seq_length = DEMO["max_seq_length"]
     ids = list(corpus)
     t0 = time.perf_counter()
     p = model.encode([passage_text(*corpus[d]) for d in ids], batch_size=64, convert_to_numpy=True,
                      normalize_embeddings=True)
-    encode_seconds = time.perf_counter() - t0
-    qids = list(queries)
-    q = model.encode([queries[x] for x in qids], batch_size=64, convert_to_numpy=True, normalize_embeddings=True)
-    scores = q @ p.T
-    depth = 1000
-    run = {}
-    for i, qid in enumerate(qids):
-        top = np.argsort(-scores[i], kind="stable")[:depth]
-        run[qid] = sorted(((ids[j], float(scores[i, j])) for j in top), key=lambda h: (-h[1], h[0]))
-    write_run(out / f"{split}.run", run, tag="st-anchor")
-    bm25 = read_run(data / f"bm25.{split}.run")
-    w = DEMO["hybrid"]["dense_weight"]
-    hybrid = fuse([run, bm25], method="weighted", weights=[w, 1 - w], norm=DEMO["hybrid"]["norm"], depth=depth)
-    metrics = ("nDCG@10", "MRR@10", "Recall@100")
-    dense_m, hybrid_m = evaluate(qrels, run, metrics), evaluate(qrels, hybrid, metrics)
-    result[name].update({"encode_corpus_seconds": round(encode_seconds, 1),
-                         "dense": {k: round(v, 4) for k, v in dense_m.items() if k in metrics},
-                         "hybrid": {k: round(v, 4) for k, v in hybrid_m.items() if k in metrics},
-                         "queries": dense_m["queries"]})
+    result[name]["encode_corpus_seconds"] = round(time.perf_counter() - t0, 1)
+    metrics, depth, chosen = ("nDCG@10", "MRR@10", "Recall@100"), 1000, None
+    for split in SPLITS:  # heldout first: its sweep chooses the hybrid that test then uses
+        queries = read_queries(data / f"queries.{split}.jsonl")
+        qrels = read_qrels(data / f"qrels.{split}.tsv")
+        qids = list(queries)
+        q = model.encode([queries[x] for x in qids], batch_size=64, convert_to_numpy=True, normalize_embeddings=True)
+        scores = q @ p.T
+        run = {}
+        for i, qid in enumerate(qids):
+            top = np.argsort(-scores[i], kind="stable")[:depth]
+            run[qid] = sorted(((ids[j], float(scores[i, j])) for j in top), key=lambda h: (-h[1], h[0]))
+        write_run(out / f"{split}.run", run, tag="st-anchor")
+        bm25 = read_run(data / f"bm25.{split}.run")
+        if chosen is None:
+            chosen = chosen_setting(sweep_fusions(run, bm25, qrels, depth=depth))
+            result[name]["fusion"] = chosen
+        hybrid = fuse_chosen(run, bm25, chosen, depth=depth)
+        dense_m, hybrid_m = evaluate(qrels, run, metrics), evaluate(qrels, hybrid, metrics)
+        result[name][split] = {"dense": {k: round(v, 4) for k, v in dense_m.items() if k in metrics},
+                               "hybrid": {k: round(v, 4) for k, v in hybrid_m.items() if k in metrics},
+                               "queries": dense_m["queries"]}
 
 
-def save(path, split: str, result: dict) -> None:
+def save(path, result: dict) -> None:
     path = Path(path)
-    doc = json.loads(path.read_text()) if path.exists() else {}
-    doc[split] = result
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
     os.replace(tmp, path)
 
 
