@@ -45,7 +45,7 @@ def main():
     summary = {"split": split, "systems": systems, "stage_seconds": walls,
                "total_seconds": sum(walls.values()), "stage_work_seconds": work,
                "total_work_seconds": sum(work.values()), "steps": timings, "cpu": _cpu(),
-               "date": time.strftime("%Y-%m-%d"), "settings": _settings(out)}
+               "date": time.strftime("%Y-%m-%d"), "settings": _settings(out), "heldout": _heldout(out)}
     Path(args.save).write_text(json.dumps(summary, indent=2) + "\n")
     print(f"{args.save}: {len(systems)} systems, {len(walls)} stages")
 
@@ -70,7 +70,8 @@ def _settings(out: Path) -> dict:
 
     keys = ("MODEL", "PRECISION", "Q_MAX_LEN", "P_MAX_LEN", "BATCH", "TRAIN_N_PASSAGES", "LR", "EPOCHS",
             "TEMPERATURE", "NUM_SHARDS", "HYBRID", "HYBRID_NORM", "HYBRID_WEIGHT", "SEED", "INIT", "BACKEND",
-            "QUANTIZE", "ATTENTION_DROPOUT", "DEPTH", "SKIP", "N_SAMPLE", "DISTILL", "TEACHER", "DISTILL_LOSS",
+            "QUANTIZE", "ATTENTION_DROPOUT", "SAVE_STEPS", "HOLDOUT", "VALIDATE", "VALIDATE_DEPTH",
+            "DEPTH", "SKIP", "N_SAMPLE", "DISTILL", "TEACHER", "DISTILL_LOSS",
             "RERANK_LOSS", "RERANK_LR", "RERANK_MAX_LEN", "RERANK_N_PASSAGES", "RERANK_BATCH", "RERANK_EPOCHS",
             "RERANK_ALPHA")
     settings = {k: os.environ[k] for k in keys if k in os.environ}
@@ -80,6 +81,28 @@ def _settings(out: Path) -> dict:
         for fusion in sorted(out.glob("*/fusion.json")):
             settings[f"HYBRID_{fusion.parent.name}"] = json.loads(fusion.read_text()).get("chosen")
     return settings
+
+
+def _heldout(out: Path) -> dict:
+    """Each round's figures on the held-out train queries (HYBRID=auto's OUT_DIR/<round>/fusion.json: the
+    dense run and the chosen hybrid), and, with VALIDATE=1, its nDCG@10 per epoch and the epoch kept."""
+    rounds = {}
+    for fusion in sorted(out.glob("*/fusion.json")):
+        sweep = json.loads(fusion.read_text())
+        rounds[fusion.parent.name] = {"queries": sweep["queries"], "dense": sweep["inputs"]["dense"]["nDCG@10"],
+                                      "hybrid": sweep["best"]["overall"]["nDCG@10"]}
+    last = {}  # round -> its last checkpoint's trainer state (the whole log)
+    for state in out.glob("*/model/checkpoint-*/trainer_state.json"):
+        step, name = int(state.parent.name.split("-")[1]), state.parents[2].name
+        if step > last.get(name, (-1, None))[0]:
+            last[name] = (step, state)
+    for name, (_, state) in sorted(last.items()):
+        log = json.loads(state.read_text())
+        r = rounds.setdefault(name, {})
+        r["validation"] = {f"{e['epoch']:g}": e["eval_nDCG@10"] for e in log["log_history"] if "eval_nDCG@10" in e}
+        if log.get("best_model_checkpoint"):
+            r["kept"] = Path(log["best_model_checkpoint"]).name
+    return rounds
 
 
 if __name__ == "__main__":
