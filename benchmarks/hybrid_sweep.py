@@ -20,10 +20,9 @@ import argparse
 import sys
 import time
 
-from densir.formats import read_qrels
-from densir.io import cli_errors, read_run, write_json
+from densir.io import UsageError, cli_errors, write_json
 from densir.search.fusion import NORMS
-from densir.search.fusion_choice import ALPHAS, KEY, RRF_KS, render, sweep_fusions, tuning_qrels_problem
+from densir.search.fusion_choice import ALPHAS, KEY, RRF_KS, choose_fusion, render, sweep_fusions
 
 __all__ = ["ALPHAS", "KEY", "RRF_KS", "main", "render", "sweep_fusions"]
 
@@ -41,21 +40,13 @@ def main(argv=None):
     ap.add_argument("--depth", type=int, default=1000, help="hits kept per query of each fused run")
     ap.add_argument("--label", default="", help="what the dense run is (kept in the JSON)")
     args = ap.parse_args(argv)
-    problem = tuning_qrels_problem(args.qrels)
-    if problem:
-        ap.error(problem)
-    if any(not 0.0 <= a <= 1.0 for a in args.alphas):
-        ap.error("--alphas must be in [0, 1]")
     t0 = time.time()
-    qrels = read_qrels(args.qrels)
-    dense, bm25 = read_run(args.dense), read_run(args.bm25)
-    unjudged = set(dense) - set(qrels)
-    if unjudged:
-        ap.error(f"{len(unjudged)} queries of {args.dense} have no qrels in {args.qrels} (another query set?)")
-    sweep = sweep_fusions(dense, bm25, qrels, args.rrf_k, args.alphas, args.norms, args.depth)
-    sweep.update(dense=args.dense, bm25=args.bm25, qrels=args.qrels, label=args.label, depth=args.depth,
-                 dense_depth=max(map(len, dense.values())), bm25_depth=max(map(len, bm25.values())),
-                 seconds=round(time.time() - t0, 1))
+    try:  # fusion_choice's checks (test qrels, alphas, unjudged queries) as this CLI's usage errors (exit 2)
+        sweep = choose_fusion(args.dense, args.bm25, args.qrels, ks=args.rrf_k, alphas=args.alphas, norms=args.norms,
+                              depth=args.depth)
+    except UsageError as e:
+        ap.error(str(e))
+    sweep.update(label=args.label, seconds=round(time.time() - t0, 1))
     print(render(sweep))
     write_json(args.out, sweep)
     print(f"-> {args.out}", file=sys.stderr)

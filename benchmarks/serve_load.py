@@ -156,7 +156,7 @@ def probe_backends(work: Path, queries, pairs_per_query: int, candidates) -> dic
     import statistics
 
     from densir.formats import iter_corpus, passage_text
-    from densir.search.searcher import Reranker
+    from densir.loading import load_reranker
 
     texts = []
     for _, title, text in iter_corpus(work / "corpus.jsonl"):
@@ -166,7 +166,7 @@ def probe_backends(work: Path, queries, pairs_per_query: int, candidates) -> dic
     pairs = [(queries[0], t) for t in texts]
     seconds = {}
     for backend, quantize in candidates:
-        reranker = Reranker.load(work / "rerank", max_len=128, backend=backend, quantize=quantize)
+        reranker = load_reranker(work / "rerank", max_len=128, backend=backend, quantize=quantize)
         reranker.predict(pairs)
         times = []
         for _ in range(3):

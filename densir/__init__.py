@@ -30,6 +30,7 @@ _EXPORTS = {
     "DenseEncoder": "densir.retriever.modeling",
     "CrossEncoderReranker": "densir.reranker.modeling",
     "load_model": "densir.loading",
+    "load_reranker": "densir.loading",
     "encode_texts": "densir.retriever.encode",
     # search
     "Searcher": "densir.search.searcher",

@@ -123,6 +123,47 @@ def load_model(model_name_or_path: str, task: str = "encoder", device: str | tor
     return run.prepare(encoder, max_len or encoder.config.max_seq_length or 512, calibration)
 
 
+def load_reranker(path, max_len: int | None = None, device: str | torch.device | None = "auto", batch_size: int = 64,
+                  precision: str = "fp32", backend: str = "torch", quantize: str = "none", recipe: str | None = None):
+    """A finished re-ranker, ready to score: :func:`load_model`'s cross-encoder, with ``batch_size`` pairs per pass.
+
+    Args:
+        path: rerank.sh's ``OUT_DIR/rerank`` (or its ``model/``), a sequence-classification checkpoint
+            dir, or a hub id. A local dir that is neither a finished densir re-ranker (``densir_reranker.json``)
+            nor a classifier is refused (:class:`densir.io.InputError`): an encoder would get a random head.
+        max_len, device, precision, backend, quantize, recipe: :func:`load_model`'s.
+        batch_size: the model's :attr:`~densir.reranker.modeling.CrossEncoderReranker.batch_size`.
+    Returns:
+        a :class:`~densir.reranker.modeling.CrossEncoderReranker` (``predict``, ``rank``).
+
+    Example::
+
+        reranker = load_reranker("runs/demo/rerank")
+        reranker.rank("what lowers blood pressure?", ["Aspirin ...", "Beta blockers ..."], top_k=1)
+    """
+    from densir.io import InputError, read_json
+    from densir.reranker.modeling import CONFIG_NAME
+
+    path = Path(path)
+    if (path / "model" / CONFIG_NAME).exists():
+        path = path / "model"
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(path, None, "not a re-ranker directory")
+        if not (path / CONFIG_NAME).exists():
+            config = path / "config.json"
+            archs = (read_json(config).get("architectures") or []) if config.exists() else []
+            if not any(a.endswith("ForSequenceClassification") for a in archs):
+                raise InputError(path / CONFIG_NAME, None, "missing: not a finished re-ranker "
+                                 "(rerank.sh's train stage writes it last) nor a cross-encoder checkpoint")
+    elif path.is_absolute() or str(path).startswith("."):
+        raise InputError(path, None, "no such re-ranker directory")
+    # anything else is a hub id, resolved (cache first) by densir.models
+    model = load_model(str(path), "cross-encoder", device, precision, backend, quantize, recipe, max_len=max_len)
+    model.batch_size = batch_size
+    return model
+
+
 def checkpoint_dir(model) -> Path:
     """The checkpoint dir ``model`` was loaded from (its ``load`` sets ``.local_dir``): what a backend exports."""
     local = getattr(model, "local_dir", None)

@@ -2,7 +2,7 @@
 
 Fast tests build a small round the way run.sh lays it out (MiniLM, 3 corpus shards, query shard,
 per-shard search + reducer, a re-ranker and densir.driver.rerank's runs) and check that the API
-returns what those runs hold, that Reranker.rank has CrossEncoder.rank's shape and numbers, and
+returns what those runs hold, that CrossEncoderReranker.rank has CrossEncoder.rank's shape and numbers, and
 that bad input is one line. The slow tests compare the API with the runs run.sh and rerank.sh
 wrote on tests/test_pipeline.py's SciFact slice (session fixtures, no extra pipeline run).
 """
@@ -19,8 +19,9 @@ from conftest import run_cmd
 
 from densir.formats import read_corpus, read_queries
 from densir.io import InputError, read_run, write_run
+from densir.loading import load_reranker
 from densir.search.fusion import interpolate_runs
-from densir.search.searcher import Hit, Reranker, Searcher
+from densir.search.searcher import Hit, Searcher
 
 N_DOCS, N_SHARDS, Q_MAX_LEN, P_MAX_LEN, RUN_DEPTH, RERANK_DEPTH, ALPHA = 60, 3, 16, 64, 30, 10, 0.3
 WORDS = ("malaria vaccine protein receptor tumour insulin diabetes neuron synapse bacteria antibiotic "
@@ -92,7 +93,7 @@ def mini(tmp_path_factory, minilm_path):
 def searcher(mini):
     # the batch sizes of the query shard's encoding and of densir.driver.rerank, so search_batch
     # reproduces the query vectors and the cross-encoder's batches bit for bit
-    reranker = Reranker.load(mini / "rerank", batch_size=8, device="cpu")
+    reranker = load_reranker(mini / "rerank", batch_size=8, device="cpu")
     return Searcher.from_run_dir(mini / "round", reranker=reranker, batch_size=4, device="cpu")
 
 
@@ -169,12 +170,12 @@ def test_hits_carry_the_corpus_title_and_text(mini, searcher):
 
 
 def test_reranker_rank_is_cross_encoder_rank(mini):
-    """Reranker.rank: the list sentence-transformers' CrossEncoder.rank returns, same numbers."""
+    """CrossEncoderReranker.rank (load_reranker): the list sentence-transformers' CrossEncoder.rank returns, same numbers."""
     from sentence_transformers import CrossEncoder
 
     corpus = read_corpus(mini / "data" / "corpus.jsonl")
     paragraphs = [corpus[f"doc-{i}"][1] for i in range(8)]  # e.g. one document's paragraphs
-    reranker = Reranker.load(mini / "rerank", device="cpu")
+    reranker = load_reranker(mini / "rerank", device="cpu")
     ours = reranker.rank(QUERIES[1], paragraphs, top_k=5, return_documents=True)
     theirs = CrossEncoder(str(mini / "rerank" / "model"), device="cpu").rank(QUERIES[1], paragraphs, top_k=5,
                                                                             return_documents=True)
@@ -235,9 +236,9 @@ def test_bad_input_is_one_input_error(mini, tmp_path, tiny_bert_dir):
     with pytest.raises(InputError, match="not the corpus that was encoded"):
         s.search(QUERIES[0], k=3)
     with pytest.raises(InputError, match="missing: not a finished re-ranker"):
-        Reranker.load(rnd / "model")
+        load_reranker(rnd / "model")
     with pytest.raises(InputError, match="no such re-ranker directory"):
-        Reranker.load(tmp_path / "no-reranker")
+        load_reranker(tmp_path / "no-reranker")
 
 
 # --------------------------------------------------------------------------- fast: the CLI
@@ -369,7 +370,7 @@ def test_searcher_rerank_equals_rerank_sh(bash_pipeline, slice_data, rerank_roun
     depth, alpha = int(settings["RERANK_DEPTH"]), float(settings["RERANK_ALPHA"])
     first, ce, fused = read_run(out / "round2" / "test.run"), read_run(rdir / "test.ce.run"), read_run(rdir / "test.run")
     queries = read_queries(slice_data / "queries.test.jsonl")
-    reranker = Reranker.load(rdir, device="cpu", batch_size=int(settings["RERANK_EVAL_BATCH"]))
+    reranker = load_reranker(rdir, device="cpu", batch_size=int(settings["RERANK_EVAL_BATCH"]))
     searcher = Searcher.from_run_dir(out / "round2", reranker=reranker, batch_size=int(env["ENCODE_BATCH"]),
                                      device="cpu")
     kwargs = {"k": depth, "rerank_depth": depth, "depth": int(env["EVAL_DEPTH"])}

@@ -5,7 +5,7 @@ over tests/test_searcher.py's small round (MiniLM, a re-ranker): /embed and Open
 /v1/embeddings, the API key from the environment, a timed-out request, SIGTERM draining a request
 in flight, one-line CLI errors. Slow: a server over the SciFact slice that run.sh, train_hn.sh and
 rerank.sh built (the session fixtures, no extra pipeline run): /search equals run.sh's dense and
-hybrid runs and rerank.sh's runs, /rerank equals Reranker.rank, 64 concurrent requests each equal
+hybrid runs and rerank.sh's runs, /rerank equals CrossEncoderReranker.rank, 64 concurrent requests each equal
 the same request sent alone, and each bad request gets a 4xx with one message while the server
 goes on serving. The README's serving table equals benchmarks/results/serve_load.json.
 """
@@ -36,7 +36,8 @@ from test_searcher import (  # noqa: F401 - fixtures
 
 from densir.formats import read_corpus, read_queries
 from densir.io import read_run
-from densir.search.searcher import Hit, Reranker, Searcher
+from densir.loading import load_reranker
+from densir.search.searcher import Hit, Searcher
 from densir.serve.batching import Batcher, QueueFull
 
 httpx = pytest.importorskip("httpx")
@@ -359,7 +360,7 @@ def test_search_reranked_equals_rerank_sh(bash_pipeline, slice_data, rerank_roun
 @pytest.mark.slow
 def test_rerank_equals_reranker_rank(slice_data, rerank_round, slice_server):
     rdir, settings = rerank_round
-    reranker = Reranker.load(rdir, device="cpu", batch_size=int(settings["RERANK_EVAL_BATCH"]))
+    reranker = load_reranker(rdir, device="cpu", batch_size=int(settings["RERANK_EVAL_BATCH"]))
     corpus = read_corpus(slice_data / "corpus.jsonl")
     docs = [t for _, t in list(corpus.values())[:40]]
     for query in list(read_queries(slice_data / "queries.test.jsonl").values())[:3]:

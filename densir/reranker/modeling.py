@@ -81,7 +81,9 @@ class CrossEncoderReranker(nn.Module):
 
     Build one with :meth:`load` (a densir re-ranker dir, a sentence-transformers cross-encoder, or
     any encoder with a fresh head; a dir or a hub id), or :func:`densir.load_model` for a backend.
-    :meth:`predict` returns the pairs' logits, :meth:`rank` the documents best first.
+    :meth:`predict` returns the pairs' logits, :meth:`rank` the documents best first, in batches of
+    ``batch_size`` pairs (32; :func:`densir.loading.load_reranker` sets it) and in the precision it was
+    loaded for (``.inference``; fp32 when built directly), unless a call says otherwise.
 
     Example::
 
@@ -207,21 +209,31 @@ class CrossEncoderReranker(nn.Module):
         hidden = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         return model.score(pool(hidden, batch["attention_mask"], "last")).squeeze(-1)
 
+    batch_size = 32  # pairs per forward pass when a call does not say
+
+    @property
+    def precision(self) -> PrecisionName:
+        """The precision it scores in when a call does not say: its loader's (``.inference``), else fp32."""
+        inference = getattr(self, "inference", None)
+        return inference.precision if inference is not None else "fp32"
+
     def tokenize(self, pairs: Sequence[Pair]) -> dict:
         return tokenize_pairs(self.tokenizer, [q for q, _ in pairs], [p for _, p in pairs], self.max_len,
                               eos_id=self.eos_id)
 
     @torch.inference_mode()
-    def predict(self, pairs: Sequence[Pair], batch_size: int = 32, precision: PrecisionName | None = None,
+    def predict(self, pairs: Sequence[Pair], batch_size: int | None = None, precision: PrecisionName | None = None,
                 show_progress_bar: bool = False) -> np.ndarray:
         """Raw-logit scores (float32 array, input order) of (query, passage) pairs.
 
         Pairs are scored in batches of similar length (sorted longest first, so padding is small
         and an out-of-memory shows up on the first batch); ``precision`` is the autocast,
-        ``"bf16"``, ``"fp16"``, or ``"fp32"``/None for none (:mod:`densir.precision`).
+        ``"bf16"``, ``"fp16"`` or ``"fp32"`` (:mod:`densir.precision`). None: :attr:`batch_size`,
+        :attr:`precision`.
         """
         if not len(pairs):
             return np.zeros(0, dtype=np.float32)
+        batch_size, precision = batch_size or self.batch_size, precision or self.precision
         was_training = self.training
         self.eval()
         param = next(self.parameters(), None)  # none: a densir.backends runtime, on the CPU
@@ -241,15 +253,18 @@ class CrossEncoderReranker(nn.Module):
         self.train(was_training)
         return scores
 
-    def rank(self, query, documents: Sequence, top_k: int | None = None, batch_size: int = 32,
-             precision: PrecisionName | None = None) -> list[dict]:
-        """Score ``documents`` against ``query``; ``[{"corpus_id": index, "score": logit}]`` best first.
+    def rank(self, query, documents: Sequence, top_k: int | None = None, batch_size: int | None = None,
+             precision: PrecisionName | None = None, return_documents: bool = False) -> list[dict]:
+        """Score ``documents`` against ``query``; ``[{"corpus_id": index, "score": logit[, "text": doc]}]``
+        best first.
 
-        The same shape as sentence-transformers' ``CrossEncoder.rank`` (ties keep input order).
+        The shape sentence-transformers' ``CrossEncoder.rank`` returns (ties keep input order); e.g. the
+        paragraphs of one document: ``reranker.rank(query, hit.text.split("\\n\\n"), top_k=3)``.
         """
         scores = self.predict([(query, d) for d in documents], batch_size=batch_size, precision=precision)
         order = np.argsort(-scores, kind="stable")[:top_k]
-        return [{"corpus_id": int(i), "score": float(scores[i])} for i in order]
+        return [{"corpus_id": int(i), "score": float(scores[i]), **({"text": documents[i]} if return_documents else {})}
+                for i in order]
 
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs):
         """``--gradient_checkpointing``: non-reentrant always (see DenseEncoder.activation_checkpointing_enable)."""

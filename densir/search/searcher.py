@@ -35,7 +35,7 @@ giving its ``<split>.run``.
 Backends: queries are encoded by what made the passage shards (their json's ``backend``,
 ``quantize``, ``backend_recipe``: an ``--backend openvino --quantize int8`` corpus gets int8
 OpenVINO queries, :meth:`densir.retriever.modeling.DenseEncoder.with_backend`), so the vectors
-compared always come from the same runtime. ``Reranker.load(..., backend=, quantize=)`` runs the
+compared always come from the same runtime. ``load_reranker(..., backend=, quantize=)`` runs the
 cross-encoder the same way.
 
 Memory: the FAISS index holds the vectors (fp32; ``fp16_storage`` halves it), the docids are one
@@ -53,6 +53,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -61,6 +62,9 @@ from densir.checks import check_text, check_texts
 from densir.embeddings import EmbeddingShard, model_fingerprint, resolve_shards, run_starts
 from densir.io import InputError, read_json
 from densir.search.faiss_index import ShardIndex
+
+if TYPE_CHECKING:
+    from densir.reranker.modeling import CrossEncoderReranker
 
 logger = logging.getLogger(__name__)
 
@@ -88,74 +92,6 @@ class Hit:
         return asdict(self)
 
 
-# --------------------------------------------------------------------------- re-ranker
-class Reranker:
-    """A cross-encoder for ad-hoc lists: ``rank(query, docs)`` as sentence-transformers' ``CrossEncoder.rank``.
-
-    Wraps :class:`densir.reranker.modeling.CrossEncoderReranker` (scores are its raw logits).
-    """
-
-    def __init__(self, model, batch_size: int = 64, precision: str = "fp32"):
-        import torch
-
-        from densir.precision import resolve_precision
-
-        self.model = model.eval()
-        self.batch_size = batch_size
-        param = next(model.parameters(), None)  # none: a densir.backends runtime (CPU, its own precision)
-        self.precision = resolve_precision(precision, param.device if param is not None else torch.device("cpu")).name
-
-    @classmethod
-    def load(cls, path, max_len: int | None = None, device: str | None = None, batch_size: int = 64,
-             precision: str = "fp32", backend: str = "torch", quantize: str = "none",
-             recipe: str | None = None) -> Reranker:
-        """A re-ranker dir (``rerank.sh``'s ``OUT_DIR/rerank`` or its ``model/``), or any cross-encoder.
-
-        A local dir must be a finished densir re-ranker (``densir_reranker.json``) or a
-        sequence-classification checkpoint: an encoder without a head would get a random one.
-        ``precision``: fp32 | fp16 | bf16 | auto (:func:`densir.precision.resolve_precision`);
-        ``python -m densir.driver.rerank`` scores as rerank.sh's PRECISION says. ``backend``/``quantize``
-        (``onnx``/``openvino``, ``int8``; CPU): :meth:`CrossEncoderReranker.with_backend`, precision fp32.
-        """
-        from densir.loading import load_model
-        from densir.reranker.modeling import CONFIG_NAME
-
-        path = Path(path)
-        if (path / "model" / CONFIG_NAME).exists():
-            path = path / "model"
-        if path.exists():
-            if not path.is_dir():
-                raise InputError(path, None, "not a re-ranker directory")
-            if not (path / CONFIG_NAME).exists():
-                config = path / "config.json"
-                archs = (read_json(config).get("architectures") or []) if config.exists() else []
-                if not any(a.endswith("ForSequenceClassification") for a in archs):
-                    raise InputError(path / CONFIG_NAME, None, "missing: not a finished re-ranker "
-                                     "(rerank.sh's train stage writes it last) nor a cross-encoder checkpoint")
-        elif path.is_absolute() or str(path).startswith("."):
-            raise InputError(path, None, "no such re-ranker directory")
-        # anything else is a hub id, resolved (cache first) by densir.models
-        model = load_model(str(path), "cross-encoder", device, precision, backend, quantize, recipe, max_len=max_len)
-        return cls(model, batch_size=batch_size, precision=model.inference.precision)
-
-    def predict(self, pairs: Sequence[tuple], batch_size: int | None = None, precision: str | None = None) -> np.ndarray:
-        """Raw-logit scores of (query, passage) pairs, input order (batch size and precision: the loaded ones)."""
-        return self.model.predict(pairs, batch_size=batch_size or self.batch_size, precision=precision or self.precision)
-
-    def rank(self, query: str, documents: Sequence[str], top_k: int | None = None,
-             return_documents: bool = False) -> list[dict]:
-        """``[{"corpus_id": i, "score": s[, "text": documents[i]]}, ...]`` best first (ties: input order).
-
-        The shape ``sentence_transformers.CrossEncoder.rank`` returns; e.g. the paragraphs of one
-        document: ``reranker.rank(query, hit.text.split("\\n\\n"), top_k=3)``.
-        """
-        ranked = self.model.rank(query, documents, top_k=top_k, batch_size=self.batch_size, precision=self.precision)
-        if return_documents:
-            for r in ranked:
-                r["text"] = documents[r["corpus_id"]]
-        return ranked
-
-
 # --------------------------------------------------------------------------- searcher
 class Searcher:
     """Dense (or BM25) first stage over built shards, optional cross-encoder re-ranking (module docstring).
@@ -165,7 +101,8 @@ class Searcher:
             fingerprint); queries run on the shards' backend.
         passage_shards: the corpus shards (:func:`densir.embeddings.resolve_shards`).
         corpus: the corpus JSONL, for hit titles/texts and re-ranking (None: ids and scores only).
-        reranker: a :class:`Reranker` (None: no re-ranking).
+        reranker: a :class:`~densir.reranker.modeling.CrossEncoderReranker` (:func:`densir.loading.load_reranker`;
+            None: no re-ranking).
         bm25_index: get_data.sh's ``bm25_index/``, for ``retriever="bm25"`` and ``"hybrid"``.
         device, q_max_len, precision, batch_size: how queries are encoded (default: as the shards
             and their query shards record).
@@ -181,8 +118,9 @@ class Searcher:
         [(h.rank, h.docid, round(h.score, 3)) for h in hits[:2]]
     """
 
-    def __init__(self, encoder, passage_shards: Sequence[EmbeddingShard], corpus=None, reranker: Reranker | None = None,
-                 bm25_index=None, device: str | None = None, q_max_len: int | None = None,
+    def __init__(self, encoder, passage_shards: Sequence[EmbeddingShard], corpus=None,
+                 reranker: CrossEncoderReranker | None = None, bm25_index=None, device: str | None = None,
+                 q_max_len: int | None = None,
                  precision: str | None = None, batch_size: int = 128, index_factory: str = "Flat",
                  use_gpu: bool | None = None, fp16_storage: bool = False, nprobe: int | None = None,
                  load_index=None):
@@ -214,7 +152,7 @@ class Searcher:
 
         ``corpus``: the corpus JSONL (default: the shards' recorded ``source``); ``texts=False``
         loads none (hits without title/text, no re-ranking). ``reranker``: a dir (see
-        :meth:`Reranker.load`) or a :class:`Reranker`. ``bm25_index``: get_data.sh's
+        :func:`densir.loading.load_reranker`) or a loaded re-ranker. ``bm25_index``: get_data.sh's
         ``bm25_index/`` for ``search(..., retriever="bm25")``. Other keywords go to
         :class:`Searcher` (``q_max_len``, ``precision``, ``index_factory``, ``fp16_storage`` ...).
         """
@@ -243,8 +181,10 @@ class Searcher:
             corpus = _corpus_path(corpus, shards)
         elif reranker is not None:
             raise ValueError("a re-ranker needs the passage texts: texts=False excludes reranker=")
-        if reranker is not None and not isinstance(reranker, Reranker):
-            reranker = Reranker.load(reranker, device=device)
+        if isinstance(reranker, (str, Path)):
+            from densir.loading import load_reranker
+
+            reranker = load_reranker(reranker, device=device)
         if bm25_index is not None and not any(Path(bm25_index).glob("segments_*")):
             raise InputError(bm25_index, None, "not a Lucene index (get_data.sh writes DATA_DIR/bm25_index)")
         encoder = DenseEncoder.load(str(model_dir))

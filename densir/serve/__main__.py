@@ -94,7 +94,7 @@ def main(argv=None) -> None:
 
     import uvicorn
 
-    from densir.search.searcher import Reranker
+    from densir.loading import load_reranker
     from densir.serve.app import create_app
     from densir.serve.engine import Service, TimedSearcher
 
@@ -106,7 +106,7 @@ def main(argv=None) -> None:
     reranker = None
     if args.reranker:
         try:
-            reranker = Reranker.load(args.reranker, device=args.device, batch_size=args.rerank_batch,
+            reranker = load_reranker(args.reranker, device=args.device, batch_size=args.rerank_batch,
                                      backend=args.backend, quantize=args.quantize, recipe=args.backend_recipe)
         except ValueError as e:  # an unknown recipe, a backend that does not go with the quantization
             if type(e) is ValueError:

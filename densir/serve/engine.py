@@ -1,7 +1,7 @@
 """What the server does with a request, apart from HTTP: checks, batching, and the models' calls.
 
 :class:`Service` holds one :class:`densir.search.searcher.Searcher` (encoder, shards, corpus
-texts, optional BM25 index and :class:`~densir.search.searcher.Reranker`), loaded once, and one
+texts, optional BM25 index and :class:`~densir.reranker.modeling.CrossEncoderReranker`), loaded once, and one
 :class:`densir.serve.batching.Batcher` whose handlers call the searcher on a whole batch:
 
 * ``search``: the batch's queries that share ``(first stage, rerank_depth, interpolate)`` go to
@@ -9,8 +9,8 @@ texts, optional BM25 index and :class:`~densir.search.searcher.Reranker`), loade
   fixed first-stage depth (``--depth``, run.sh's ``EVAL_DEPTH``) and the batch's largest ``k``;
   each request gets its own top ``k`` of that list, which is what it would get alone (``k`` only
   cuts a ranked list).
-* ``rerank``: every (query, document) pair of the batch in one :meth:`Reranker.predict`, each
-  request's documents then ordered as :meth:`Reranker.rank` orders them (score desc, ties in
+* ``rerank``: every (query, document) pair of the batch in one :meth:`CrossEncoderReranker.predict`, each
+  request's documents then ordered as :meth:`CrossEncoderReranker.rank` orders them (score desc, ties in
   input order): ``[{"corpus_id", "score"[, "text"]}]``.
 * ``embed``: the batch's texts in one :func:`densir.retriever.encode.encode_texts` call, queries
   as the searcher encodes them, passages as the encode stage did (the shards' ``max_len``).
@@ -29,11 +29,15 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from densir.search.searcher import Reranker, Searcher
+from densir.search.searcher import Searcher
 from densir.serve.batching import Batcher
+
+if TYPE_CHECKING:
+    from densir.reranker.modeling import CrossEncoderReranker
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +108,10 @@ class TimedSearcher(Searcher):
 
 
 class _TimedReranker:
-    """The searcher's :class:`Reranker`, its ``predict`` timed into the searcher's stages."""
+    """The searcher's re-ranker (a :class:`~densir.reranker.modeling.CrossEncoderReranker`), its ``predict``
+    timed into the searcher's stages."""
 
-    def __init__(self, reranker: Reranker, searcher: TimedSearcher):
+    def __init__(self, reranker: CrossEncoderReranker, searcher: TimedSearcher):
         self.reranker, self.searcher = reranker, searcher
 
     def predict(self, pairs, **kwargs):
@@ -130,7 +135,7 @@ class Service:
         self.limits = limits or Limits()
         self.limits.check()
         self.depth = depth
-        self.reranker: Reranker | None = searcher.reranker
+        self.reranker: CrossEncoderReranker | None = searcher.reranker
         if self.reranker is not None:
             searcher.reranker = _TimedReranker(self.reranker, searcher)
         self.default_rerank_depth = rerank_depth if self.reranker is not None else 0
@@ -258,7 +263,7 @@ class Service:
         for _, docs, top_k, return_documents in payloads:
             mine = scores[i:i + len(docs)]
             i += len(docs)
-            # Reranker.rank's order: score desc, ties in input order
+            # CrossEncoderReranker.rank's order: score desc, ties in input order
             ranked = [{"corpus_id": int(j), "score": float(mine[j])} for j in np.argsort(-mine, kind="stable")[:top_k]]
             if return_documents:
                 for r in ranked:
