@@ -20,7 +20,7 @@ import argparse
 import sys
 import time
 
-from densir.io import UsageError, cli_errors, write_json
+from densir.io import ParameterError, UsageError, cli_errors, write_json
 from densir.search.fusion import NORMS
 from densir.search.fusion_choice import ALPHAS, KEY, RRF_KS, choose_fusion, render, sweep_fusions
 
@@ -45,7 +45,7 @@ def main(argv=None):
         sweep = choose_fusion(args.dense, args.bm25, args.qrels, ks=args.rrf_k, alphas=args.alphas, norms=args.norms,
                               depth=args.depth)
     except UsageError as e:
-        ap.error(str(e))
+        ap.error(e.as_flags() if isinstance(e, ParameterError) else str(e))
     sweep.update(label=args.label, seconds=round(time.time() - t0, 1))
     print(render(sweep))
     write_json(args.out, sweep)

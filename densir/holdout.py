@@ -34,6 +34,7 @@ from densir.evaluation import evaluate
 from densir.formats import read_qrels
 from densir.io import (
     InputError,
+    ParameterError,
     UsageError,
     atomic_dir,
     atomic_write,
@@ -52,7 +53,7 @@ def sample_heldout(qrels_path, n: int, seed: int = 0) -> set:
     """``n`` of the queries of ``qrels_path`` that have a positive, a seeded random sample."""
     qrels_path = Path(qrels_path)
     if n < 1:
-        raise UsageError(f"--n must be >= 1, got {n}")
+        raise ParameterError("n", f"must be >= 1, got {n}")
     qrels = read_qrels(qrels_path)
     candidates = sorted(q for q, docs in qrels.items() if any(r > 0 for r in docs.values()))
     if n >= len(candidates):
@@ -93,16 +94,17 @@ def split_files(src: Path, dst: Path, heldout: set, split: str = "train", parts=
     return kept
 
 
-def split_heldout(src, dst, n: int, seed: int = 0, split: str = "train") -> dict:
-    """Write DST from SRC with ``n`` of SRC's ``split`` queries held out; return DST's manifest.
+def split_heldout(data_dir, out_dir, n: int, seed: int = 0, split: str = "train") -> dict:
+    """Write ``out_dir`` (DST) from ``data_dir`` (SRC) with ``n`` of SRC's ``split`` queries held out; return
+    DST's manifest.
 
     DST is built under a temporary name and renamed when complete, so a failed split leaves no
     DST behind and a rerun starts afresh. DST may exist only empty or as an earlier split (its
     ``dataset.json`` has ``heldout_of``), which is replaced.
     """
-    src, dst = Path(src), Path(dst)
+    src, dst = Path(data_dir), Path(out_dir)
     if n < 1:
-        raise UsageError(f"--n must be >= 1, got {n}")
+        raise ParameterError("n", f"must be >= 1, got {n}")
     _check_replaceable(src, dst)
     manifest = read_json(src / "dataset.json")
     heldout = sample_heldout(src / f"qrels.{split}.tsv", n, seed)
@@ -133,7 +135,7 @@ def holdout_in_place(data_dir, n: int, seed: int = 0, split: str = "train") -> d
     """
     data_dir = Path(data_dir)
     if n < 1:
-        raise UsageError(f"--n must be >= 1, got {n}")
+        raise ParameterError("n", f"must be >= 1, got {n}")
     manifest = read_json(data_dir / "dataset.json")
     want = {"split": split, "n": n, "seed": seed}
     done = manifest.get(HELDOUT)
@@ -184,17 +186,17 @@ def _check_replaceable(src: Path, dst: Path) -> None:
     if not dst.exists():
         return
     if dst.resolve() == src.resolve():
-        raise UsageError(f"--out_dir {dst} is --data_dir itself; choose a new directory")
+        raise ParameterError(f"`out_dir` {dst} is `data_dir` itself; choose a new directory")
     if not dst.is_dir():
-        raise UsageError(f"--out_dir {dst} exists and is not a directory")
+        raise ParameterError("out_dir", f"{dst} exists and is not a directory")
     if any(dst.iterdir()):
         try:
             earlier = "heldout_of" in read_json(dst / "dataset.json")
         except (OSError, ValueError):
             earlier = False
         if not earlier:
-            raise UsageError(f"--out_dir {dst} exists and is not an earlier held-out split "
-                             "(no dataset.json with 'heldout_of'); choose an empty or new directory")
+            raise ParameterError("out_dir", f"{dst} exists and is not an earlier held-out split "
+                                 "(no dataset.json with 'heldout_of'); choose an empty or new directory")
 
 
 def _filter_jsonl(src: Path, dst: Path, key: str, keep) -> int:

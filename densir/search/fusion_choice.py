@@ -25,7 +25,7 @@ from typing import Iterable, Mapping, Sequence
 
 from densir.evaluation import DEFAULT_METRICS, evaluate, format_table
 from densir.formats import read_qrels
-from densir.io import UsageError, read_run
+from densir.io import ParameterError, UsageError, read_run
 from densir.search.fusion import NORMS, fuse
 
 RRF_KS = (1, 5, 10, 20, 30, 40, 60, 80, 100, 150, 200)
@@ -104,10 +104,10 @@ def choose_fusion(dense_path, bm25_path, qrels_path, *, eval_qrels: Iterable = (
     if problem:
         raise UsageError(problem)
     if any(not 0.0 <= a <= 1.0 for a in alphas):
-        raise UsageError(f"--alphas must be in [0, 1], got {list(alphas)}")
+        raise ParameterError("alphas", f"must be in [0, 1], got {list(alphas)}")
     unknown = [n for n in norms if n not in NORMS]
     if unknown:
-        raise UsageError(f"--norms must be among {', '.join(NORMS)}, got {unknown[0]!r}")
+        raise ParameterError("norms", f"must be among {', '.join(NORMS)}, got {unknown[0]!r}")
     qrels = read_qrels(qrels_path)
     dense, bm25 = read_run(dense_path), read_run(bm25_path)
     unjudged = set(dense) - set(qrels)
