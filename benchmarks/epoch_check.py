@@ -44,7 +44,8 @@ def main(argv=None) -> int:
     ids, qids = list(corpus), list(queries)
     state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())
     validation = {e["step"]: e["eval_nDCG@10"] for e in state["log_history"] if "eval_nDCG@10" in e}
-    result = {"round_dir": str(round_dir), "backend": f"{args.backend}/{args.quantize}", "queries": len(qids),
+    name = os.path.relpath(round_dir) if not os.path.relpath(round_dir).startswith("..") else str(round_dir)
+    result = {"round_dir": name, "backend": f"{args.backend}/{args.quantize}", "queries": len(qids),
               "kept": Path(state["best_model_checkpoint"]).name if state.get("best_model_checkpoint") else None,
               "checkpoints": {}}
     for ckpt in checkpoints:
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
         print(ckpt.name, json.dumps(result["checkpoints"][ckpt.name]), flush=True)
     save = Path(args.save)
     doc = json.loads(save.read_text()) if save.exists() else {}
-    doc[str(round_dir)] = result
+    doc[name] = result
     tmp = save.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=1) + "\n")
     os.replace(tmp, save)
