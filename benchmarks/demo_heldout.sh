@@ -34,6 +34,8 @@ export PYTHON EVAL_SPLIT=heldout DATA_DIR=$OUT/data
 # refuses): the fixed setting the demo had before HYBRID=auto
 export HYBRID=${HYBRID:-weighted} HYBRID_NORM=${HYBRID_NORM:-minmax} HYBRID_WEIGHT=${HYBRID_WEIGHT:-0.5}
 unset LR  # compared below
+# the held-out queries are the evaluation split here: no validation on them (VALIDATE=1 refuses)
+export VALIDATE=${VALIDATE:-0}
 source "$DENSIR_HOME/scripts/demo_settings.sh"
 
 mkdir -p "$OUT"

@@ -87,6 +87,8 @@ for c in $CONFIGS; do
     # the held-out queries are the evaluation split here, so no fusion can be chosen on them (HYBRID=auto
     # refuses): the fixed setting the demo had before HYBRID=auto
     export HYBRID=${HYBRID:-weighted} HYBRID_NORM=${HYBRID_NORM:-minmax} HYBRID_WEIGHT=${HYBRID_WEIGHT:-0.5}
+    # the held-out queries are the evaluation split here: no validation on them (VALIDATE=1 refuses)
+    export VALIDATE=${VALIDATE:-0}
     source "$DENSIR_HOME/scripts/demo_settings.sh"
     export OUT_DIR=$OUT/$c TIMINGS=$OUT/$c/timings.tsv
     mkdir -p "$OUT_DIR"

@@ -49,6 +49,8 @@ for loss in $LOSSES; do
   log "=== loss $loss"
   (
     export RERANK_LOSS=$loss RERANK_ROUND=rerank-$loss
+    # the held-out queries are the evaluation split here: no validation on them (VALIDATE=1 refuses)
+    export VALIDATE=${VALIDATE:-0}
     source "$DENSIR_HOME/scripts/demo_settings.sh"
     export BM25_GROUPS HN_GROUPS
     case "$loss" in
