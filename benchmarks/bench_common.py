@@ -1,5 +1,6 @@
 """What the CPU benchmarks share: the machine's description, the fp32 GEMM roofline measured in the
-same run, matmul FLOPs of a BERT forward, interleaved best-of timing, SciFact passages, a model copy.
+same run, matmul FLOPs of a BERT forward, interleaved best-of timing, SciFact passages, a model copy,
+and an exact search of in-memory vectors (a quality benchmark's run without embedding shards).
 
 The roofline is the best fp32 GEMM rate any of the installed GEMM libraries reaches here (torch's
 oneDNN/MKL path, numpy's BLAS, onnxruntime's MLAS, OpenVINO's oneDNN), each on a 2048^3 matmul with
@@ -147,6 +148,30 @@ def model_copy(model: str | None, work_dir: Path) -> str:
     if not (dst / "config.json").exists():
         shutil.copytree(model, dst, ignore=shutil.ignore_patterns(backends.EXPORT_DIR), dirs_exist_ok=True)
     return str(dst)
+
+
+def exact_run(qids, q_vectors: np.ndarray, ids, p_vectors: np.ndarray, depth: int = 1000) -> dict:
+    """``{qid: [(docid, score), ...]}``: each query's top ``depth`` passages by inner product, in densir's
+    order (:func:`densir.ranking.rank`: score descending, docid ascending)."""
+    from densir.ranking import rank
+
+    scores = q_vectors @ p_vectors.T
+    k = min(depth, scores.shape[1])
+    return {qid: rank(((ids[j], float(scores[i, j])) for j in np.argpartition(-scores[i], k - 1)[:k]), depth)
+            for i, qid in enumerate(qids)}
+
+
+def dense_run(model, corpus: dict, queries: dict, p_max_len: int, q_max_len: int, batch_size: int = 64,
+              depth: int = 1000) -> dict:
+    """A densir model's exact run of ``queries`` over ``corpus`` (:func:`densir.read_corpus`'s dict), each
+    text encoded as the encode stage encodes it (:func:`densir.encode_texts`, title + text for passages)."""
+    from densir import encode_texts
+    from densir.formats import passage_text
+
+    ids, qids = list(corpus), list(queries)
+    p = encode_texts(model, [passage_text(*corpus[d]) for d in ids], "passage", p_max_len, batch_size)
+    q = encode_texts(model, [queries[x] for x in qids], "query", q_max_len, batch_size)
+    return exact_run(qids, q, ids, p, depth)
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

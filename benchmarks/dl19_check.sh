@@ -41,11 +41,9 @@ OUT_DIR=$OUT/trained ZERO_SHOT=1 bash run.sh
 "$PYTHON" - "$DATA" "$OUT" "$SAVE" "$SCIFACT_MODEL" "$((SECONDS - T0))" <<'PY'
 import json, os, sys
 from pathlib import Path
-import numpy as np
 sys.path.insert(0, "benchmarks")
-from bench_common import environment
-from densir import encode_texts, evaluate, fuse, load_model, read_corpus, read_qrels, read_queries, read_run
-from densir.formats import passage_text
+from bench_common import dense_run, environment
+from densir import evaluate, fuse, load_model, read_corpus, read_qrels, read_queries, read_run
 data, out, save, scifact, seconds = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 keys = ("nDCG@10", "MRR@10", "Recall@100")
 def m(d):
@@ -57,14 +55,11 @@ for name, path in [("minilm_zero_shot", "trained/zeroshot"), ("trained_round1", 
     rows[name] = read(out / path / "dev.metrics.json")
     rows[name + "_hybrid"] = read(out / path / "dev.hybrid.metrics.json")
 # the SciFact model, zero-shot here: encoded as the demo encodes, exact search, fused as run.sh fuses
-corpus, queries, qrels = read_corpus(data / "corpus.jsonl"), read_queries(data / "queries.dev.jsonl"), read_qrels(data / "qrels.dev.tsv")
+qrels = read_qrels(data / "qrels.dev.tsv")
 model = load_model(scifact, "encoder", device="cpu", backend=os.environ["BACKEND"], quantize=os.environ["QUANTIZE"],
                    max_len=int(os.environ["P_MAX_LEN"]))
-ids, qids = list(corpus), list(queries)
-p = encode_texts(model, [passage_text(*corpus[d]) for d in ids], "passage", int(os.environ["P_MAX_LEN"]), 64)
-q = encode_texts(model, [queries[x] for x in qids], "query", int(os.environ["Q_MAX_LEN"]), 64)
-scores = q @ p.T
-run = {qid: [(ids[j], float(scores[i, j])) for j in np.argsort(-scores[i], kind="stable")[:1000]] for i, qid in enumerate(qids)}
+run = dense_run(model, read_corpus(data / "corpus.jsonl"), read_queries(data / "queries.dev.jsonl"),
+                int(os.environ["P_MAX_LEN"]), int(os.environ["Q_MAX_LEN"]))
 w = float(os.environ["HYBRID_WEIGHT"])
 hybrid = fuse([run, read_run(data / "bm25.dev.run")], "weighted", weights=(w, 1 - w), norm=os.environ["HYBRID_NORM"], depth=1000)
 rows["scifact_transfer"], rows["scifact_transfer_hybrid"] = m(evaluate(qrels, run, keys)), m(evaluate(qrels, hybrid, keys))

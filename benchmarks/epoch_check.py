@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv=None) -> int:
@@ -31,8 +31,9 @@ def main(argv=None) -> int:
     ap.add_argument("--save", default="benchmarks/results/epoch_check.json")
     args = ap.parse_args(argv)
 
-    from densir import encode_texts, evaluate, load_model, read_corpus, read_qrels, read_queries
-    from densir.formats import passage_text
+    from bench_common import dense_run
+
+    from densir import evaluate, load_model, read_corpus, read_qrels, read_queries
 
     round_dir, data = Path(args.round_dir), Path(args.data_dir)
     checkpoints = sorted((round_dir / "model").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
@@ -41,25 +42,19 @@ def main(argv=None) -> int:
         return 2
     corpus = read_corpus(data / "corpus.jsonl")
     queries, qrels = read_queries(data / "queries.heldout.jsonl"), read_qrels(data / "qrels.heldout.tsv")
-    ids, qids = list(corpus), list(queries)
     state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())
     validation = {e["step"]: e["eval_nDCG@10"] for e in state["log_history"] if "eval_nDCG@10" in e}
-    name = os.path.relpath(round_dir) if not os.path.relpath(round_dir).startswith("..") else str(round_dir)
-    result = {"round_dir": name, "backend": f"{args.backend}/{args.quantize}", "queries": len(qids),
+    name = os.path.relpath(round_dir)
+    if name.startswith(".."):
+        name = str(round_dir)
+    result = {"round_dir": name, "backend": f"{args.backend}/{args.quantize}", "queries": len(queries),
               "kept": Path(state["best_model_checkpoint"]).name if state.get("best_model_checkpoint") else None,
               "checkpoints": {}}
     for ckpt in checkpoints:
         t0 = time.perf_counter()
         model = load_model(str(ckpt), "encoder", device="cpu", backend=args.backend, quantize=args.quantize,
                            max_len=128)
-        p = encode_texts(model, [passage_text(*corpus[d]) for d in ids], "passage", 128, 64)
-        q = encode_texts(model, [queries[x] for x in qids], "query", 64, 64)
-        scores = q @ p.T
-        run = {}
-        for i, qid in enumerate(qids):
-            top = np.argsort(-scores[i], kind="stable")[:1000]
-            run[qid] = [(ids[j], float(scores[i, j])) for j in top]
-        m = evaluate(qrels, run, ("nDCG@10", "MRR@10", "Recall@100"))
+        m = evaluate(qrels, dense_run(model, corpus, queries, 128, 64), ("nDCG@10", "MRR@10", "Recall@100"))
         step = int(ckpt.name.split("-")[1])
         result["checkpoints"][ckpt.name] = {"step": step, "validation_nDCG@10": validation.get(step),
                                             "heldout_full_corpus": {k: round(v, 4) for k, v in m.items()

@@ -66,9 +66,10 @@ def main(argv=None) -> int:
     result = {"machine": environment(args.threads)["cpu"], "threads": args.threads, "settings": DEMO,
               "splits": list(SPLITS)}
     model_path = minilm()
-    r1 = train_round(out / "round1", model_path, rows_from_bm25(data), result, "round1")
+    rows1 = rows_from_bm25(data)
+    r1 = train_round(out / "round1", model_path, rows1, result, "round1")
     score_round(r1, data, out / "round1", result, "round1")
-    rows2 = rows_from_bm25(data) + rows_from_st_mining(data, r1, result)
+    rows2 = rows1 + rows_from_st_mining(data, r1, result)
     r2 = train_round(out / "round2", r1, rows2, result, "round2")
     score_round(r2, data, out / "round2", result, "round2")
     save(args.save, result)
@@ -165,7 +166,7 @@ def train_round(out: Path, init, rows: list[dict], result: dict, name: str) -> P
 
 def score_round(model_dir: Path, data: Path, out: Path, result: dict, name: str) -> None:
     """The round's dense run of each split, its hybrid by the fusion chosen on the held-out queries."""
-    import numpy as np
+    from bench_common import exact_run
     from sentence_transformers import SentenceTransformer
 
     from densir.evaluation import evaluate
@@ -187,11 +188,7 @@ def score_round(model_dir: Path, data: Path, out: Path, result: dict, name: str)
         qrels = read_qrels(data / f"qrels.{split}.tsv")
         qids = list(queries)
         q = model.encode([queries[x] for x in qids], batch_size=64, convert_to_numpy=True, normalize_embeddings=True)
-        scores = q @ p.T
-        run = {}
-        for i, qid in enumerate(qids):
-            top = np.argsort(-scores[i], kind="stable")[:depth]
-            run[qid] = sorted(((ids[j], float(scores[i, j])) for j in top), key=lambda h: (-h[1], h[0]))
+        run = exact_run(qids, q, ids, p, depth)
         write_run(out / f"{split}.run", run, tag="st-anchor")
         bm25 = read_run(data / f"bm25.{split}.run")
         if chosen is None:
