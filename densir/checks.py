@@ -97,6 +97,13 @@ def check_parser_ranges(parser, args) -> None:
                 action.type.check(flag, value)
 
 
+def parse_checked(parser, argv=None):
+    """``parser.parse_args(argv)``, then every :class:`Range` flag checked (:func:`check_parser_ranges`)."""
+    args = parser.parse_args(argv)
+    check_parser_ranges(parser, args)
+    return args
+
+
 def check_output_path(flag: str, path, is_dir: bool = False) -> None:
     """Refuse, before any work, an output that cannot be written: its directory (``path`` itself
     with ``is_dir``) must exist as a writable directory or be creatable under one, and ``path``

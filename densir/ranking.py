@@ -44,6 +44,15 @@ def merge(lists: Iterable[Sequence[Hit]], depth: int | None = None) -> list[Hit]
     return rank((h for hits in lists for h in hits), depth)
 
 
+def rank_documents(scores, documents: Sequence[str], top_k: int | None = None,
+                   return_documents: bool = False) -> list[dict]:
+    """The shape sentence-transformers' ``CrossEncoder.rank`` returns for ``scores`` of ``documents``:
+    ``[{"corpus_id": index, "score": s[, "text": doc]}]``, best first, ties in input order, top ``top_k``."""
+    scores = np.asarray(scores)
+    return [{"corpus_id": int(i), "score": float(scores[i]), **({"text": documents[i]} if return_documents else {})}
+            for i in np.argsort(-scores, kind="stable")[:top_k]]
+
+
 def merge_candidates(scores_a: np.ndarray, rows_a: np.ndarray, scores_b: np.ndarray, rows_b: np.ndarray,
                      depth: int) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise top-``depth`` of two (raw scores, ids) candidate pools; stable, so earlier rows win ties."""

@@ -59,6 +59,7 @@ from densir.models import (
     resolve_model_dir,
 )
 from densir.precision import PrecisionName, autocast
+from densir.ranking import rank_documents
 from densir.tokenization import tokenize_pairs
 
 logger = logging.getLogger(__name__)
@@ -262,9 +263,7 @@ class CrossEncoderReranker(nn.Module):
         paragraphs of one document: ``reranker.rank(query, hit.text.split("\\n\\n"), top_k=3)``.
         """
         scores = self.predict([(query, d) for d in documents], batch_size=batch_size, precision=precision)
-        order = np.argsort(-scores, kind="stable")[:top_k]
-        return [{"corpus_id": int(i), "score": float(scores[i]), **({"text": documents[i]} if return_documents else {})}
-                for i in order]
+        return rank_documents(scores, documents, top_k, return_documents)
 
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs):
         """``--gradient_checkpointing``: non-reentrant always (see DenseEncoder.activation_checkpointing_enable)."""

@@ -19,7 +19,7 @@ import json
 import logging
 import sys
 
-from densir.checks import at_least, between, check_parser_ranges, check_texts
+from densir.checks import at_least, between, check_texts, parse_checked
 from densir.io import UsageError, cli_errors, cli_parser, iter_lines
 from densir.ranking import format_score
 
@@ -45,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_errors
 def main(argv=None) -> None:
     ap = build_parser()
-    args = ap.parse_args(argv)
-    check_parser_ranges(ap, args)
+    args = parse_checked(ap, argv)
     if args.reranker and args.rerank_depth and args.k > args.rerank_depth:
         ap.error(f"--k {args.k} is more than --rerank_depth {args.rerank_depth}: only re-ranked hits are shown")
     if args.interpolate is not None and not (args.reranker and args.rerank_depth):

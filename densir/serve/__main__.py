@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 
-from densir.checks import at_least, between, check_parser_ranges, positive
+from densir.checks import at_least, between, parse_checked, positive
 from densir.io import UsageError, cli_errors
 
 
@@ -67,8 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_errors
 def main(argv=None) -> None:
     ap = build_parser()
-    args = ap.parse_args(argv)
-    check_parser_ranges(ap, args)  # every range before anything loads
+    args = parse_checked(ap, argv)  # every range before anything loads
     from densir.serve.engine import Limits
 
     limits = Limits(**{name: getattr(args, name) for name in vars(Limits())})

@@ -31,8 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
+from densir.ranking import rank_documents
 from densir.search.searcher import Searcher
 from densir.serve.batching import Batcher
 
@@ -263,12 +262,8 @@ class Service:
         for _, docs, top_k, return_documents in payloads:
             mine = scores[i:i + len(docs)]
             i += len(docs)
-            # CrossEncoderReranker.rank's order: score desc, ties in input order
-            ranked = [{"corpus_id": int(j), "score": float(mine[j])} for j in np.argsort(-mine, kind="stable")[:top_k]]
-            if return_documents:
-                for r in ranked:
-                    r["text"] = docs[r["corpus_id"]]
-            out.append({"results": ranked, "timings_ms": {"rerank": ms}, "batch_pairs": len(pairs)})
+            out.append({"results": rank_documents(mine, docs, top_k, return_documents), "timings_ms": {"rerank": ms},
+                        "batch_pairs": len(pairs)})
         return out
 
     def _embed_batch(self, input_type, payloads: list) -> list:
