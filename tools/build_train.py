@@ -22,7 +22,7 @@ import argparse
 import logging
 import re
 
-from densir.checks import at_least, check_output_path, check_parser_ranges
+from densir.checks import at_least, check_output_path, parse_checked
 from densir.io import UsageError, cli_errors
 from densir.loading import check_backend
 from densir.train_groups import SAMPLING, build_train_file, check_mining_args, describe_stats
@@ -73,10 +73,9 @@ def main(description: str = __doc__, defaults: dict | None = None, argv=None) ->
     m.add_argument("--rescore_backend_recipe", "--backend_recipe", default=None,
                    help="a named recipe of densir.backends.RECIPES (calibrated ones on the run's first pairs)")
     ap.set_defaults(**(defaults or {}))
-    args = ap.parse_args(argv)
     # every range before any file is read: a negative depth or skip, or no negative to sample, would
     # write groups that train on the wrong thing with exit 0
-    check_parser_ranges(ap, args)
+    args = parse_checked(ap, argv)
     if args.skip >= args.depth:
         raise UsageError(f"--skip {args.skip} leaves no hit of the top --depth {args.depth} to sample negatives from")
     check_output_path("--out", args.out)

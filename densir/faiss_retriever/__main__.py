@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 
-from densir.checks import at_least, check_output_path, check_parser_ranges
+from densir.checks import at_least, check_output_path, parse_checked
 from densir.io import cli_errors, cli_parser
 from densir.search.faiss_index import DOC_AGGREGATIONS, GPU_MAX_K, search_to_run
 
@@ -58,8 +58,7 @@ def main(argv=None) -> None:
                         help="chunked passage shards (encode --chunk_tokens): a document's score is its best window "
                              "(maxp, default) or its first (firstp); unchunked shards: no effect")
     parser.add_argument("--tag", default="densir", help="run tag (last TREC column)")
-    args = parser.parse_args(argv)
-    check_parser_ranges(parser, args)
+    args = parse_checked(parser, argv)
     check_output_path("--save_ranking_to", args.save_ranking_to)
     if args.save_index is not None:
         check_output_path("--save_index", args.save_index + ".faiss")

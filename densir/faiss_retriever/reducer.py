@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from densir.checks import at_least, check_output_path, check_parser_ranges
+from densir.checks import at_least, check_output_path, parse_checked
 from densir.io import cli_errors, cli_parser
 from densir.search.shard_runs import reduce_shard_runs
 
@@ -26,8 +26,7 @@ def main(argv=None) -> None:
     parser.add_argument("--depth", type=at_least(1), default=1000, help="hits per query in the merged run")
     parser.add_argument("--save_ranking_to", required=True, help="merged TREC run to write")
     parser.add_argument("--tag", default="densir")
-    args = parser.parse_args(argv)
-    check_parser_ranges(parser, args)
+    args = parse_checked(parser, argv)
     check_output_path("--save_ranking_to", args.save_ranking_to)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     n = reduce_shard_runs(args.runs, args.save_ranking_to, args.depth, args.num_shards, args.tag)
