@@ -75,6 +75,7 @@ class Setting:
     unset_only: bool = False
     shown: str = ""
     message: str = ""  # replaces "NAME must be <rule>, not '<value>'" ({value}, {choices})
+    heldout: tuple = ()  # (value, STAGEs): that value reads DATA_DIR's held-out train queries in those stages
 
     @property
     def flag(self) -> str:
@@ -273,7 +274,8 @@ SETTINGS: tuple[Setting, ...] = (
             "(reciprocal rank fusion) | weighted (sum of per-query normalised scores) | auto (each round chooses: "
             "its model also searches DATA_DIR's held-out train queries (get_data.sh HOLDOUT), every RRF k and "
             "weighted alpha x norm is scored on them (tools/choose_fusion.py), R/fusion.json keeps the sweep and "
-            "the best by nDCG@10, which fuses the round's EVAL_SPLIT run) | none", ROUNDS),
+            "the best by nDCG@10, which fuses the round's EVAL_SPLIT run) | none", ROUNDS,
+            heldout=("auto", ("all", "encode-queries", "search", "reduce"))),
     _number("HYBRID_K", "60", "rrf: each run adds 1 / (HYBRID_K + rank)", ROUNDS, range=at_least(0, float)),
     _number("HYBRID_WEIGHT", "0.5", "weighted: weight of the dense run; BM25 gets 1 - it (min-max 0.5 was the "
             "best weighted setting on 100 held-out SciFact train queries: benchmarks/results/hybrid_sweep.json)",
@@ -281,7 +283,8 @@ SETTINGS: tuple[Setting, ...] = (
     _choice("HYBRID_NORM", "minmax", ("minmax", "zscore"), "weighted: per query and run", ROUNDS),
     _choice("VALIDATE", "0", _BOOL, "1 = training scores DATA_DIR's held-out train queries (get_data.sh HOLDOUT) "
             "once per epoch (each against its judged passages plus its BM25 top 100, not the whole corpus), "
-            "checkpoints per epoch, and keeps the epoch best by nDCG@10; costs a search per epoch", ROUNDS),
+            "checkpoints per epoch, and keeps the epoch best by nDCG@10; costs a search per epoch", ROUNDS,
+            heldout=("1", ("all", "train"))),
     _int("VALIDATE_DEPTH", "100", "VALIDATE=1: the BM25 top N of each held-out query joins its judged passages "
          "in the validation sample (the passages encoded per epoch)", ROUNDS, range=at_least(1)),
     # ---- run.sh
@@ -500,13 +503,23 @@ def resolve(script: str, env: Mapping[str, str], flags: Mapping[str, str] | None
     return values
 
 
+def heldout_users(script: str, values: Mapping[str, str]) -> list[str]:
+    """The settings of ``script`` whose values read DATA_DIR's held-out train queries in its STAGE, as
+    ``NAME=value`` (e.g. ``["VALIDATE=1"]``): what the stage scripts check those queries are there for."""
+    stage = values.get("STAGE", "all")
+    return [f"{s.name}={s.heldout[0]}" for s in settings_of(script)
+            if s.heldout and values.get(s.name) == s.heldout[0] and stage in s.heldout[1]]
+
+
 def export_lines(script: str, values: Mapping[str, str]) -> str:
-    """Bash that sets each value (and exports it, except the cluster settings of submit_pipeline.sh)."""
+    """Bash that sets each value (and exports it, except the cluster settings of submit_pipeline.sh), and
+    ``HELDOUT_USERS`` (not exported): :func:`heldout_users`."""
     own_only = {s.name for s in settings_of(SUBMIT)} if script_name(script) == SUBMIT else set()
     lines = [f"{k}={shlex.quote(v)}" for k, v in values.items()]
     exported = [k for k in values if k not in own_only]
     if exported:
         lines.append("export " + " ".join(exported))
+    lines.append("HELDOUT_USERS=" + shlex.quote(" ".join(heldout_users(script, values))))
     return "\n".join(lines) + "\n"
 
 

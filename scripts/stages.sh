@@ -29,14 +29,9 @@ pipeline_setup() {
   HAVE_GPU=0
   if command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q GPU; then HAVE_GPU=1; fi
   [ -f "$DATA_DIR/dataset.json" ] || die "DATA_DIR=$DATA_DIR has no dataset.json: run get_data.sh first"
-  # HYBRID=auto and VALIDATE=1 use DATA_DIR's held-out train queries (get_data.sh HOLDOUT=N), checked where
-  # they are used: a round's script (run.sh, train_hn.sh), VALIDATE in its train stage, HYBRID=auto in the
-  # stages that search and fuse
-  local who="" f
-  if [ "$DENSIR_SCRIPT" = run ] || [ "$DENSIR_SCRIPT" = train_hn ]; then
-    case "$STAGE" in all|train) [ "${VALIDATE:-0}" = 1 ] && who=VALIDATE=1 ;; esac
-    case "$STAGE" in train|encode-corpus) ;; *) [ "${HYBRID:-}" = auto ] && who=HYBRID=auto ;; esac
-  fi
+  # the settings whose values read DATA_DIR's held-out train queries (get_data.sh HOLDOUT=N) in this script
+  # and STAGE, e.g. "HYBRID=auto": HELDOUT_USERS, from the settings list (densir/settings.py: heldout)
+  local who=${HELDOUT_USERS:-} f
   if [ -n "$who" ]; then
     [ "$EVAL_SPLIT" = heldout ] && die "$who chooses on DATA_DIR's held-out train queries, which are EVAL_SPLIT here: evaluate another split, or set HYBRID/VALIDATE otherwise"
     for f in queries.heldout.jsonl qrels.heldout.tsv bm25.heldout.run; do

@@ -26,7 +26,7 @@ SCRIPT_PATH = {S.SUBMIT: "slurm/submit_pipeline.sh"}
 # what the scripts read from the environment that is not a stage setting: the machinery's (SLURM,
 # torchrun, HF), bash's own, densir's internals between a script and what it sources, and demo.sh's data root
 NOT_SETTINGS = {"BASH_SOURCE", "SECONDS", "DENSIR_HOME", "DENSIR_SCRIPT", "DENSIR_SRUN", "DENSIR_LIB_HOME",
-                "DENSIR_SHARED_DATA", "USAGE_EXTRA",
+                "DENSIR_SHARED_DATA", "USAGE_EXTRA", "HELDOUT_USERS",
                 "PYTHONPATH", "MASTER_PORT", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM", "SLURM_ARRAY_TASK_ID",
                 "SLURM_CPUS_PER_TASK", "SLURM_GPUS_ON_NODE", "SLURM_NNODES", "SLURM_JOB_NODELIST", "SLURM_JOB_ID",
                 "SLURM_SUBMIT_DIR"}
@@ -256,3 +256,17 @@ def test_names_command_is_the_module_list():
     assert out == S.names(S.SUBMITTED)
     proc = run_cmd([sys.executable, "-m", "densir.settings", "check", "run.sh"], env={"BATCH": "-3"}, check=False)
     assert proc.returncode == 1 and proc.stderr == "error: run.sh: BATCH must be an integer >= 1, not '-3'\n"
+
+
+def test_heldout_users_are_declared_per_setting_and_stage():
+    """HYBRID=auto and VALIDATE=1 read the held-out train queries only in a round's script and only in the
+    stages that use them: the list says so (Setting.heldout), the export hands it to scripts/stages.sh."""
+    run = S.resolve(S.RUN, {"DATA_DIR": "d", "HYBRID": "auto", "VALIDATE": "1"})
+    assert S.heldout_users(S.RUN, run) == ["HYBRID=auto", "VALIDATE=1"]
+    assert S.heldout_users(S.RUN, {**run, "STAGE": "train"}) == ["VALIDATE=1"]
+    assert S.heldout_users(S.RUN, {**run, "STAGE": "search"}) == ["HYBRID=auto"]
+    assert S.heldout_users(S.RUN, {**run, "STAGE": "encode-corpus"}) == []
+    assert S.heldout_users(S.TRAIN_HN, {**run, "VALIDATE": "0"}) == ["HYBRID=auto"]
+    assert S.heldout_users(S.MINE, S.resolve(S.MINE, {"DATA_DIR": "d", "HYBRID": "auto", "VALIDATE": "1"})) == []
+    assert "HELDOUT_USERS='HYBRID=auto VALIDATE=1'\n" in S.export_lines(S.RUN, run)
+    assert "HELDOUT_USERS=''\n" in S.export_lines(S.RUN, {**run, "STAGE": "encode-corpus"})
