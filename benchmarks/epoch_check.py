@@ -6,7 +6,8 @@ keep the epoch that the full search would keep?
         --save benchmarks/results/epoch_check.json
 
 Every ``checkpoint-N`` in ROUND/model is encoded as the demo encodes (its BACKEND/QUANTIZE, default
-OpenVINO int8; P_MAX_LEN 128, Q_MAX_LEN 64), searched exactly over the corpus, and scored on
+OpenVINO int8) at the round's token limits (--p_max_len/--q_max_len, default the demo's 128/64),
+searched exactly over the corpus, and scored on
 ``queries.heldout.jsonl`` (densir.evaluation). The validation figures of the same epochs (the
 last checkpoint's trainer_state.json) sit beside them. Only held-out train queries are read.
 """
@@ -28,6 +29,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data_dir", default="data/beir-scifact")
     ap.add_argument("--backend", default="openvino")
     ap.add_argument("--quantize", default="int8")
+    ap.add_argument("--p_max_len", type=int, default=128, help="the round's P_MAX_LEN (the demo's)")
+    ap.add_argument("--q_max_len", type=int, default=64, help="the round's Q_MAX_LEN (the demo's)")
     ap.add_argument("--save", default="benchmarks/results/epoch_check.json")
     args = ap.parse_args(argv)
 
@@ -48,13 +51,15 @@ def main(argv=None) -> int:
     if name.startswith(".."):
         name = str(round_dir)
     result = {"round_dir": name, "backend": f"{args.backend}/{args.quantize}", "queries": len(queries),
+              "max_len": {"passage": args.p_max_len, "query": args.q_max_len},
               "kept": Path(state["best_model_checkpoint"]).name if state.get("best_model_checkpoint") else None,
               "checkpoints": {}}
     for ckpt in checkpoints:
         t0 = time.perf_counter()
         model = load_model(str(ckpt), "encoder", device="cpu", backend=args.backend, quantize=args.quantize,
-                           max_len=128)
-        m = evaluate(qrels, dense_run(model, corpus, queries, 128, 64), ("nDCG@10", "MRR@10", "Recall@100"))
+                           max_len=args.p_max_len)
+        run = dense_run(model, corpus, queries, args.p_max_len, args.q_max_len)
+        m = evaluate(qrels, run, ("nDCG@10", "MRR@10", "Recall@100"))
         step = int(ckpt.name.split("-")[1])
         result["checkpoints"][ckpt.name] = {"step": step, "validation_nDCG@10": validation.get(step),
                                             "heldout_full_corpus": {k: round(v, 4) for k, v in m.items()
