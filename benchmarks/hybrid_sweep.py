@@ -16,34 +16,27 @@ densir.search.fusion_choice's (run.sh / train_hn.sh HYBRID=auto run it every rou
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
+from pathlib import Path
 
 from densir.io import ParameterError, UsageError, cli_errors, write_json
-from densir.search.fusion import NORMS
 from densir.search.fusion_choice import ALPHAS, KEY, RRF_KS, choose_fusion, render, sweep_fusions
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from choose_fusion import build_parser  # noqa: E402  (the sweep's flags, declared once)
 
 __all__ = ["ALPHAS", "KEY", "RRF_KS", "main", "render", "sweep_fusions"]
 
 
 @cli_errors
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dense", required=True, help="dense run of the held-out train queries")
-    ap.add_argument("--bm25", required=True, help="BM25 run of the same queries")
-    ap.add_argument("--qrels", required=True, help="the held-out queries' qrels (tools/holdout_split.py)")
-    ap.add_argument("--out", required=True, help="write the sweep JSON here")
-    ap.add_argument("--rrf_k", type=float, nargs="+", default=list(RRF_KS))
-    ap.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS), help="dense weights in [0, 1]")
-    ap.add_argument("--norms", nargs="+", choices=NORMS, default=list(NORMS))
-    ap.add_argument("--depth", type=int, default=1000, help="hits kept per query of each fused run")
-    ap.add_argument("--label", default="", help="what the dense run is (kept in the JSON)")
+    ap = build_parser(__doc__, required=True)
     args = ap.parse_args(argv)
     t0 = time.time()
     try:  # fusion_choice's checks (test qrels, alphas, unjudged queries) as this CLI's usage errors (exit 2)
-        sweep = choose_fusion(args.dense, args.bm25, args.qrels, ks=args.rrf_k, alphas=args.alphas, norms=args.norms,
-                              depth=args.depth)
+        sweep = choose_fusion(args.dense, args.bm25, args.qrels, eval_qrels=args.eval_qrels, ks=args.rrf_k,
+                              alphas=args.alphas, norms=args.norms, depth=args.depth)
     except UsageError as e:
         ap.error(e.as_flags() if isinstance(e, ParameterError) else str(e))
     sweep.update(label=args.label, seconds=round(time.time() - t0, 1))

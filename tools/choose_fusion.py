@@ -17,20 +17,26 @@ from densir.search.fusion import NORMS
 from densir.search.fusion_choice import ALPHAS, RRF_KS, choose_fusion, fuse_runs_args, render
 
 
-@cli_errors
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dense", help="dense run of the held-out train queries")
-    ap.add_argument("--bm25", help="BM25 run of the same queries")
-    ap.add_argument("--qrels", help="the held-out queries' qrels (DATA_DIR/qrels.heldout.tsv)")
+def build_parser(doc: str = __doc__, required: bool = False) -> argparse.ArgumentParser:
+    """The sweep's flags (benchmarks/hybrid_sweep.py takes the same, ``required``, and no --fuse_args)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dense", required=required, help="dense run of the held-out train queries")
+    ap.add_argument("--bm25", required=required, help="BM25 run of the same queries")
+    ap.add_argument("--qrels", required=required, help="the held-out queries' qrels (DATA_DIR/qrels.heldout.tsv)")
     ap.add_argument("--eval_qrels", nargs="*", default=[],
                     help="the qrels the pipeline evaluates on: --qrels may share no query with them")
-    ap.add_argument("--out", help="write the sweep JSON here")
+    ap.add_argument("--out", required=required, help="write the sweep JSON here")
     ap.add_argument("--rrf_k", type=float, nargs="+", default=list(RRF_KS))
     ap.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS), help="dense weights in [0, 1]")
     ap.add_argument("--norms", nargs="+", choices=NORMS, default=list(NORMS))
     ap.add_argument("--depth", type=int, default=1000, help="hits kept per query of each fused run")
     ap.add_argument("--label", default="", help="what the dense run is (kept in the JSON)")
+    return ap
+
+
+@cli_errors
+def main(argv=None):
+    ap = build_parser()
     ap.add_argument("--fuse_args", metavar="JSON", help="print a sweep JSON's chosen setting as tools/fuse_runs.py flags")
     args = ap.parse_args(argv)
     if args.fuse_args:
