@@ -4,7 +4,8 @@
     with autocast(device, p): ...              # inference (encode, rerank); a no-op for fp32
     training_flags(p)                          # ['--bf16'], for the HF Trainer
 
-    python -m densir.precision --device auto [--requested auto]           # prints fp32 | fp16 | bf16
+    python -m densir.precision --device auto [--requested auto]           # prints fp32 | fp16 | bf16 (its CLI:
+                                                                          # densir.driver.precision)
     python -m densir.precision --device auto --requested bf16 --flags     # prints --bf16 (or nothing)
 
 The one vocabulary: :data:`PrecisionName` (fp32, fp16, bf16) runs, :data:`PrecisionRequest` adds
@@ -27,7 +28,6 @@ slower than fp16. Every resolution logs one line, ``precision=bf16 (auto: ...)``
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import sys
@@ -134,24 +134,6 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return False
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m densir.precision``: print the resolved precision (or its trainer flags) for bash scripts."""
-    parser = argparse.ArgumentParser(prog="python -m densir.precision", description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
-    parser.add_argument("--requested", default="auto", help="auto | fp32 | fp16 | bf16 (default auto)")
-    parser.add_argument("--flags", action="store_true",
-                        help="print the HF Trainer flags (--bf16, --fp16 or nothing) instead of the name")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        precision = resolve_precision(args.requested, args.device)
-    except (ValueError, RuntimeError) as e:  # RuntimeError: torch cannot parse the device string
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(" ".join(training_flags(precision)) if args.flags else precision.name)
-    return 0
-
-
 # --------------------------------------------------------------------------- the policy
 def _on_cuda(requested: str, device: torch.device) -> Precision:
     if not torch.cuda.is_available():
@@ -193,5 +175,7 @@ def _cuda_has_bf16() -> bool:
         return bool(torch.cuda.is_bf16_supported())
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # the CLI is densir.driver.precision's (the library holds no argparse)
+    from densir.driver.precision import main
+
     sys.exit(main())

@@ -8,6 +8,7 @@ import torch
 from conftest import run_cmd
 
 from densir import precision
+from densir.driver.precision import main as precision_cli
 from densir.precision import (
     Precision,
     autocast,
@@ -166,14 +167,14 @@ def test_cli(monkeypatch, capsys, gpu, args, out):
         fake_gpu(monkeypatch, gpu)
     else:
         fake_cpu(monkeypatch, False)
-    assert precision.main(args) == 0
+    assert precision_cli(args) == 0
     assert capsys.readouterr().out == out + "\n"
 
 
 def test_cli_errors(monkeypatch, capsys):
     fake_cpu(monkeypatch, False)
-    assert precision.main(["--requested", "half"]) == 1
-    assert precision.main(["--device", "cuda"]) == 1
+    assert precision_cli(["--requested", "half"]) == 1
+    assert precision_cli(["--device", "cuda"]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("error: precision must be one of") and err[1].startswith("error: device cuda")
 
