@@ -1,5 +1,6 @@
-"""``python -m densir.precision`` (the name the stage scripts call; ``python -m densir.driver.precision`` too):
-print the precision that :func:`densir.precision.resolve_precision` chooses, or its trainer flags, for bash."""
+"""The CLI of ``python -m densir.precision`` (the name the stage scripts call; the library module hands
+over to :func:`main` when run as a script): print the precision that
+:func:`densir.precision.resolve_precision` chooses, or its trainer flags, for bash."""
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(" ".join(training_flags(precision)) if args.flags else precision.name)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
