@@ -262,6 +262,27 @@ def test_a_timed_out_request_frees_its_slot(mini, tmp_path):
         assert server.stop() == 0
 
 
+def test_a_cancelled_request_does_not_cut_short_the_next_ones_wait():
+    """The batcher waits max_wait_ms from the oldest request *still queued*: a request cancelled (timed
+    out) before its batch ran must not set the deadline of the one queued after it."""
+    from densir.serve.batching import Batcher
+
+    ran: list[float] = []
+    batcher = Batcher({"search": lambda key, payloads: [ran.append(time.perf_counter()) or p for p in payloads]},
+                      max_batch=8, max_wait_ms=200, max_queue=4)
+    try:
+        first = batcher.submit("search", None, "a")
+        time.sleep(0.05)
+        assert batcher.cancel(first) and batcher.queued() == 0
+        time.sleep(0.13)  # the first one's deadline is 20 ms away
+        queued_at = time.perf_counter()
+        second = batcher.submit("search", None, "b")
+        assert second.future.result(10) == "b"
+        assert len(ran) == 1 and ran[0] - queued_at >= 0.19  # its own 200 ms, not the first one's 20
+    finally:
+        batcher.stop(10)
+
+
 def test_cli_errors_are_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "densir.serve", "--index", str(tmp_path / "nope")], cwd=REPO,
                           env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300)

@@ -85,6 +85,7 @@ class Batcher:
                 self._queue.remove(job)
             except ValueError:
                 return False
+            self._cond.notify_all()  # the worker's wait may have been this job's
         job.future.cancel()
         return True
 
@@ -102,13 +103,16 @@ class Batcher:
     # ------------------------------------------------------------------ the worker
     def _take(self) -> list[Job] | None:
         with self._cond:
-            while not self._queue and not self._stopping:
-                self._cond.wait()
-            if not self._queue:
-                return None  # stopping, nothing left
-            deadline = self._queue[0].queued_at + self.max_wait
-            while (sum(j.size for j in self._queue) < self.max_batch and not self._stopping
-                   and (left := deadline - time.perf_counter()) > 0):
+            while True:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return None  # stopping, nothing left
+                # the oldest request still queued sets the wait: one cancelled meanwhile has left the queue
+                # and no longer cuts short the wait of the next
+                left = self._queue[0].queued_at + self.max_wait - time.perf_counter()
+                if sum(j.size for j in self._queue) >= self.max_batch or self._stopping or left <= 0:
+                    break
                 self._cond.wait(left)
             batch, size = [], 0
             while self._queue and (not batch or size + self._queue[0].size <= self.max_batch):
