@@ -4,7 +4,7 @@
   field's metadata (``field(default=1, metadata={"range": at_least(1), "help": ...})``) or as the
   ``type`` of an argparse flag (``add_argument("--depth", type=at_least(1), ...)``; the
   :class:`Range` converts the text as ``int``/``float`` would). :func:`check_ranges` (dataclasses,
-  run by :func:`densir.arguments.parse_args`) and :func:`check_parser_ranges` (argparse CLIs) check
+  run by :func:`densir.arguments.parse_args`) and :func:`parse_checked` (argparse CLIs) check
   them all; a value out of range is a :class:`densir.io.UsageError` naming the flag and the value.
 - **Outputs.** :func:`check_output_path`: the directory an output goes into exists or can be made,
   and can be written (an output under an existing file is refused before the work, not after).
@@ -87,20 +87,15 @@ def check_ranges(*objs: Any) -> None:
                 value_range.check(f"--{f.name}", getattr(obj, f.name))
 
 
-def check_parser_ranges(parser, args) -> None:
-    """Check every argparse flag of ``parser`` whose ``type`` is a :class:`Range`."""
+def parse_checked(parser, argv=None):
+    """``parser.parse_args(argv)``, then every flag whose ``type`` is a :class:`Range` checked."""
+    args = parser.parse_args(argv)
     for action in parser._actions:
         if isinstance(action.type, Range):
             flag = action.option_strings[0] if action.option_strings else action.dest
             values = getattr(args, action.dest, None)
             for value in values if isinstance(values, list) else [values]:
                 action.type.check(flag, value)
-
-
-def parse_checked(parser, argv=None):
-    """``parser.parse_args(argv)``, then every :class:`Range` flag checked (:func:`check_parser_ranges`)."""
-    args = parser.parse_args(argv)
-    check_parser_ranges(parser, args)
     return args
 
 

@@ -171,10 +171,6 @@ def read_corpus(path) -> dict[str, tuple[str, str]]:
     return {docid: (title, text) for docid, title, text in iter_corpus(path)}
 
 
-def read_corpus_ids(path) -> set[str]:
-    return {docid for docid, _, _ in iter_corpus(path)}
-
-
 # --------------------------------------------------------------------------- queries
 def iter_queries(path) -> Iterator[tuple[str, str]]:
     """Yield ``(query_id, query)``; duplicate ids are an error."""

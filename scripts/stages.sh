@@ -35,7 +35,7 @@ pipeline_setup() {
   if [ -n "$who" ]; then
     [ "$EVAL_SPLIT" = heldout ] && die "$who chooses on DATA_DIR's held-out train queries, which are EVAL_SPLIT here: evaluate another split, or set HYBRID/VALIDATE otherwise"
     for f in queries.heldout.jsonl qrels.heldout.tsv bm25.heldout.run; do
-      [ -f "$DATA_DIR/$f" ] || die "$who needs held-out train queries, but DATA_DIR=$DATA_DIR has no $f: run get_data.sh with HOLDOUT=N (e.g. 100)"
+      [ -f "$DATA_DIR/$f" ] || die "$who: held-out train queries needed, but DATA_DIR=$DATA_DIR has no $f: run get_data.sh with HOLDOUT=N (e.g. 100)"
     done
   fi
   # the one precision policy (densir.precision), resolved on the node that runs the job

@@ -244,7 +244,7 @@ def test_auto_without_heldout_queries_is_one_line_before_any_work(slice_data, ti
         proc = run_cmd(["bash", script], env=env, check=False)
         assert proc.returncode == 1, proc.stderr
         lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and "needs held-out train queries" in lines[0] and "HOLDOUT" in lines[0], proc.stderr
+        assert len(lines) == 1 and "held-out train queries needed" in lines[0] and "HOLDOUT" in lines[0], proc.stderr
         assert not (tmp_path / "out").exists()
     # only where they are used: mine_hard_neg.sh (no round of its own) and run.sh's encode-corpus stage do not
     # ask for held-out queries (they stop, if at all, for what they lack themselves)
@@ -252,7 +252,7 @@ def test_auto_without_heldout_queries_is_one_line_before_any_work(slice_data, ti
                           ("run.sh", {"HYBRID": "auto", "STAGE": "encode-corpus"})):
         env = pipeline_env(tiny_bert_dir, slice_data, tmp_path / "out2", **extra)
         proc = run_cmd(["bash", script], env=env, check=False)
-        assert "needs held-out train queries" not in proc.stderr, (script, proc.stderr)
+        assert "held-out train queries needed" not in proc.stderr, (script, proc.stderr)
 
 
 @pytest.mark.slow

@@ -456,9 +456,3 @@ def _corpus_path(corpus, shards) -> str:
     if not Path(corpus).is_file():
         raise InputError(corpus, None, "no such corpus file (the shards' recorded source; pass corpus= if it moved)")
     return str(corpus)
-
-
-def _device(device):
-    import torch
-
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
