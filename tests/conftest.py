@@ -23,23 +23,6 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: integration test on real data (minutes)")
 
 
-# `make test` runs the suite in two pytest-xdist workers with --dist loadgroup. Each test file is one
-# group, so its tests run on one worker and its module fixtures are built once; the files that use
-# the local SLURM cluster share a group (one session starts and stops it). The files that take
-# longest go first, so that the other worker is not left idle at the end.
-SLURM_FILES = ("test_slurm.py", "test_rerank_scifact.py")
-LONGEST_FIRST = ("test_pipeline.py", *SLURM_FILES, "test_fusion_choice.py", "test_gpu_check.py", "test_hybrid.py",
-                 "test_bad_input.py", "test_get_data.py", "test_backend_stages.py", "test_ddp.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("slurm" if name in SLURM_FILES else name))
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
-
-
 def run_cmd(args, env=None, cwd=REPO, check=True, timeout=1800):
     """Run a command with the venv's python first on PATH; return CompletedProcess (text)."""
     full_env = dict(os.environ)
