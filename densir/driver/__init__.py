@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import sys
 
-from densir.arguments import parse_args
 from densir.checks import check_output_path
 from densir.io import cli_errors, usage_errors
 
@@ -12,6 +11,8 @@ def parse_stage_args(argument_types: tuple, argv: list[str] | None, output_flag:
     """A stage's flags (``argv``, default ``sys.argv[1:]``; or one .json file) parsed into
     ``argument_types``, every range checked, a bad flag a ``UsageError``; then the output that
     ``output_flag`` names is checked writable (a directory with ``is_dir``) before any work."""
+    from densir.arguments import parse_args  # transformers' TrainingArguments: not for the light CLIs here
+
     argv = sys.argv[1:] if argv is None else list(argv)
     with usage_errors(argv):
         parsed = parse_args(*argument_types, argv=argv)  # ranges checked there
