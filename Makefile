@@ -10,6 +10,10 @@ TORCH  ?= torch==2.13.0
 EXTRAS ?= cpu,test
 STAMP  := $(VENV)/.densir-installed
 PYTEST_ARGS ?=
+# pytest-xdist workers (tests/conftest.py keeps each test file, and the files that share costly fixtures,
+# on one worker, longest first); PYTEST_WORKERS=0 runs the suite in this process
+PYTEST_WORKERS ?= 2
+XDIST = -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 .PHONY: install constraints chromium test test-fast demo demo-rerank clean
 
@@ -42,10 +46,10 @@ chromium:
 # ruff first (pyproject.toml's settings): a lint error fails the suite before any test runs
 test: install chromium
 	$(PY) -m ruff check .
-	$(PY) -m pytest -ra $(PYTEST_ARGS) tests
+	$(PY) -m pytest -ra $(XDIST) $(PYTEST_ARGS) tests
 
 test-fast: install chromium
-	$(PY) -m pytest -ra -m "not slow" $(PYTEST_ARGS) tests
+	$(PY) -m pytest -ra -m "not slow" $(XDIST) $(PYTEST_ARGS) tests
 
 demo: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash demo.sh

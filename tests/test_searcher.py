@@ -15,7 +15,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import run_cmd
+from conftest import RERANK_SETTINGS, run_cmd
 
 from densir.formats import read_corpus, read_queries
 from densir.io import InputError, read_run, write_run
@@ -304,17 +304,9 @@ def test_cli_errors_are_one_line(mini, tmp_path, capsys, case):
 
 # --------------------------------------------------------------------------- slow: run.sh's and rerank.sh's runs
 @pytest.fixture(scope="module")
-def rerank_round(bash_pipeline, tiny_bert_dir):
-    """rerank.sh's round as tests/test_rerank_scifact.py runs it: reused when that test ran first in
-    this session, else written under another name so that test still sees a fresh round."""
-    from test_rerank_scifact import RERANK_SETTINGS
-
-    out, env, _ = bash_pipeline
-    if (out / "rerank" / "test.run").exists():
-        return out / "rerank", RERANK_SETTINGS
-    env = dict(env, RERANK_MODEL=tiny_bert_dir, RERANK_ROUND="rerank-api", **RERANK_SETTINGS)
-    run_cmd(["bash", "rerank.sh"], env=env, timeout=900)
-    return out / "rerank-api", RERANK_SETTINGS
+def rerank_round(rerank_pipeline):
+    """rerank.sh's round on the slice (conftest's rerank_pipeline) and the settings it ran with."""
+    return rerank_pipeline[0] / "rerank", RERANK_SETTINGS
 
 
 def assert_same_up_to_near_ties(hits: list[Hit], run_hits: list[tuple[str, float]], tol: float = 1e-5) -> int:
