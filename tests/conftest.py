@@ -3,8 +3,10 @@ and the SciFact data stage (get_data.sh) run once per test session."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,8 +102,6 @@ def tiny_bert_dir(tmp_path_factory, minilm_path) -> str:
 @pytest.fixture(scope="session")
 def minilm_copy(tmp_path_factory, minilm_path) -> str:
     """A copy of the bundled MiniLM, so densir.backends' exports cache in a temp dir, not in site-packages."""
-    import shutil
-
     dst = tmp_path_factory.mktemp("minilm") / "model"
     shutil.copytree(minilm_path, dst, ignore=shutil.ignore_patterns(".densir-export"))
     return str(dst)
@@ -141,21 +141,19 @@ def expected() -> dict:
     return json.loads((Path(__file__).parent / "expected_figures.json").read_text())
 
 
-def tree_state(root: Path, skip=()) -> dict:
-    """Each file under ``root`` (but those named in ``skip``): its bytes' size, its mtime and, for a
-    table, its text."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns if not p.name.endswith(".table.txt")
-                                       else p.read_text())
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name not in skip}
+def tree_state(root: Path) -> dict:
+    """Each file under ``root``: its size in bytes and its mtime."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def read_only(root: Path, name: str, skip=()):
+def read_only(root: Path, name: str):
     """Yield ``root``, then check that no test changed, added or removed a file under it: a session
     fixture is shared by the test files (and the tests pass in any order of them only if none writes
     there; a test that needs to change one works on a copy)."""
-    before = tree_state(root, skip)
+    before = tree_state(root)
     yield root
-    after = tree_state(root, skip)
+    after = tree_state(root)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     assert not changed, f"a test changed the session fixture {name} ({root}): {changed[:10]}"
 
@@ -190,8 +188,7 @@ def bash_pipeline(tmp_path_factory, slice_data, tiny_bert_dir):
     out = tmp_path_factory.getbasetemp() / "pipeline-bash"
     env = pipeline_env(tiny_bert_dir, slice_data, out, ZERO_SHOT="1")
     procs = run_stage_scripts(env)
-    # a rerun of the stage scripts (test_pipeline's) rewrites only the log of timings and the same table
-    for root in read_only(out, "bash_pipeline", skip=("timings.tsv",)):
+    for root in read_only(out, "bash_pipeline"):
         yield root, env, procs
 
 
@@ -206,8 +203,6 @@ def rerank_pipeline(tmp_path_factory, bash_pipeline, tiny_bert_dir):
     """rerank.sh (RERANK_SETTINGS, the tiny BERT) on a copy of bash_pipeline's outputs; returns
     (out, env, proc). A copy: bash_pipeline's directory stays as run.sh and train_hn.sh left it (its
     table's rows included), whichever test file runs first."""
-    import shutil
-
     src, env, _ = bash_pipeline
     out = tmp_path_factory.mktemp("pipeline-rerank") / "out"
     shutil.copytree(src, out, symlinks=True)
@@ -376,3 +371,71 @@ def assert_eval_flags_need_a_strategy(argv, main, flags: str, capsys, reranker: 
     err = capsys.readouterr().err
     assert exit_.value.code == 1 and err.count("\n") == 1
     assert err.startswith(f"error: {flags} need --eval_strategy steps"), err
+
+
+# --------------------------------------------------------------------------- a SLURM cluster
+# (tests/test_slurm.py's pipeline jobs, tests/test_rerank_scifact.py's re-ranking jobs: one per session)
+SLURM_LOCAL = Path(os.environ.get("DENSIR_SLURM_LOCAL", REPO.parent / "shared" / "slurm-local"))
+SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin"
+JOB_TIMEOUT = 900
+
+
+def slurm_sh(cmd: str, timeout: int = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{os.environ.get('PATH', '')}:{SBIN_PATH}")
+    return subprocess.run(["bash", "-c", cmd], text=True, capture_output=True, timeout=timeout, env=env,
+                          stdin=subprocess.DEVNULL)
+
+
+def _cluster_answers() -> bool:
+    return shutil.which("sbatch") is not None and "UP" in slurm_sh("scontrol ping").stdout
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A SLURM cluster for this session: the one already answering, or one started (and stopped) here."""
+    if _cluster_answers():
+        yield "existing"
+        return
+    start = SLURM_LOCAL / "start-slurm.sh"
+    if not start.exists():
+        pytest.skip(f"sbatch not found and no {start} to start a local cluster")
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip("sbatch not found, and starting a local cluster needs root and apt-get")
+    proc = slurm_sh(f"SLURM_WITH_DBD=0 bash {start}", timeout=600)
+    if proc.returncode != 0 or not _cluster_answers():
+        slurm_sh(f"bash {SLURM_LOCAL / 'stop-slurm.sh'}", timeout=120)
+        pytest.skip(f"could not start the local SLURM cluster:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    try:
+        yield "started"
+    finally:
+        slurm_sh(f"bash {SLURM_LOCAL / 'stop-slurm.sh'}", timeout=180)
+
+
+def wait_for(job_ids, timeout: int = JOB_TIMEOUT) -> None:
+    end = time.time() + timeout
+    ids = ",".join(job_ids)
+    while slurm_sh(f"squeue -h -j {ids}").stdout.strip():
+        if time.time() > end:
+            slurm_sh(f"scancel {' '.join(job_ids)}")
+            pytest.fail(f"jobs still queued after {timeout} s:\n{slurm_sh(f'squeue -j {ids}').stdout}")
+        time.sleep(2)
+
+
+def job_states(job_id: str) -> list:
+    """JobState of a job, or of each task of an array job (kept by slurmctld for MinJobAge)."""
+    out = slurm_sh(f"scontrol show job {job_id} -o").stdout
+    return [f.split("=", 1)[1] for line in out.splitlines() for f in line.split() if f.startswith("JobState=")]
+
+
+def assert_same_run(a: dict, b: dict, tol: float = 1e-4) -> None:
+    """Equal runs; if CPU floating point ever differs, equal up to score ties and tolerance."""
+    if a == b:
+        return
+    assert set(a) == set(b)
+    for qid in a:
+        sa, sb = dict(a[qid]), dict(b[qid])
+        common = set(sa) & set(sb)
+        assert all(abs(sa[d] - sb[d]) <= tol for d in common), qid
+        # documents that differ may only be those tied (within tol) at the cut-off
+        cut = min(min(sa.values()), min(sb.values()))
+        assert all(abs(s - cut) <= tol for d, s in {**sa, **sb}.items() if d not in common), qid

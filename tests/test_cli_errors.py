@@ -180,7 +180,7 @@ ROWS = [
     # ---- python -m densir.serve (checked before anything loads or binds)
     Row("densir.serve", "no-such-index", ["--index", "{out}/nope"], match="no such round directory"),
     Row("densir.serve", "port-out-of-range", ["--index", "{out}/nope", "--port", "99999"],
-        match=r"--port must be in \[0, 65535\], got 99999"),
+        match=r"--port must be in \[1, 65535\], got 99999"),
     Row("densir.serve", "zero-batch", ["--index", "{out}/nope", "--max_batch", "0"], match=r"--max_batch must be >= 1"),
     # ---- tools/build_train.py and tools/build_train_hn.py
     Row("tools/build_train.py", "queries-malformed-json", BUILD, bad=("queries", "json"), outputs=BUILD_OUT),
@@ -393,6 +393,9 @@ ROWS += [
     _range_row("densir.driver.rerank", RERANK, "--num_query_shards", "0"),
     _range_row("densir.search", SEARCHER, "--k", "0"),
     _range_row("densir.search", SEARCHER, "--interpolate", "2"),
+    _range_row("densir.serve", ["--index", "{round}"], "--interpolate", "2"),
+    _range_row("densir.serve", ["--index", "{round}"], "--port", "0"),
+    _range_row("densir.serve", ["--index", "{round}"], "--hybrid_weight", "1.5"),
     _output_row("densir.faiss_retriever", SEARCH, "--save_ranking_to", "search.run"),
     _output_row("densir.faiss_retriever.reducer", REDUCE, "--save_ranking_to", "merged.run"),
     _output_row("densir.driver.encode", ENCODE, "--encoded_save_path", "enc/corpus"),

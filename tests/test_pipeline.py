@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -161,8 +162,12 @@ def test_mined_negatives_are_retrieved_non_positives(bash_pipeline, slice_data):
     assert differs > 0.5 * len(groups)  # they are the dense model's, not BM25's
 
 
-def test_rerun_skips_every_complete_step(bash_pipeline):
-    out, env, _ = bash_pipeline
+def test_rerun_skips_every_complete_step(bash_pipeline, tmp_path):
+    # on a copy (mtimes kept): a rerun appends to timings.tsv and rewrites the table, in its own OUT_DIR
+    src, env, _ = bash_pipeline
+    out = tmp_path / "out"
+    shutil.copytree(src, out, symlinks=True)
+    env = dict(env, OUT_DIR=str(out))
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "timings.tsv"
               and not p.name.endswith(".table.txt")}
     for proc in run_stage_scripts(env):

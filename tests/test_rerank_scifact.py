@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, RERANK_SETTINGS, run_cmd
-from test_slurm import SBIN_PATH, assert_same_run, job_states, slurm_cluster, wait_for  # noqa: F401
+from conftest import REPO, RERANK_SETTINGS, SBIN_PATH, assert_same_run, job_states, run_cmd, wait_for
 
 
 # --------------------------------------------------------------------------- the stage script

@@ -10,14 +10,11 @@ Skipped when sbatch is absent and the cluster cannot be started here (not root, 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cmd
+from conftest import SBIN_PATH, assert_same_run, job_states, run_cmd, slurm_sh, wait_for
 from test_pipeline import SETTINGS, check_round, pipeline_env
 
 from densir.io import read_run
@@ -25,42 +22,6 @@ from densir.io import read_run
 # the session fixtures of the bash e2e test (same slice, and the bash run to compare with) are conftest's
 
 pytestmark = pytest.mark.slow
-
-SLURM_LOCAL = Path(os.environ.get("DENSIR_SLURM_LOCAL", REPO.parent / "shared" / "slurm-local"))
-SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin"
-JOB_TIMEOUT = 900
-
-
-def _sh(cmd: str, timeout: int = 60) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{os.environ.get('PATH', '')}:{SBIN_PATH}")
-    return subprocess.run(["bash", "-c", cmd], text=True, capture_output=True, timeout=timeout, env=env,
-                          stdin=subprocess.DEVNULL)
-
-
-def _cluster_answers() -> bool:
-    return shutil.which("sbatch") is not None and "UP" in _sh("scontrol ping").stdout
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """A SLURM cluster for this session: the one already answering, or one started (and stopped) here."""
-    if _cluster_answers():
-        yield "existing"
-        return
-    start = SLURM_LOCAL / "start-slurm.sh"
-    if not start.exists():
-        pytest.skip(f"sbatch not found and no {start} to start a local cluster")
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip("sbatch not found, and starting a local cluster needs root and apt-get")
-    proc = _sh(f"SLURM_WITH_DBD=0 bash {start}", timeout=600)
-    if proc.returncode != 0 or not _cluster_answers():
-        _sh(f"bash {SLURM_LOCAL / 'stop-slurm.sh'}", timeout=120)
-        pytest.skip(f"could not start the local SLURM cluster:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    try:
-        yield "started"
-    finally:
-        _sh(f"bash {SLURM_LOCAL / 'stop-slurm.sh'}", timeout=180)
-
 
 def submit(env: dict) -> dict:
     # the jobs inherit this environment (sbatch --export=ALL): the venv's python first on PATH
@@ -72,22 +33,6 @@ def submit(env: dict) -> dict:
                           "train-round2", "encode-corpus-round2", "encode-queries-round2", "search-round2",
                           "reduce-round2"]
     return jobs
-
-
-def wait_for(job_ids, timeout: int = JOB_TIMEOUT) -> None:
-    end = time.time() + timeout
-    ids = ",".join(job_ids)
-    while _sh(f"squeue -h -j {ids}").stdout.strip():
-        if time.time() > end:
-            _sh(f"scancel {' '.join(job_ids)}")
-            pytest.fail(f"jobs still queued after {timeout} s:\n{_sh(f'squeue -j {ids}').stdout}")
-        time.sleep(2)
-
-
-def job_states(job_id: str) -> list:
-    """JobState of a job, or of each task of an array job (kept by slurmctld for MinJobAge)."""
-    out = _sh(f"scontrol show job {job_id} -o").stdout
-    return [f.split("=", 1)[1] for line in out.splitlines() for f in line.split() if f.startswith("JobState=")]
 
 
 def test_pipeline_as_slurm_jobs_equals_bash_run(slurm_cluster, tmp_path, slice_zip, bash_pipeline, tiny_bert_dir):
@@ -144,21 +89,7 @@ def test_failed_stage_cancels_its_dependents(slurm_cluster, tmp_path, slice_data
 
 def _times(job_id: str) -> tuple:
     """(earliest StartTime, latest EndTime) over a job's tasks, as comparable strings."""
-    out = _sh(f"scontrol show job {job_id} -o").stdout
+    out = slurm_sh(f"scontrol show job {job_id} -o").stdout
     starts = [f.split("=", 1)[1] for line in out.splitlines() for f in line.split() if f.startswith("StartTime=")]
     ends = [f.split("=", 1)[1] for line in out.splitlines() for f in line.split() if f.startswith("EndTime=")]
     return min(starts), max(ends)
-
-
-def assert_same_run(a: dict, b: dict, tol: float = 1e-4) -> None:
-    """Equal runs; if CPU floating point ever differs, equal up to score ties and tolerance."""
-    if a == b:
-        return
-    assert set(a) == set(b)
-    for qid in a:
-        sa, sb = dict(a[qid]), dict(b[qid])
-        common = set(sa) & set(sb)
-        assert all(abs(sa[d] - sb[d]) <= tol for d in common), qid
-        # documents that differ may only be those tied (within tol) at the cut-off
-        cut = min(min(sa.values()), min(sb.values()))
-        assert all(abs(s - cut) <= tol for d, s in {**sa, **sb}.items() if d not in common), qid
