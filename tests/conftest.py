@@ -198,15 +198,21 @@ RERANK_SETTINGS = {"RERANK_MAX_STEPS": "6", "RERANK_BATCH": "2", "RERANK_N_PASSA
                    "SAVE_STEPS": "3", "RERANK_ALPHA": "0.3"}
 
 
+def copy_pipeline(bash_pipeline, out: Path) -> tuple[Path, dict]:
+    """bash_pipeline's outputs copied to ``out`` (mtimes kept, so every complete step stays complete),
+    and its env with ``OUT_DIR=out``: for a test that reruns or extends the stage scripts."""
+    src, env, _ = bash_pipeline
+    shutil.copytree(src, out, symlinks=True)
+    return out, dict(env, OUT_DIR=str(out))
+
+
 @pytest.fixture(scope="session")
 def rerank_pipeline(tmp_path_factory, bash_pipeline, tiny_bert_dir):
     """rerank.sh (RERANK_SETTINGS, the tiny BERT) on a copy of bash_pipeline's outputs; returns
     (out, env, proc). A copy: bash_pipeline's directory stays as run.sh and train_hn.sh left it (its
     table's rows included), whichever test file runs first."""
-    src, env, _ = bash_pipeline
-    out = tmp_path_factory.mktemp("pipeline-rerank") / "out"
-    shutil.copytree(src, out, symlinks=True)
-    env = dict(env, OUT_DIR=str(out), RERANK_MODEL=tiny_bert_dir, **RERANK_SETTINGS)
+    out, env = copy_pipeline(bash_pipeline, tmp_path_factory.mktemp("pipeline-rerank") / "out")
+    env = dict(env, RERANK_MODEL=tiny_bert_dir, **RERANK_SETTINGS)
     return out, env, run_cmd(["bash", "rerank.sh"], env=env, timeout=900)
 
 
@@ -421,10 +427,15 @@ def wait_for(job_ids, timeout: int = JOB_TIMEOUT) -> None:
         time.sleep(2)
 
 
-def job_states(job_id: str) -> list:
-    """JobState of a job, or of each task of an array job (kept by slurmctld for MinJobAge)."""
+def job_field(job_id: str, name: str) -> list:
+    """A field of ``scontrol show job`` (``JobState``, ``StartTime`` ...) for a job, or for each task of
+    an array job (slurmctld keeps them for MinJobAge)."""
     out = slurm_sh(f"scontrol show job {job_id} -o").stdout
-    return [f.split("=", 1)[1] for line in out.splitlines() for f in line.split() if f.startswith("JobState=")]
+    return [f.split("=", 1)[1] for line in out.splitlines() for f in line.split() if f.startswith(f"{name}=")]
+
+
+def job_states(job_id: str) -> list:
+    return job_field(job_id, "JobState")
 
 
 def assert_same_run(a: dict, b: dict, tol: float = 1e-4) -> None:

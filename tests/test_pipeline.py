@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cmd
+from conftest import copy_pipeline, run_cmd
 
 from densir.formats import iter_train_groups, read_corpus, read_qrels, read_queries
 from densir.io import read_run
@@ -163,11 +163,8 @@ def test_mined_negatives_are_retrieved_non_positives(bash_pipeline, slice_data):
 
 
 def test_rerun_skips_every_complete_step(bash_pipeline, tmp_path):
-    # on a copy (mtimes kept): a rerun appends to timings.tsv and rewrites the table, in its own OUT_DIR
-    src, env, _ = bash_pipeline
-    out = tmp_path / "out"
-    shutil.copytree(src, out, symlinks=True)
-    env = dict(env, OUT_DIR=str(out))
+    # on a copy: a rerun appends to timings.tsv and rewrites the table, in its own OUT_DIR
+    out, env = copy_pipeline(bash_pipeline, tmp_path / "out")
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "timings.tsv"
               and not p.name.endswith(".table.txt")}
     for proc in run_stage_scripts(env):
@@ -217,8 +214,6 @@ def test_demo_sh_runs_the_stages_and_checks_its_figures(tmp_path, slice_data, sl
     with one wall time per stage, the table; then its own check, which a tiny random BERT's figures
     must fail with a non-zero exit. On a copy of the slice's data: demo.sh holds HOLDOUT train
     queries out inside its DATA_DIR, and the session's slice stays as get_data.sh built it."""
-    import shutil
-
     out, data = tmp_path / "demo", tmp_path / "data"
     shutil.copytree(slice_data, data, symlinks=True)
     env = pipeline_env(tiny_bert_dir, data, out, SOURCE=str(slice_zip), DATASET="beir/scifact-slice",
@@ -259,8 +254,6 @@ def test_demo_sh_runs_the_stages_and_checks_its_figures(tmp_path, slice_data, sl
 def test_backend_onnx_int8_through_the_stage_scripts(tmp_path, bash_pipeline, slice_data, tiny_bert_dir):
     """BACKEND=onnx QUANTIZE=int8: run.sh encodes round 1 (the trained model, copied) with ONNX Runtime
     int8, the shards say so, search and reduce give a full run; a bad BACKEND is one clear line."""
-    import shutil
-
     pytest.importorskip("onnxruntime")
     done, _, _ = bash_pipeline
     out = tmp_path / "out"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, RERANK_SETTINGS, SBIN_PATH, assert_same_run, job_states, run_cmd, wait_for
+from conftest import REPO, RERANK_SETTINGS, SBIN_PATH, assert_same_run, copy_pipeline, job_states, run_cmd, wait_for
 
 
 # --------------------------------------------------------------------------- the stage script
@@ -73,12 +73,8 @@ def test_rerank_sh_takes_every_loss_of_the_trainer(tmp_path, slice_data, tiny_be
 def test_rerank_sbatch_train_array_merge(slurm_cluster, bash_pipeline, rerank_pipeline, tiny_bert_dir, tmp_path):
     """train -> query-shard array -> merge as SLURM jobs chained by afterok (on a copy of the stage
     scripts' outputs); the bash stage's run."""
-    import shutil
-
-    out = tmp_path / "out"
-    shutil.copytree(bash_pipeline[0], out, symlinks=True)
-    env = dict(bash_pipeline[1], OUT_DIR=str(out), RERANK_MODEL=tiny_bert_dir, RERANK_ROUND="rerank-slurm",
-               **RERANK_SETTINGS)
+    out, env = copy_pipeline(bash_pipeline, tmp_path / "out")
+    env = dict(env, RERANK_MODEL=tiny_bert_dir, RERANK_ROUND="rerank-slurm", **RERANK_SETTINGS)
     # the venv's python first (jobs run `python -m densir...`), then sbatch/scontrol
     env["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}:{SBIN_PATH}"
     logs = out / "rerank-slurm-logs"

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SBIN_PATH, assert_same_run, job_states, run_cmd, slurm_sh, wait_for
+from conftest import SBIN_PATH, assert_same_run, job_field, job_states, run_cmd, wait_for
 from test_pipeline import SETTINGS, check_round, pipeline_env
 
 from densir.io import read_run
@@ -89,7 +89,4 @@ def test_failed_stage_cancels_its_dependents(slurm_cluster, tmp_path, slice_data
 
 def _times(job_id: str) -> tuple:
     """(earliest StartTime, latest EndTime) over a job's tasks, as comparable strings."""
-    out = slurm_sh(f"scontrol show job {job_id} -o").stdout
-    starts = [f.split("=", 1)[1] for line in out.splitlines() for f in line.split() if f.startswith("StartTime=")]
-    ends = [f.split("=", 1)[1] for line in out.splitlines() for f in line.split() if f.startswith("EndTime=")]
-    return min(starts), max(ends)
+    return min(job_field(job_id, "StartTime")), max(job_field(job_id, "EndTime"))
